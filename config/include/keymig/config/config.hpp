@@ -1,0 +1,101 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keymig/error.hpp"
+#include "keymig/secure.hpp"
+
+namespace keymig::config {
+
+/// A YAML, type or validation error. what() reads "FILE:LINE: KEY: problem"; never a key.
+class ConfigError : public keymig::UsageError {
+ public:
+  using keymig::UsageError::UsageError;
+};
+
+/// Where a setting came from, for errors and `check-config`.
+struct Origin {
+  std::string file;  // config file, or "env" for environment variables
+  int line = 0;      // 1-based; 0 when unknown (env, defaults)
+  std::string key;   // dotted path, e.g. "secretStore.activeKey", or the variable name
+  [[nodiscard]] std::string describe() const;  // "values.yaml:12 secretStore.activeKey"
+};
+
+/// A key as configured: its text (secret) and where it came from.
+struct KeySetting {
+  SecretString text;
+  Origin origin;
+  std::string key_file;  // set when it came from activeKeyFile/rollingKeyFile
+};
+
+struct MfaPolicy {
+  bool enabled = false;
+  bool mandatory = false;
+  bool mandatory_for_sysadmins = false;
+  bool remember_me_enabled = false;
+  int remember_me_days = 30;
+  bool remember_me_disabled_for_sysadmins = false;
+};
+
+struct Target {
+  std::string table = "users";  // may be schema-qualified: "public.users"
+  std::string id_column = "id";
+  std::string secret_column = "mfa_secret";
+  std::string flag_column = "mfa_fernet_active";  // empty: no flag column
+  std::string username_column = "username";       // empty: none
+  std::vector<std::string> sysadmin_columns = {"is_staff", "is_superuser"};
+};
+
+struct MetricsSettings {
+  std::string listen = "127.0.0.1:9464";
+  std::string push_gateway;  // URL; empty: no push
+  std::string textfile;      // path; empty: none
+};
+
+struct Schedule {
+  std::optional<std::chrono::seconds> every;  // "6h", "30m", "1d"
+  std::optional<int> at_minute_of_day;        // "02:00" UTC -> 120
+};
+
+/// The `keyMigration:` section, with defaults.
+struct Migration {
+  std::string dsn;  // empty: libpq's PG* environment variables
+  Target target;
+  std::int64_t batch_size = 2000;
+  int threads = 0;  // 0: all cores
+  std::int64_t max_rows_per_second = 0;  // 0: unthrottled
+  bool journal = true;
+  std::chrono::milliseconds lock_timeout{2000};
+  std::chrono::milliseconds statement_timeout{60000};
+  MetricsSettings metrics;
+  Schedule schedule;
+};
+
+struct Config {
+  std::vector<std::string> files;
+  MfaPolicy mfa;
+  std::optional<KeySetting> active_key;
+  std::vector<KeySetting> rolling_keys;  // in order: rollingKey first, then rollingKeys
+  Migration migration;
+  /// Non-fatal findings: a key file readable by group or others, ...
+  std::vector<std::string> warnings;
+};
+
+/// Looks up an environment variable; injectable for tests.
+using Getenv = std::function<std::optional<std::string>(const char* name)>;
+[[nodiscard]] Getenv process_env();
+
+/// Loads and merges the files in order (later wins), then applies KEYMIG_ACTIVE_KEY and
+/// KEYMIG_ROLLING_KEYS. Checks types, ranges and unknown keys under `keyMigration`.
+/// Does not parse keys as Fernet keys (engine does, with crypto). Throws ConfigError.
+[[nodiscard]] Config load(const std::vector<std::string>& paths, const Getenv& env = process_env());
+
+/// "6h" -> 21600 s. Units s, m, h, d. Throws ConfigError (origin in the message).
+[[nodiscard]] std::chrono::seconds parse_duration(const std::string& text, const Origin& origin);
+
+}  // namespace keymig::config
