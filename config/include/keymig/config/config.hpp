@@ -67,7 +67,7 @@ struct Migration {
   std::string dsn;  // empty: libpq's PG* environment variables
   Target target;
   std::int64_t batch_size = 2000;
-  int threads = 0;  // 0: all cores
+  int threads = 0;                       // 0: all cores
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
   bool journal = true;
   std::chrono::milliseconds lock_timeout{2000};
@@ -97,5 +97,10 @@ using Getenv = std::function<std::optional<std::string>(const char* name)>;
 
 /// "6h" -> 21600 s. Units s, m, h, d. Throws ConfigError (origin in the message).
 [[nodiscard]] std::chrono::seconds parse_duration(const std::string& text, const Origin& origin);
+/// "2s" -> 2000 ms, "500ms", "1m30s"; "0" is zero. Throws ConfigError.
+[[nodiscard]] std::chrono::milliseconds parse_duration_ms(const std::string& text,
+                                                          const Origin& origin);
+/// "02:00" -> 120 (minute of the day, UTC). Throws ConfigError.
+[[nodiscard]] int parse_time_of_day(const std::string& text, const Origin& origin);
 
 }  // namespace keymig::config

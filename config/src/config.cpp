@@ -1,0 +1,574 @@
+#include "keymig/config/config.hpp"
+
+#include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace keymig::config {
+namespace {
+
+// One leaf of the merged configuration: the YAML value and the file it came from. Keeping
+// the node (not a copy of its text) keeps yaml-cpp's mark, so errors can name the line.
+struct Leaf {
+  YAML::Node node;
+  std::string file;
+};
+
+// The merged tree, flattened to dotted paths ("keyMigration.target.table"). Merging files
+// into one map of leaves is a deep merge of maps: a later file replaces leaves, keeps the
+// siblings it does not mention, and `key: null` deletes (as Helm does).
+using Leaves = std::map<std::string, Leaf>;
+
+// keyMigration's schema: what may appear, so a typo is an error instead of a silent
+// default. Maps are recursed into; everything else is a leaf.
+const std::set<std::string>& migration_maps() {
+  static const std::set<std::string> maps = {
+      "keyMigration",         "keyMigration.database", "keyMigration.target",
+      "keyMigration.metrics", "keyMigration.schedule",
+  };
+  return maps;
+}
+
+const std::set<std::string>& migration_leaves() {
+  static const std::set<std::string> leaves = {
+      "keyMigration.database.dsn",
+      "keyMigration.target.table",
+      "keyMigration.target.idColumn",
+      "keyMigration.target.secretColumn",
+      "keyMigration.target.activeFlagColumn",
+      "keyMigration.target.usernameColumn",
+      "keyMigration.target.sysAdminColumns",
+      "keyMigration.batchSize",
+      "keyMigration.threads",
+      "keyMigration.maxRowsPerSecond",
+      "keyMigration.journal",
+      "keyMigration.lockTimeout",
+      "keyMigration.statementTimeout",
+      "keyMigration.metrics.listen",
+      "keyMigration.metrics.pushGateway",
+      "keyMigration.metrics.textfile",
+      "keyMigration.schedule.every",
+      "keyMigration.schedule.at",
+  };
+  return leaves;
+}
+
+// Sections outside keyMigration that keymig reads. The rest of a Helm values file belongs
+// to the chart, and unknown keys inside these maps may be the chart's too.
+bool is_read_map(const std::string& path) {
+  return path == "userLogin" || path == "userLogin.mfa" || path == "userLogin.mfa.rememberMe" ||
+         path == "secretStore";
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+int line_of(const YAML::Node& node) {
+  return node.Mark().is_null() ? 0 : node.Mark().line + 1;
+}
+
+[[noreturn]] void fail(const std::string& file, int line, const std::string& key,
+                       const std::string& problem) {
+  throw ConfigError(Origin{file, line, key}.describe() + ": " + problem);
+}
+
+[[noreturn]] void fail(const Origin& origin, const std::string& problem) {
+  throw ConfigError(origin.describe() + ": " + problem);
+}
+
+Origin origin_of(const std::string& path, const Leaf& leaf) {
+  return Origin{leaf.file, line_of(leaf.node), path};
+}
+
+const char* kind_name(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Null:
+      return "null";
+    default:
+      return "nothing";
+  }
+}
+
+// Removes `path` and everything below it.
+void erase_subtree(Leaves& leaves, const std::string& path) {
+  leaves.erase(path);
+  const std::string prefix = path + ".";
+  for (auto it = leaves.lower_bound(prefix); it != leaves.end() && starts_with(it->first, prefix);)
+    it = leaves.erase(it);
+}
+
+void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
+               const std::string& file);
+
+void merge_value(Leaves& leaves, const YAML::Node& value, const std::string& path,
+                 const std::string& file) {
+  const bool in_migration = path == "keyMigration" || starts_with(path, "keyMigration.");
+  if (in_migration && migration_maps().count(path) == 0 && migration_leaves().count(path) == 0) {
+    std::string known;
+    const std::string parent = path.substr(0, path.rfind('.'));
+    for (const auto& leaf : migration_leaves())
+      if (leaf.rfind('.') == parent.size() && starts_with(leaf, parent + "."))
+        known += (known.empty() ? "" : ", ") + leaf.substr(parent.size() + 1);
+    for (const auto& map : migration_maps())
+      if (map.rfind('.') == parent.size() && starts_with(map, parent + "."))
+        known += (known.empty() ? "" : ", ") + map.substr(parent.size() + 1);
+    fail(file, line_of(value), path, "unknown key (known here: " + known + ")");
+  }
+  if (value.IsNull()) {
+    erase_subtree(leaves, path);
+    return;
+  }
+  const bool schema_map = migration_maps().count(path) != 0 || is_read_map(path);
+  if (schema_map) {
+    if (!value.IsMap())
+      fail(file, line_of(value), path, std::string("expected a map, got ") + kind_name(value));
+    merge_map(leaves, value, path, file);
+    return;
+  }
+  if (value.IsMap() && in_migration)
+    fail(file, line_of(value), path, "expected a value, got a map");
+  erase_subtree(leaves, path);
+  leaves[path] = Leaf{value, file};
+}
+
+void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
+               const std::string& file) {
+  // A map here replaces a scalar an earlier file put at the same path.
+  leaves.erase(path);
+  for (const auto& entry : map) {
+    if (!entry.first.IsScalar())
+      fail(file, line_of(entry.first), path, "map keys must be plain names");
+    const std::string name = entry.first.Scalar();
+    const std::string child = path.empty() ? name : path + "." + name;
+    // Top level: only the sections keymig reads; the chart owns the rest.
+    if (path.empty() && name != "userLogin" && name != "secretStore" && name != "keyMigration")
+      continue;
+    if (path == "userLogin" && name != "mfa") continue;
+    merge_value(leaves, entry.second, child, file);
+  }
+}
+
+// Best effort: the dotted key a YAML syntax error sits under, from indentation. Only the
+// key names are taken from the text, never a value (a value may be a key).
+std::string key_near_line(const std::string& text, int error_line) {
+  std::vector<std::pair<std::size_t, std::string>> stack;
+  std::istringstream in(text);
+  std::string line;
+  for (int n = 0; n <= error_line && std::getline(in, line); ++n) {
+    std::size_t indent = line.find_first_not_of(' ');
+    if (indent == std::string::npos || line[indent] == '#') continue;
+    std::size_t start = indent;
+    if (line.compare(start, 2, "- ") == 0) start += 2;
+    std::size_t end = start;
+    while (end < line.size() && (std::isalnum(static_cast<unsigned char>(line[end])) ||
+                                 line[end] == '_' || line[end] == '-'))
+      ++end;
+    if (end == start || end >= line.size() || line[end] != ':') continue;
+    while (!stack.empty() && stack.back().first >= indent) stack.pop_back();
+    stack.emplace_back(indent, line.substr(start, end - start));
+  }
+  std::string key;
+  for (const auto& part : stack) key += (key.empty() ? "" : ".") + part.second;
+  return key;
+}
+
+YAML::Node parse_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, 0, "", std::string("cannot read config file: ") + std::strerror(errno));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  std::string text = buf.str();
+  try {
+    YAML::Node root = YAML::Load(text);
+    secure_wipe(text.data(), text.size());
+    return root;
+  } catch (const YAML::ParserException& e) {
+    const int line = e.mark.is_null() ? 0 : e.mark.line + 1;
+    const std::string key = e.mark.is_null() ? "" : key_near_line(text, e.mark.line);
+    secure_wipe(text.data(), text.size());
+    // e.msg is yaml-cpp's fixed description; e.what() could quote the document.
+    fail(path, line, key, "YAML syntax error: " + e.msg);
+  }
+}
+
+// --- typed reads of the merged leaves ---------------------------------------------------
+
+class Reader {
+ public:
+  explicit Reader(const Leaves& leaves) : leaves_(leaves) {}
+
+  const Leaf* find(const std::string& path) const {
+    auto it = leaves_.find(path);
+    return it == leaves_.end() ? nullptr : &it->second;
+  }
+
+  void read_bool(const std::string& path, bool& out) const {
+    const Leaf* leaf = find(path);
+    if (leaf == nullptr) return;
+    bool value = false;
+    if (!leaf->node.IsScalar() || !YAML::convert<bool>::decode(leaf->node, value))
+      fail(origin_of(path, *leaf), "expected true or false");
+    out = value;
+  }
+
+  template <typename Int>
+  void read_int(const std::string& path, Int& out, std::int64_t min, std::int64_t max) const {
+    const Leaf* leaf = find(path);
+    if (leaf == nullptr) return;
+    std::int64_t value = 0;
+    if (!leaf->node.IsScalar() || !YAML::convert<std::int64_t>::decode(leaf->node, value))
+      fail(origin_of(path, *leaf), "expected a whole number" + range_text(min, max));
+    if (value < min || value > max)
+      fail(origin_of(path, *leaf),
+           std::to_string(value) + " is out of range" + range_text(min, max));
+    out = static_cast<Int>(value);
+  }
+
+  // Secret-safe: the message never quotes the value.
+  void read_string(const std::string& path, std::string& out) const {
+    const Leaf* leaf = find(path);
+    if (leaf == nullptr) return;
+    if (!leaf->node.IsScalar())
+      fail(origin_of(path, *leaf), std::string("expected a string, got ") + kind_name(leaf->node));
+    out = leaf->node.Scalar();
+  }
+
+  void read_string_list(const std::string& path, std::vector<std::string>& out) const {
+    const Leaf* leaf = find(path);
+    if (leaf == nullptr) return;
+    if (!leaf->node.IsSequence())
+      fail(origin_of(path, *leaf), std::string("expected a list, got ") + kind_name(leaf->node));
+    std::vector<std::string> values;
+    for (std::size_t i = 0; i < leaf->node.size(); ++i) {
+      const YAML::Node item = leaf->node[i];
+      if (!item.IsScalar())
+        fail(leaf->file, line_of(item), path + "[" + std::to_string(i) + "]",
+             std::string("expected a string, got ") + kind_name(item));
+      values.push_back(item.Scalar());
+    }
+    out = std::move(values);
+  }
+
+ private:
+  static std::string range_text(std::int64_t min, std::int64_t max) {
+    if (max == std::numeric_limits<std::int64_t>::max())
+      return " (at least " + std::to_string(min) + ")";
+    return " (" + std::to_string(min) + ".." + std::to_string(max) + ")";
+  }
+
+  const Leaves& leaves_;
+};
+
+bool is_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c)) != 0;
+  });
+}
+
+std::string directory_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string trim(std::string_view s) {
+  const auto begin = s.find_first_not_of(" \t\r\n");
+  if (begin == std::string_view::npos) return {};
+  const auto end = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(begin, end - begin + 1));
+}
+
+// Reads a key file (a mounted Kubernetes secret, typically with a trailing newline).
+// Relative paths are relative to the config file naming them, so a values file and its
+// keys can move together.
+KeySetting read_key_file(const Leaf& leaf, const Origin& origin,
+                         std::vector<std::string>& warnings) {
+  if (!leaf.node.IsScalar() || leaf.node.Scalar().empty())
+    fail(origin, "expected the path of a key file");
+  std::string file = leaf.node.Scalar();
+  if (file.front() != '/') file = directory_of(leaf.file) + "/" + file;
+
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0)
+    fail(origin, "cannot read key file " + file + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+    fail(origin, "key file " + file + " is not a regular file");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(origin, "cannot read key file " + file + ": " + std::strerror(errno));
+  std::string content;
+  content.reserve(256);
+  char buf[256];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    if (content.size() + static_cast<std::size_t>(in.gcount()) > 4096) {
+      secure_wipe(buf, sizeof buf);
+      secure_wipe(content.data(), content.size());
+      fail(origin, "key file " + file + " is too large to hold a Fernet key");
+    }
+    content.append(buf, static_cast<std::size_t>(in.gcount()));
+  }
+  secure_wipe(buf, sizeof buf);
+  SecretString text(trim(content));
+  secure_wipe(content.data(), content.size());
+  if (text.empty()) fail(origin, "key file " + file + " is empty");
+  if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    warnings.push_back(origin.describe() + ": key file " + file + " is readable by " +
+                       ((st.st_mode & S_IROTH) != 0 ? "others" : "its group") + " (mode " + mode +
+                       "); chmod 600 it, or mount the secret with defaultMode 0400");
+  }
+  return KeySetting{std::move(text), origin, file};
+}
+
+std::optional<KeySetting> read_inline_key(const Reader& reader, const std::string& path) {
+  const Leaf* leaf = reader.find(path);
+  if (leaf == nullptr) return std::nullopt;
+  const Origin origin = origin_of(path, *leaf);
+  if (!leaf->node.IsScalar())
+    fail(origin, std::string("expected a key (a string), got ") + kind_name(leaf->node));
+  // Helm charts ship `rollingKey: ""` as the "none" value.
+  if (leaf->node.Scalar().empty()) return std::nullopt;
+  return KeySetting{SecretString(trim(leaf->node.Scalar())), origin, {}};
+}
+
+std::optional<KeySetting> read_file_key(const Reader& reader, const std::string& path,
+                                        std::vector<std::string>& warnings) {
+  const Leaf* leaf = reader.find(path);
+  if (leaf == nullptr) return std::nullopt;
+  if (leaf->node.IsScalar() && leaf->node.Scalar().empty()) return std::nullopt;
+  return read_key_file(*leaf, origin_of(path, *leaf), warnings);
+}
+
+std::vector<SecretString> split_commas(std::string_view text) {
+  std::vector<SecretString> parts;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string part = trim(text.substr(start, comma - start));
+    if (!part.empty()) parts.emplace_back(std::move(part));
+    start = comma + 1;
+  }
+  return parts;
+}
+
+void read_keys(const Reader& reader, const Getenv& env, Config& config) {
+  auto active = read_inline_key(reader, "secretStore.activeKey");
+  auto active_file = read_file_key(reader, "secretStore.activeKeyFile", config.warnings);
+  if (active && active_file)
+    fail(active_file->origin, "set either secretStore.activeKey (" + active->origin.describe() +
+                                  ") or secretStore.activeKeyFile, not both");
+  if (active) config.active_key = std::move(active);
+  if (active_file) config.active_key = std::move(active_file);
+
+  if (auto key = read_inline_key(reader, "secretStore.rollingKey"))
+    config.rolling_keys.push_back(std::move(*key));
+  if (auto key = read_file_key(reader, "secretStore.rollingKeyFile", config.warnings))
+    config.rolling_keys.push_back(std::move(*key));
+  if (const Leaf* leaf = reader.find("secretStore.rollingKeys")) {
+    if (!leaf->node.IsSequence())
+      fail(origin_of("secretStore.rollingKeys", *leaf),
+           std::string("expected a list of keys, got ") + kind_name(leaf->node));
+    for (std::size_t i = 0; i < leaf->node.size(); ++i) {
+      const YAML::Node item = leaf->node[i];
+      const Origin origin{leaf->file, line_of(item),
+                          "secretStore.rollingKeys[" + std::to_string(i) + "]"};
+      if (!item.IsScalar() || item.Scalar().empty())
+        fail(origin, "expected a key (a non-empty string)");
+      config.rolling_keys.push_back(KeySetting{SecretString(trim(item.Scalar())), origin, {}});
+    }
+  }
+
+  // The environment wins over every file: that is how a Kubernetes Secret usually arrives.
+  if (auto value = env("KEYMIG_ACTIVE_KEY")) {
+    SecretString text(trim(*value));
+    secure_wipe(value->data(), value->size());
+    if (!text.empty())
+      config.active_key = KeySetting{std::move(text), Origin{"env", 0, "KEYMIG_ACTIVE_KEY"}, {}};
+  }
+  if (auto value = env("KEYMIG_ROLLING_KEYS")) {
+    auto parts = split_commas(*value);
+    secure_wipe(value->data(), value->size());
+    // Set but empty (an optional Secret that is absent) leaves the files' rolling keys.
+    if (!parts.empty()) config.rolling_keys.clear();
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      config.rolling_keys.push_back(
+          KeySetting{std::move(parts[i]),
+                     Origin{"env", 0, "KEYMIG_ROLLING_KEYS[" + std::to_string(i) + "]"},
+                     {}});
+  }
+}
+
+void read_identifier(const Reader& reader, const std::string& path, std::string& out,
+                     bool required) {
+  reader.read_string(path, out);
+  if (const Leaf* leaf = reader.find(path)) {
+    if (required && out.empty()) fail(origin_of(path, *leaf), "must not be empty");
+    if (out.find('\0') != std::string::npos || out.size() > 200)
+      fail(origin_of(path, *leaf), "is not a usable identifier");
+  }
+}
+
+void read_migration(const Reader& reader, Migration& m) {
+  reader.read_string("keyMigration.database.dsn", m.dsn);
+  read_identifier(reader, "keyMigration.target.table", m.target.table, true);
+  read_identifier(reader, "keyMigration.target.idColumn", m.target.id_column, true);
+  read_identifier(reader, "keyMigration.target.secretColumn", m.target.secret_column, true);
+  read_identifier(reader, "keyMigration.target.activeFlagColumn", m.target.flag_column, false);
+  read_identifier(reader, "keyMigration.target.usernameColumn", m.target.username_column, false);
+  reader.read_string_list("keyMigration.target.sysAdminColumns", m.target.sysadmin_columns);
+  if (const Leaf* leaf = reader.find("keyMigration.target.sysAdminColumns")) {
+    for (std::size_t i = 0; i < m.target.sysadmin_columns.size(); ++i)
+      if (m.target.sysadmin_columns[i].empty())
+        fail(leaf->file, line_of(leaf->node[i]),
+             "keyMigration.target.sysAdminColumns[" + std::to_string(i) + "]", "must not be empty");
+  }
+  reader.read_int("keyMigration.batchSize", m.batch_size, 1, 1'000'000);
+  reader.read_int("keyMigration.threads", m.threads, 0, 1024);
+  reader.read_int("keyMigration.maxRowsPerSecond", m.max_rows_per_second, 0,
+                  std::numeric_limits<std::int64_t>::max());
+  reader.read_bool("keyMigration.journal", m.journal);
+  for (auto [path, out] : {std::pair{"keyMigration.lockTimeout", &m.lock_timeout},
+                           std::pair{"keyMigration.statementTimeout", &m.statement_timeout}}) {
+    if (const Leaf* leaf = reader.find(path)) {
+      const Origin origin = origin_of(path, *leaf);
+      if (!leaf->node.IsScalar()) fail(origin, "expected a duration like 2s, 500ms or 1m");
+      *out = parse_duration_ms(leaf->node.Scalar(), origin);
+    }
+  }
+  reader.read_string("keyMigration.metrics.listen", m.metrics.listen);
+  reader.read_string("keyMigration.metrics.pushGateway", m.metrics.push_gateway);
+  reader.read_string("keyMigration.metrics.textfile", m.metrics.textfile);
+  if (const Leaf* leaf = reader.find("keyMigration.schedule.every")) {
+    const Origin origin = origin_of("keyMigration.schedule.every", *leaf);
+    if (!leaf->node.IsScalar()) fail(origin, "expected a duration like 24h or 30m");
+    const auto every = parse_duration(leaf->node.Scalar(), origin);
+    if (every.count() <= 0) fail(origin, "must be longer than 0s");
+    m.schedule.every = every;
+  }
+  if (const Leaf* leaf = reader.find("keyMigration.schedule.at")) {
+    const Origin origin = origin_of("keyMigration.schedule.at", *leaf);
+    m.schedule.at_minute_of_day =
+        parse_time_of_day(leaf->node.IsScalar() ? leaf->node.Scalar() : "", origin);
+  }
+}
+
+// Parses "1h30m", "2s", "500ms" into milliseconds; `allow_ms` decides whether "ms" is a unit.
+std::int64_t parse_duration_millis(const std::string& text, const Origin& origin, bool allow_ms) {
+  const std::string hint =
+      allow_ms ? "a duration like 2s, 500ms or 1m30s" : "a duration like 30m, 6h or 1d";
+  const std::string s = trim(text);
+  if (s == "0") return 0;
+  if (s.empty()) fail(origin, "expected " + hint);
+  std::int64_t total = 0;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    std::size_t digits = i;
+    while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
+    if (digits == i || digits - i > 9) fail(origin, "'" + s + "' is not " + hint);
+    const std::int64_t number = std::stoll(s.substr(i, digits - i));
+    std::size_t unit_end = digits;
+    while (unit_end < s.size() && std::isalpha(static_cast<unsigned char>(s[unit_end]))) ++unit_end;
+    const std::string unit = s.substr(digits, unit_end - digits);
+    std::int64_t scale = 0;
+    if (unit == "ms" && allow_ms)
+      scale = 1;
+    else if (unit == "s")
+      scale = 1000;
+    else if (unit == "m")
+      scale = 60'000;
+    else if (unit == "h")
+      scale = 3'600'000;
+    else if (unit == "d")
+      scale = 86'400'000;
+    else
+      fail(origin,
+           "'" + s + "' is not " + hint + " (units: " + (allow_ms ? "ms, " : "") + "s, m, h, d)");
+    total += number * scale;
+    if (total > std::int64_t{366} * 86'400'000) fail(origin, "'" + s + "' is longer than a year");
+    i = unit_end;
+  }
+  return total;
+}
+
+}  // namespace
+
+Getenv process_env() {
+  return [](const char* name) -> std::optional<std::string> {
+    const char* value = std::getenv(name);
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+}
+
+std::chrono::seconds parse_duration(const std::string& text, const Origin& origin) {
+  const std::int64_t ms = parse_duration_millis(text, origin, false);
+  return std::chrono::seconds(ms / 1000);
+}
+
+std::chrono::milliseconds parse_duration_ms(const std::string& text, const Origin& origin) {
+  return std::chrono::milliseconds(parse_duration_millis(text, origin, true));
+}
+
+int parse_time_of_day(const std::string& text, const Origin& origin) {
+  const std::string s = trim(text);
+  const bool shape = (s.size() == 5 && s[2] == ':') || (s.size() == 4 && s[1] == ':');
+  if (shape) {
+    const std::size_t colon = s.find(':');
+    const std::string hh = s.substr(0, colon), mm = s.substr(colon + 1);
+    const bool digits = is_digits(hh) && is_digits(mm);
+    if (digits) {
+      const int h = std::stoi(hh), m = std::stoi(mm);
+      if (h < 24 && m < 60) return h * 60 + m;
+    }
+  }
+  fail(origin, "expected a UTC time of day \"HH:MM\" (00:00..23:59), got '" + s + "'");
+}
+
+Config load(const std::vector<std::string>& paths, const Getenv& env) {
+  Config config;
+  config.files = paths;
+  Leaves leaves;
+  for (const auto& path : paths) {
+    const YAML::Node root = parse_file(path);
+    if (root.IsNull()) continue;  // an empty file is a valid (empty) values file
+    if (!root.IsMap())
+      fail(path, line_of(root), "",
+           std::string("expected a map at the top, got ") + kind_name(root));
+    merge_map(leaves, root, "", path);
+  }
+  const Reader reader(leaves);
+
+  MfaPolicy& mfa = config.mfa;
+  reader.read_bool("userLogin.mfa.enabled", mfa.enabled);
+  reader.read_bool("userLogin.mfa.mandatory", mfa.mandatory);
+  reader.read_bool("userLogin.mfa.mandatoryForSysAdmins", mfa.mandatory_for_sysadmins);
+  reader.read_bool("userLogin.mfa.rememberMe.enabled", mfa.remember_me_enabled);
+  reader.read_int("userLogin.mfa.rememberMe.days", mfa.remember_me_days, 0, 36'500);
+  reader.read_bool("userLogin.mfa.rememberMe.disabledForSysAdmins",
+                   mfa.remember_me_disabled_for_sysadmins);
+
+  read_keys(reader, env, config);
+  read_migration(reader, config.migration);
+  return config;
+}
+
+}  // namespace keymig::config

@@ -1,0 +1,451 @@
+#include "keymig/config/config.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+
+namespace cfg = keymig::config;
+
+namespace {
+
+// Fernet-shaped texts; config does not parse keys, so any text will do, but these look
+// like what an operator pastes.
+const std::string kActive = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
+const std::string kRolling = "dGhpcyBpcyBhbiBvbGQga2V5IHRoYXQgaXMgMzJieXQ=";
+const std::string kRolling2 = "YW5vdGhlciBvbGQga2V5IHRoYXQgaXMgMzIgYnl0ZXM=";
+
+// A fresh directory per test, removed at the end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string templ = "/tmp/keymig-config-test-XXXXXX";
+    char* made = ::mkdtemp(templ.data());
+    REQUIRE(made != nullptr);
+    path_ = made;
+  }
+  ~TempDir() {
+    const std::string cmd = "rm -rf '" + path_ + "'";
+    [[maybe_unused]] int rc = std::system(cmd.c_str());
+  }
+  std::string write(const std::string& name, const std::string& text, mode_t mode = 0600) const {
+    const std::string file = path_ + "/" + name;
+    std::ofstream(file, std::ios::binary) << text;
+    ::chmod(file.c_str(), mode);
+    return file;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+cfg::Getenv env_of(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const char* name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+const cfg::Getenv kNoEnv = env_of({});
+
+std::string load_error(const std::vector<std::string>& files, const cfg::Getenv& env = kNoEnv) {
+  try {
+    (void)cfg::load(files, env);
+  } catch (const cfg::ConfigError& e) {
+    return e.what();
+  }
+  FAIL("expected a ConfigError");
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("an empty values file gives the documented defaults", "[config]") {
+  TempDir dir;
+  const auto file = dir.write("values.yaml", "");
+  const cfg::Config c = cfg::load({file}, kNoEnv);
+  CHECK(c.files == std::vector<std::string>{file});
+  CHECK_FALSE(c.mfa.enabled);
+  CHECK_FALSE(c.mfa.mandatory);
+  CHECK(c.mfa.remember_me_days == 30);
+  CHECK_FALSE(c.active_key.has_value());
+  CHECK(c.rolling_keys.empty());
+  CHECK(c.migration.dsn.empty());
+  CHECK(c.migration.target.table == "users");
+  CHECK(c.migration.target.id_column == "id");
+  CHECK(c.migration.target.secret_column == "mfa_secret");
+  CHECK(c.migration.target.flag_column == "mfa_fernet_active");
+  CHECK(c.migration.target.username_column == "username");
+  CHECK(c.migration.target.sysadmin_columns ==
+        std::vector<std::string>{"is_staff", "is_superuser"});
+  CHECK(c.migration.batch_size == 2000);
+  CHECK(c.migration.threads == 0);
+  CHECK(c.migration.max_rows_per_second == 0);
+  CHECK(c.migration.journal);
+  CHECK(c.migration.lock_timeout == std::chrono::milliseconds(2000));
+  CHECK(c.migration.statement_timeout == std::chrono::milliseconds(60000));
+  CHECK(c.migration.metrics.listen == "127.0.0.1:9464");
+  CHECK_FALSE(c.migration.schedule.every.has_value());
+  CHECK_FALSE(c.migration.schedule.at_minute_of_day.has_value());
+  CHECK(c.warnings.empty());
+}
+
+TEST_CASE("a full values file is read into every field", "[config]") {
+  TempDir dir;
+  const auto file = dir.write("values.yaml", R"(
+image: {repository: example/app, tag: "1.2"}
+userLogin:
+  passwordPolicy: {minLength: 12}
+  mfa:
+    enabled: true
+    mandatory: false
+    mandatoryForSysAdmins: true
+    rememberMe: {enabled: true, days: 14, disabledForSysAdmins: true}
+secretStore:
+  activeKey: ")" + kActive + R"("
+  rollingKey: ")" + kRolling + R"("
+  rollingKeys: [")" + kRolling2 + R"("]
+keyMigration:
+  database: {dsn: "postgresql://app@db/app"}
+  target:
+    table: public.accounts
+    idColumn: account_id
+    secretColumn: totp
+    activeFlagColumn: ""
+    usernameColumn: login
+    sysAdminColumns: [is_admin]
+  batchSize: 500
+  threads: 8
+  maxRowsPerSecond: 10000
+  journal: false
+  lockTimeout: 500ms
+  statementTimeout: 1m30s
+  metrics: {listen: "0.0.0.0:9000", pushGateway: "http://pgw:9091", textfile: /var/lib/node/keymig.prom}
+  schedule: {every: 6h, at: "02:30"}
+)");
+  const cfg::Config c = cfg::load({file}, kNoEnv);
+  CHECK(c.mfa.enabled);
+  CHECK_FALSE(c.mfa.mandatory);
+  CHECK(c.mfa.mandatory_for_sysadmins);
+  CHECK(c.mfa.remember_me_enabled);
+  CHECK(c.mfa.remember_me_days == 14);
+  CHECK(c.mfa.remember_me_disabled_for_sysadmins);
+  REQUIRE(c.active_key.has_value());
+  CHECK(c.active_key->text.view() == kActive);
+  CHECK(c.active_key->origin.describe() == file + ":11 secretStore.activeKey");
+  REQUIRE(c.rolling_keys.size() == 2);
+  CHECK(c.rolling_keys[0].text.view() == kRolling);
+  CHECK(c.rolling_keys[0].origin.key == "secretStore.rollingKey");
+  CHECK(c.rolling_keys[1].text.view() == kRolling2);
+  CHECK(c.rolling_keys[1].origin.key == "secretStore.rollingKeys[0]");
+  CHECK(c.rolling_keys[1].origin.line == 13);
+  const auto& m = c.migration;
+  CHECK(m.dsn == "postgresql://app@db/app");
+  CHECK(m.target.table == "public.accounts");
+  CHECK(m.target.id_column == "account_id");
+  CHECK(m.target.secret_column == "totp");
+  CHECK(m.target.flag_column.empty());
+  CHECK(m.target.username_column == "login");
+  CHECK(m.target.sysadmin_columns == std::vector<std::string>{"is_admin"});
+  CHECK(m.batch_size == 500);
+  CHECK(m.threads == 8);
+  CHECK(m.max_rows_per_second == 10000);
+  CHECK_FALSE(m.journal);
+  CHECK(m.lock_timeout == std::chrono::milliseconds(500));
+  CHECK(m.statement_timeout == std::chrono::milliseconds(90000));
+  CHECK(m.metrics.listen == "0.0.0.0:9000");
+  CHECK(m.metrics.push_gateway == "http://pgw:9091");
+  CHECK(m.metrics.textfile == "/var/lib/node/keymig.prom");
+  CHECK(m.schedule.every == std::chrono::seconds(6 * 3600));
+  CHECK(m.schedule.at_minute_of_day == 150);
+}
+
+TEST_CASE("later config files win, maps merge deeply and null deletes", "[config]") {
+  TempDir dir;
+  const auto base = dir.write("values.yaml", R"(
+userLogin: {mfa: {enabled: true, mandatory: true}}
+secretStore: {activeKey: ")" + kActive + R"(", rollingKey: ")" +
+                                                 kRolling + R"("}
+keyMigration:
+  target: {table: users, secretColumn: mfa_secret}
+  batchSize: 100
+  threads: 2
+)");
+  const auto overlay = dir.write("override.yaml", R"(
+userLogin: {mfa: {mandatory: false}}
+secretStore: {rollingKey: null}
+keyMigration:
+  target: {table: accounts}
+  threads: 4
+)");
+  SECTION("the overlay changes only what it names") {
+    const cfg::Config c = cfg::load({base, overlay}, kNoEnv);
+    CHECK(c.files == std::vector<std::string>{base, overlay});
+    CHECK(c.mfa.enabled);
+    CHECK_FALSE(c.mfa.mandatory);
+    CHECK(c.rolling_keys.empty());
+    REQUIRE(c.active_key.has_value());
+    CHECK(c.active_key->origin.file == base);
+    CHECK(c.migration.target.table == "accounts");
+    CHECK(c.migration.target.secret_column == "mfa_secret");
+    CHECK(c.migration.batch_size == 100);
+    CHECK(c.migration.threads == 4);
+  }
+  SECTION("the other order gives the other answer") {
+    const cfg::Config c = cfg::load({overlay, base}, kNoEnv);
+    CHECK(c.mfa.mandatory);
+    CHECK(c.rolling_keys.size() == 1);
+    CHECK(c.migration.target.table == "users");
+    CHECK(c.migration.threads == 2);
+  }
+}
+
+TEST_CASE("environment variables win over the files", "[config]") {
+  TempDir dir;
+  const auto file = dir.write("values.yaml", "secretStore: {activeKey: \"" + kActive +
+                                                 "\", rollingKey: \"" + kRolling + "\"}\n");
+  SECTION("KEYMIG_ACTIVE_KEY replaces the active key") {
+    const cfg::Config c = cfg::load({file}, env_of({{"KEYMIG_ACTIVE_KEY", kRolling2 + "\n"}}));
+    REQUIRE(c.active_key.has_value());
+    CHECK(c.active_key->text.view() == kRolling2);
+    CHECK(c.active_key->origin.describe() == "env KEYMIG_ACTIVE_KEY");
+    REQUIRE(c.rolling_keys.size() == 1);
+    CHECK(c.rolling_keys[0].text.view() == kRolling);
+  }
+  SECTION("KEYMIG_ROLLING_KEYS replaces every rolling key, in order") {
+    const cfg::Config c = cfg::load(
+        {file}, env_of({{"KEYMIG_ROLLING_KEYS", " " + kRolling2 + " , " + kActive + ","}}));
+    REQUIRE(c.rolling_keys.size() == 2);
+    CHECK(c.rolling_keys[0].text.view() == kRolling2);
+    CHECK(c.rolling_keys[0].origin.describe() == "env KEYMIG_ROLLING_KEYS[0]");
+    CHECK(c.rolling_keys[1].text.view() == kActive);
+  }
+  SECTION("empty variables change nothing") {
+    const cfg::Config c =
+        cfg::load({file}, env_of({{"KEYMIG_ACTIVE_KEY", ""}, {"KEYMIG_ROLLING_KEYS", " "}}));
+    CHECK(c.active_key->text.view() == kActive);
+    CHECK(c.rolling_keys.size() == 1);
+  }
+  SECTION("the environment alone is a configuration") {
+    const cfg::Config c = cfg::load({}, env_of({{"KEYMIG_ACTIVE_KEY", kActive}}));
+    REQUIRE(c.active_key.has_value());
+    CHECK(c.active_key->text.view() == kActive);
+  }
+}
+
+TEST_CASE("key files are read relative to their values file and trimmed", "[config]") {
+  TempDir dir;
+  ::mkdir((dir.path() + "/keys").c_str(), 0700);
+  dir.write("keys/active", kActive + "\n", 0600);
+  dir.write("keys/rolling", "  " + kRolling + "\r\n", 0400);
+  const auto file = dir.write(
+      "values.yaml", "secretStore:\n  activeKeyFile: keys/active\n  rollingKeyFile: " + dir.path() +
+                         "/keys/rolling\n");
+  const cfg::Config c = cfg::load({file}, kNoEnv);
+  REQUIRE(c.active_key.has_value());
+  CHECK(c.active_key->text.view() == kActive);
+  CHECK(c.active_key->key_file == dir.path() + "/keys/active");
+  CHECK(c.active_key->origin.describe() == file + ":2 secretStore.activeKeyFile");
+  REQUIRE(c.rolling_keys.size() == 1);
+  CHECK(c.rolling_keys[0].text.view() == kRolling);
+  CHECK(c.warnings.empty());
+}
+
+TEST_CASE("a key file readable by group or others gives a warning", "[config]") {
+  TempDir dir;
+  dir.write("active.key", kActive + "\n", 0644);
+  dir.write("rolling.key", kRolling + "\n", 0640);
+  const auto file = dir.write(
+      "values.yaml", "secretStore: {activeKeyFile: active.key, rollingKeyFile: rolling.key}\n");
+  const cfg::Config c = cfg::load({file}, kNoEnv);
+  REQUIRE(c.warnings.size() == 2);
+  CHECK(c.warnings[0].find("active.key is readable by others (mode 0644)") != std::string::npos);
+  CHECK(c.warnings[0].find("secretStore.activeKeyFile") != std::string::npos);
+  CHECK(c.warnings[1].find("rolling.key is readable by its group (mode 0640)") !=
+        std::string::npos);
+  for (const auto& w : c.warnings) {
+    CHECK(w.find(kActive) == std::string::npos);
+    CHECK(w.find(kRolling) == std::string::npos);
+  }
+}
+
+TEST_CASE("key file problems name the file and the setting", "[config]") {
+  TempDir dir;
+  SECTION("a missing key file") {
+    const auto file =
+        dir.write("values.yaml", "secretStore:\n  activeKeyFile: /nonexistent/active.key\n");
+    const std::string err = load_error({file});
+    CHECK(err.find(file + ":2 secretStore.activeKeyFile") != std::string::npos);
+    CHECK(err.find("/nonexistent/active.key") != std::string::npos);
+    CHECK(err.find("No such file") != std::string::npos);
+  }
+  SECTION("an empty key file") {
+    dir.write("empty.key", "\n");
+    const auto file = dir.write("values.yaml", "secretStore: {rollingKeyFile: empty.key}\n");
+    CHECK(load_error({file}).find("empty.key is empty") != std::string::npos);
+  }
+  SECTION("an inline active key and an active key file at once") {
+    dir.write("active.key", kActive);
+    const auto file = dir.write("values.yaml", "secretStore:\n  activeKey: \"" + kActive +
+                                                   "\"\n  activeKeyFile: active.key\n");
+    const std::string err = load_error({file});
+    CHECK(err.find("not both") != std::string::npos);
+    CHECK(err.find(kActive) == std::string::npos);
+  }
+}
+
+TEST_CASE("a YAML syntax error names the file, the line and the key", "[config]") {
+  TempDir dir;
+  const auto file = dir.write("values.yaml", R"(secretStore:
+  activeKey: ")" + kActive + R"("
+keyMigration:
+  target:
+    table: [users
+  batchSize: 10
+)");
+  const std::string err = load_error({file});
+  CHECK(err.find(file + ":") == 0);
+  CHECK(err.find("YAML syntax error") != std::string::npos);
+  CHECK(err.find("keyMigration") != std::string::npos);
+  CHECK(err.find(kActive) == std::string::npos);
+  // The line is a number between the opening bracket and the end of the document.
+  const auto colon = err.find(':', file.size() + 1);
+  const int line = std::stoi(err.substr(file.size() + 1, colon - file.size() - 1));
+  CHECK(line >= 5);
+  CHECK(line <= 7);
+}
+
+TEST_CASE("a missing config file is an error naming it", "[config]") {
+  const std::string err = load_error({"/nonexistent/values.yaml"});
+  CHECK(err.find("/nonexistent/values.yaml") == 0);
+  CHECK(err.find("cannot read") != std::string::npos);
+}
+
+TEST_CASE("unknown keys under keyMigration are errors with file, line and key", "[config]") {
+  TempDir dir;
+  SECTION("a typo at the top of the section") {
+    const auto file = dir.write("values.yaml", "keyMigration:\n  batchsize: 10\n");
+    const std::string err = load_error({file});
+    CHECK(err.find(file + ":2 keyMigration.batchsize: unknown key") == 0);
+    CHECK(err.find("batchSize") != std::string::npos);  // the hint lists the real name
+  }
+  SECTION("a typo inside target") {
+    const auto file = dir.write("values.yaml", "keyMigration:\n  target:\n    tabel: users\n");
+    CHECK(load_error({file}).find(file + ":3 keyMigration.target.tabel: unknown key") == 0);
+  }
+  SECTION("a typo in a later file") {
+    const auto base = dir.write("values.yaml", "keyMigration: {threads: 2}\n");
+    const auto overlay = dir.write("override.yaml", "\nkeyMigration:\n  metrics: {lisen: x}\n");
+    CHECK(load_error({base, overlay}).find(overlay + ":3 keyMigration.metrics.lisen") == 0);
+  }
+  SECTION("other top-level keys of a Helm values file are ignored") {
+    const auto file = dir.write("values.yaml", "replicaCount: 3\ningress: {enabled: false}\n");
+    CHECK_NOTHROW(cfg::load({file}, kNoEnv));
+  }
+}
+
+TEST_CASE("type errors name the file, line and key, never a key text", "[config]") {
+  TempDir dir;
+  struct Case {
+    std::string yaml;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"keyMigration:\n  batchSize: lots\n", ":2 keyMigration.batchSize: expected a whole number"},
+      {"keyMigration:\n  journal: maybe\n", ":2 keyMigration.journal: expected true or false"},
+      {"keyMigration:\n  target: users\n", ":2 keyMigration.target: expected a map"},
+      {"keyMigration:\n  target:\n    table: {a: b}\n",
+       ":3 keyMigration.target.table: expected a value"},
+      {"keyMigration:\n  target:\n    sysAdminColumns: is_staff\n",
+       ":3 keyMigration.target.sysAdminColumns: expected a list"},
+      {"userLogin:\n  mfa:\n    enabled: sometimes\n",
+       ":3 userLogin.mfa.enabled: expected true or false"},
+      {"secretStore:\n  activeKey: [\"" + kActive + "\"]\n",
+       ":2 secretStore.activeKey: expected a key"},
+      {"secretStore:\n  rollingKeys: \"" + kRolling + "\"\n",
+       ":2 secretStore.rollingKeys: expected a list"},
+      {"secretStore:\n  rollingKeys:\n    - \"" + kRolling + "\"\n    - {}\n",
+       ":4 secretStore.rollingKeys[1]: expected a key"},
+      {"keyMigration:\n  lockTimeout: soon\n",
+       ":2 keyMigration.lockTimeout: 'soon' is not a duration"},
+      {"keyMigration:\n  schedule: {every: 0}\n", ":2 keyMigration.schedule.every: must be longer"},
+      {"keyMigration:\n  schedule:\n    at: \"25:00\"\n",
+       ":3 keyMigration.schedule.at: expected a UTC time"},
+      {"- just\n- a list\n", ":1: expected a map at the top"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.yaml);
+    const auto file = dir.write("values.yaml", c.yaml);
+    const std::string err = load_error({file});
+    CHECK(err.find(file + c.expected) == 0);
+    CHECK(err.find(kActive) == std::string::npos);
+    CHECK(err.find(kRolling) == std::string::npos);
+  }
+}
+
+TEST_CASE("numbers out of range and empty identifiers are errors", "[config]") {
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"keyMigration: {batchSize: 0}", "keyMigration.batchSize: 0 is out of range (1..1000000)"},
+      {"keyMigration: {batchSize: 1000001}", "keyMigration.batchSize: 1000001 is out of range"},
+      {"keyMigration: {threads: -1}", "keyMigration.threads: -1 is out of range (0..1024)"},
+      {"keyMigration: {threads: 1025}", "keyMigration.threads: 1025 is out of range"},
+      {"keyMigration: {maxRowsPerSecond: -5}",
+       "keyMigration.maxRowsPerSecond: -5 is out of range (at least 0)"},
+      {"userLogin: {mfa: {rememberMe: {days: -1}}}",
+       "userLogin.mfa.rememberMe.days: -1 is out of range"},
+      {"keyMigration: {target: {table: \"\"}}", "keyMigration.target.table: must not be empty"},
+      {"keyMigration: {target: {idColumn: \"\"}}",
+       "keyMigration.target.idColumn: must not be empty"},
+      {"keyMigration: {target: {secretColumn: \"\"}}",
+       "keyMigration.target.secretColumn: must not be empty"},
+      {"keyMigration: {target: {sysAdminColumns: [is_staff, \"\"]}}",
+       "keyMigration.target.sysAdminColumns[1]: must not be empty"},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    INFO(yaml);
+    const auto file = dir.write("values.yaml", yaml + "\n");
+    const std::string err = load_error({file});
+    CHECK(err.find(file + ":1 " + expected) == 0);
+  }
+  SECTION("the edges of each range are accepted") {
+    const auto file =
+        dir.write("values.yaml",
+                  "keyMigration: {batchSize: 1000000, threads: 1024, maxRowsPerSecond: 0}\n"
+                  "userLogin: {mfa: {rememberMe: {days: 0}}}\n");
+    const cfg::Config c = cfg::load({file}, kNoEnv);
+    CHECK(c.migration.batch_size == 1000000);
+    CHECK(c.migration.threads == 1024);
+    CHECK(c.mfa.remember_me_days == 0);
+  }
+}
+
+TEST_CASE("durations and times of day parse as operators write them", "[config]") {
+  const cfg::Origin origin{"values.yaml", 3, "keyMigration.schedule.every"};
+  CHECK(cfg::parse_duration("6h", origin) == std::chrono::seconds(21600));
+  CHECK(cfg::parse_duration("30m", origin) == std::chrono::seconds(1800));
+  CHECK(cfg::parse_duration("1d", origin) == std::chrono::seconds(86400));
+  CHECK(cfg::parse_duration("1h30m", origin) == std::chrono::seconds(5400));
+  CHECK(cfg::parse_duration_ms("2s", origin) == std::chrono::milliseconds(2000));
+  CHECK(cfg::parse_duration_ms("250ms", origin) == std::chrono::milliseconds(250));
+  CHECK(cfg::parse_duration_ms("0", origin) == std::chrono::milliseconds(0));
+  CHECK(cfg::parse_time_of_day("02:00", origin) == 120);
+  CHECK(cfg::parse_time_of_day("23:59", origin) == 1439);
+  CHECK(cfg::parse_time_of_day("7:05", origin) == 425);
+  for (const char* bad : {"", "6", "h", "6 hours", "-1h", "1.5h", "6x"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(cfg::parse_duration(bad, origin),
+                      Catch::StartsWith("values.yaml:3 keyMigration.schedule.every: "));
+  }
+  CHECK_THROWS_AS(cfg::parse_duration("500ms", origin), cfg::ConfigError);
+  for (const char* bad : {"24:00", "12:60", "noon", "1200", "12:5"}) {
+    INFO(bad);
+    CHECK_THROWS_AS(cfg::parse_time_of_day(bad, origin), cfg::ConfigError);
+  }
+}
