@@ -1,0 +1,408 @@
+#include "keymig/metrics/metrics.hpp"
+
+#include <fcntl.h>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gateway.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "keymig/log.hpp"
+#include "push_url.hpp"
+
+#ifndef KEYMIG_VERSION
+#define KEYMIG_VERSION "unknown"
+#endif
+
+namespace keymig::metrics {
+namespace {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+
+constexpr std::array<std::string_view, 6> kOutcomes = {"rotated", "already_active", "flag_fixed",
+                                                       "empty",   "undecryptable",  "conflict"};
+constexpr std::array<std::string_view, 4> kStatuses = {"committed", "failed", "retried", "dry_run"};
+constexpr std::array<std::string_view, 4> kOps = {"classify", "decrypt", "encrypt", "verify"};
+constexpr std::array<std::string_view, 6> kCommands = {"migrate",  "verify",   "scan",
+                                                       "rollback", "finalize", "reset_mfa"};
+constexpr std::string_view kOther = "other";
+
+// A batch is one short transaction of up to a few thousand rows: from a millisecond on an
+// idle local database to a minute when the server is saturated or a lock waits.
+const Histogram::BucketBoundaries kBatchBuckets = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+template <std::size_t N>
+bool contains(const std::array<std::string_view, N>& set, std::string_view value) {
+  return std::find(set.begin(), set.end(), value) != set.end();
+}
+
+// rolling_0 .. rolling_999: one per configured rolling key, so bounded by the config.
+bool is_key_label(std::string_view key) {
+  if (key == "active" || key == "undecryptable" || key == "empty") return true;
+  constexpr std::string_view kRolling = "rolling_";
+  if (key.substr(0, kRolling.size()) != kRolling) return false;
+  const auto digits = key.substr(kRolling.size());
+  return !digits.empty() && digits.size() <= 3 &&
+         std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Keeps only the series of one target (and the unlabelled ones), so that a push grouped
+// by target never carries another target's series, which the Pushgateway would reject as
+// inconsistent with the grouping key.
+class TargetFilter : public prometheus::Collectable {
+ public:
+  TargetFilter(std::shared_ptr<prometheus::Registry> registry, std::string target)
+      : registry_(std::move(registry)), target_(std::move(target)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    auto families = registry_->Collect();
+    for (auto& family : families) {
+      auto& metrics = family.metric;
+      metrics.erase(std::remove_if(metrics.begin(), metrics.end(),
+                                   [&](const prometheus::ClientMetric& m) {
+                                     for (const auto& label : m.label) {
+                                       if (label.name == "target") return label.value != target_;
+                                     }
+                                     return false;
+                                   }),
+                    metrics.end());
+    }
+    return families;
+  }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::string target_;
+};
+
+// prometheus-cpp 1.0 sets no CURLOPT_WRITEFUNCTION, so curl prints the gateway's reply
+// (an HTML or text error page) on stdout, where `--json` promises one JSON object. For the
+// length of a push, fd 1 points at /dev/null. Pushes happen at the end of one-shot runs,
+// when nothing else writes stdout.
+class StdoutSilenced {
+ public:
+  StdoutSilenced() {
+    std::fflush(stdout);
+    saved_ = ::dup(STDOUT_FILENO);
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved_ >= 0 && null >= 0) ::dup2(null, STDOUT_FILENO);
+    if (null >= 0) ::close(null);
+  }
+  ~StdoutSilenced() {
+    if (saved_ < 0) return;
+    std::fflush(stdout);
+    ::dup2(saved_, STDOUT_FILENO);
+    ::close(saved_);
+  }
+  StdoutSilenced(const StdoutSilenced&) = delete;
+  StdoutSilenced& operator=(const StdoutSilenced&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+std::string curl_cause(int code) {
+  switch (code) {
+    case 6:
+      return "could not resolve the host";
+    case 7:
+      return "could not connect";
+    case 28:
+      return "timed out";
+    case 35:
+    case 60:
+      return "TLS handshake or certificate failed";
+    case 52:
+      return "the server sent no reply";
+    case 56:
+      return "the connection was reset";
+    default:
+      return "transfer failed";
+  }
+}
+
+}  // namespace
+
+struct Metrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+
+  Family<Counter>& rows_total = prometheus::BuildCounter()
+                                    .Name("keymig_rows_total")
+                                    .Help("Rows processed, by target and outcome.")
+                                    .Register(*registry);
+  Family<Gauge>& rows_by_key =
+      prometheus::BuildGauge()
+          .Name("keymig_rows_by_key")
+          .Help("Rows by the key that encrypts them, from the last scan, migrate or verify.")
+          .Register(*registry);
+  Family<Counter>& batches_total = prometheus::BuildCounter()
+                                       .Name("keymig_batches_total")
+                                       .Help("Batches written, by target and status.")
+                                       .Register(*registry);
+  Histogram& batch_duration = prometheus::BuildHistogram()
+                                  .Name("keymig_batch_duration_seconds")
+                                  .Help("Wall time of one batch transaction.")
+                                  .Register(*registry)
+                                  .Add({}, kBatchBuckets);
+  Gauge& progress = prometheus::BuildGauge()
+                        .Name("keymig_run_progress_ratio")
+                        .Help("Share of the current run's rows done, 0 to 1.")
+                        .Register(*registry)
+                        .Add({});
+  Gauge& remaining = prometheus::BuildGauge()
+                         .Name("keymig_rows_remaining")
+                         .Help("Rows the current run has still to read.")
+                         .Register(*registry)
+                         .Add({});
+  Family<Counter>& crypto_ops = prometheus::BuildCounter()
+                                    .Name("keymig_crypto_operations_total")
+                                    .Help("Fernet operations, by op.")
+                                    .Register(*registry);
+  Counter& db_retries = prometheus::BuildCounter()
+                            .Name("keymig_db_retries_total")
+                            .Help("Database transactions retried after a transient error.")
+                            .Register(*registry)
+                            .Add({});
+  Family<Gauge>& last_success = prometheus::BuildGauge()
+                                    .Name("keymig_last_success_timestamp_seconds")
+                                    .Help("Unix time of the last successful run, by command.")
+                                    .Register(*registry);
+  Family<Gauge>& last_run_success =
+      prometheus::BuildGauge()
+          .Name("keymig_last_run_success")
+          .Help("1 if the latest run of the command succeeded, 0 if it failed.")
+          .Register(*registry);
+  Gauge& run_in_progress = prometheus::BuildGauge()
+                               .Name("keymig_run_in_progress")
+                               .Help("1 while a run is going on.")
+                               .Register(*registry)
+                               .Add({});
+
+  std::mutex mutex;               // guards the two sets below
+  std::set<std::string> targets;  // targets whose series exist
+  std::set<std::string> warned;   // label values already reported as unknown
+
+  Impl() {
+    prometheus::BuildGauge()
+        .Name("keymig_build_info")
+        .Help("Always 1; the version label names the keymig build.")
+        .Register(*registry)
+        .Add({{"version", KEYMIG_VERSION}})
+        .Set(1);
+    for (auto op : kOps) crypto_ops.Add({{"op", std::string(op)}});
+  }
+
+  // Creates every outcome and status of a new target at 0, so that the first increment is
+  // a visible change for rate() and increase() instead of a series appearing from nothing.
+  void ensure_target(const std::string& target) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!targets.insert(target).second) return;
+    }
+    for (auto outcome : kOutcomes) {
+      rows_total.Add({{"target", target}, {"outcome", std::string(outcome)}});
+    }
+    for (auto status : kStatuses) {
+      batches_total.Add({{"target", target}, {"status", std::string(status)}});
+    }
+  }
+
+  std::string bounded(std::string_view label, std::string_view value, bool known) {
+    if (known) return std::string(value);
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      first = warned.insert(std::string(label) + '=' + std::string(value)).second;
+    }
+    if (first) {
+      // Only a short, plain value is repeated: a wrong argument could be anything, and a
+      // log line must never carry a key or a token.
+      const bool plain =
+          value.size() <= 32 && std::all_of(value.begin(), value.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+          });
+      KEYMIG_LOG(warn, "metrics", "unknown_label_value", {"label", label},
+                 {"value", plain ? value : std::string_view("(not shown)")},
+                 {"value_length", value.size()}, {"counted_as", kOther});
+    }
+    return std::string(kOther);
+  }
+};
+
+Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
+Metrics::~Metrics() = default;
+
+void Metrics::add_rows(std::string_view target, std::string_view outcome, std::uint64_t n) {
+  const std::string t(target);
+  impl_->ensure_target(t);
+  impl_->rows_total
+      .Add({{"target", t},
+            {"outcome", impl_->bounded("outcome", outcome, contains(kOutcomes, outcome))}})
+      .Increment(static_cast<double>(n));
+}
+
+void Metrics::set_rows_by_key(std::string_view target, std::string_view key, double rows) {
+  impl_->rows_by_key
+      .Add(
+          {{"target", std::string(target)}, {"key", impl_->bounded("key", key, is_key_label(key))}})
+      .Set(rows);
+}
+
+void Metrics::observe_batch(std::string_view target, std::string_view status, double seconds) {
+  const std::string t(target);
+  impl_->ensure_target(t);
+  impl_->batches_total
+      .Add({{"target", t},
+            {"status", impl_->bounded("status", status, contains(kStatuses, status))}})
+      .Increment();
+  impl_->batch_duration.Observe(seconds);
+}
+
+void Metrics::set_progress(double ratio, double rows_remaining) {
+  impl_->progress.Set(std::clamp(ratio, 0.0, 1.0));
+  impl_->remaining.Set(std::max(rows_remaining, 0.0));
+}
+
+void Metrics::add_crypto_operations(std::string_view op, std::uint64_t n) {
+  impl_->crypto_ops.Add({{"op", impl_->bounded("op", op, contains(kOps, op))}})
+      .Increment(static_cast<double>(n));
+}
+
+void Metrics::add_db_retry() {
+  impl_->db_retries.Increment();
+}
+
+void Metrics::set_last_success(std::string_view command, double unix_seconds) {
+  const auto c = impl_->bounded("command", command, contains(kCommands, command));
+  impl_->last_success.Add({{"command", c}}).Set(unix_seconds);
+  impl_->last_run_success.Add({{"command", c}}).Set(1);
+}
+
+void Metrics::set_last_failure(std::string_view command) {
+  const auto c = impl_->bounded("command", command, contains(kCommands, command));
+  impl_->last_run_success.Add({{"command", c}}).Set(0);
+}
+
+void Metrics::set_run_in_progress(bool running) {
+  impl_->run_in_progress.Set(running ? 1 : 0);
+}
+
+std::string Metrics::serialize() const {
+  return prometheus::TextSerializer{}.Serialize(impl_->registry->Collect());
+}
+
+void Metrics::write_textfile(const std::string& path) const {
+  const std::string body = serialize();
+  // The temp name does not end in .prom, so node_exporter never reads it half-written;
+  // it sits in the same directory, so rename() replaces the file atomically.
+  std::string temp = path + ".XXXXXX";
+  const int fd = ::mkstemp(temp.data());
+  if (fd < 0) {
+    throw MetricsError("cannot write metrics textfile " + path + ": " + std::strerror(errno));
+  }
+  auto fail = [&](const char* step) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(temp.c_str());
+    throw MetricsError("cannot write metrics textfile " + path + " (" + step +
+                       "): " + std::strerror(err));
+  };
+  // mkstemp makes it 0600; node_exporter usually runs as another user.
+  if (::fchmod(fd, 0644) != 0) fail("chmod");
+  std::size_t done = 0;
+  while (done < body.size()) {
+    const ssize_t n = ::write(fd, body.data() + done, body.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("fsync");
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(temp.c_str());
+    throw MetricsError("cannot write metrics textfile " + path + " (close): " + std::strerror(err));
+  }
+  if (::rename(temp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(temp.c_str());
+    throw MetricsError("cannot write metrics textfile " + path +
+                       " (rename): " + std::strerror(err));
+  }
+}
+
+void Metrics::push(const std::string& gateway_url, std::string_view target) const {
+  const PushUrl url = parse_push_url(gateway_url);  // throws UsageError
+  const auto group = grouping_label("target", target);
+  auto registry = impl_->registry;
+  auto filter = std::make_shared<TargetFilter>(registry, std::string(target));
+
+  // prometheus-cpp 1.0 sets no curl timeout, so a gateway that accepts and never answers
+  // would hang a one-shot run forever. The push runs on its own thread, which owns every
+  // object it touches; past the deadline we give up on it and report.
+  auto result = std::make_shared<std::promise<int>>();
+  auto done = result->get_future();
+  std::future_status state;
+  {
+    const StdoutSilenced silenced;
+    std::thread([url, group, filter, result] {
+      try {
+        prometheus::Gateway gateway(url.scheme_host, url.port, "keymig", {group}, url.username,
+                                    url.password);
+        gateway.RegisterCollectable(filter);
+        const int status = gateway.Push();
+        std::fflush(stdout);  // any reply body goes to /dev/null before fd 1 is restored
+        result->set_value(status);
+      } catch (...) {
+        result->set_exception(std::current_exception());
+      }
+    }).detach();
+    state = done.wait_for(std::chrono::seconds(kPushTimeoutSeconds));
+  }
+
+  const std::string where = "push to Pushgateway " + url.display;
+  if (state != std::future_status::ready) {
+    throw MetricsError(where + " failed: no answer within " + std::to_string(kPushTimeoutSeconds) +
+                       " s");
+  }
+  int status = 0;
+  try {
+    status = done.get();
+  } catch (const std::exception& e) {
+    throw MetricsError(where + " failed: " + e.what());
+  }
+  if (status < 0) {
+    throw MetricsError(where + " failed: " + curl_cause(-status) + " (curl error " +
+                       std::to_string(-status) + ")");
+  }
+  if (status < 100 || status >= 400) {
+    throw MetricsError(where + " failed: HTTP status " + std::to_string(status));
+  }
+  KEYMIG_LOG(info, "metrics", "pushed", {"gateway", url.display}, {"target", target});
+}
+
+}  // namespace keymig::metrics

@@ -1,0 +1,31 @@
+#pragma once
+
+// Parsing a Pushgateway URL into what prometheus::Gateway wants (it pastes
+// `host:port/metrics/job/...` together itself), and encoding grouping label values.
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace keymig::metrics {
+
+struct PushUrl {
+  std::string scheme_host;  // "http://127.0.0.1", "https://[::1]"
+  std::string port;         // "9091"; 80 or 443 when the URL has none
+  std::string username;     // from user:password@, may be empty
+  std::string password;
+  std::string display;  // the URL without credentials, for messages and logs
+};
+
+/// `http[s]://[user[:password]@]host[:port][/]`. A path prefix is refused, since
+/// prometheus::Gateway cannot put one before /metrics/job. Throws keymig::UsageError
+/// (the message never repeats the password).
+[[nodiscard]] PushUrl parse_push_url(const std::string& url);
+
+/// The Pushgateway grouping key path element for `name`=`value`: plain when the value
+/// is URL-safe, else `name@base64` with the base64url value (Pushgateway >= 0.9), so a
+/// '/' or an empty value cannot break the path.
+[[nodiscard]] std::pair<std::string, std::string> grouping_label(std::string_view name,
+                                                                 std::string_view value);
+
+}  // namespace keymig::metrics

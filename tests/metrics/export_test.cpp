@@ -1,0 +1,214 @@
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "exposition.hpp"
+#include "keymig/metrics/metrics.hpp"
+#include "process.hpp"
+
+using keymig::metrics::Metrics;
+using keymig::metrics::MetricsError;
+using keymig::test::sample;
+
+namespace {
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name != "." && name != "..") names.push_back(name);
+    }
+    ::closedir(d);
+  }
+  return names;
+}
+
+std::string exception_text(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("the exposition passes promtool check metrics", "[metrics][promtool]") {
+  Metrics m;
+  keymig::test::touch_every_family(m);
+  m.add_rows("public.users", "undecryptable", 2);
+  keymig::test::TempDir dir;
+  const auto file = dir.path() + "/keymig.prom";
+  keymig::test::write_file(file, m.serialize());
+
+  const auto r = keymig::test::run({"promtool", "check", "metrics"}, 60, file);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("keymig_") == std::string::npos);  // promtool names what it dislikes
+}
+
+TEST_CASE("the textfile is replaced atomically and parses", "[metrics][textfile]") {
+  Metrics m;
+  keymig::test::touch_every_family(m);
+  keymig::test::TempDir dir;
+  const auto file = dir.path() + "/keymig.prom";
+
+  m.write_textfile(file);
+  const auto first = keymig::test::read_file(file);
+  CHECK(first == m.serialize());
+  CHECK(sample(first, R"(keymig_rows_total{outcome="rotated",target="users"})") == 1.0);
+
+  SECTION("a reader never sees half a file while the writer rewrites it") {
+    std::atomic<bool> stop{false};
+    std::atomic<int> reads{0};
+    std::atomic<int> torn{0};
+    std::thread reader([&] {
+      while (!stop) {
+        const auto text = keymig::test::read_file(file);
+        // The last family serialized is complete only when the whole file is.
+        if (text.empty() || text.back() != '\n' ||
+            text.find("keymig_run_in_progress 1") == std::string::npos) {
+          ++torn;
+        }
+        ++reads;
+      }
+    });
+    for (int i = 0; i < 300; ++i) {
+      m.add_rows("users", "rotated", 1);
+      m.write_textfile(file);
+    }
+    // Make sure the reader overlapped with the writes at least a little.
+    while (reads < 50) std::this_thread::yield();
+    stop = true;
+    reader.join();
+    CHECK(torn == 0);
+    CHECK(sample(keymig::test::read_file(file),
+                 R"(keymig_rows_total{outcome="rotated",target="users"})") == 301.0);
+    // No temp file is left behind for node_exporter to trip over.
+    CHECK(list_dir(dir.path()) == std::vector<std::string>{"keymig.prom"});
+
+    const auto r = keymig::test::run({"promtool", "check", "metrics"}, 60, file);
+    INFO(r.output);
+    CHECK(r.exit_code == 0);
+  }
+  SECTION("a directory that does not exist is a MetricsError naming the path") {
+    const auto missing = dir.path() + "/no/such/dir/keymig.prom";
+    CHECK_THROWS_AS(m.write_textfile(missing), MetricsError);
+    CHECK(exception_text([&] { m.write_textfile(missing); }).find(missing) != std::string::npos);
+  }
+}
+
+TEST_CASE("a push reaches a real Pushgateway under job keymig and its target",
+          "[metrics][pushgateway]") {
+  keymig::test::TempDir dir;
+  const int port = keymig::test::free_port();
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  keymig::test::Server gateway(
+      {"prometheus-pushgateway", "--web.listen-address=127.0.0.1:" + std::to_string(port),
+       "--persistence.file="},
+      dir.path() + "/pushgateway.log");
+  REQUIRE(keymig::test::wait_until_up(base + "/-/ready", 20));
+
+  Metrics m;
+  keymig::test::touch_every_family(m);
+  m.add_rows("users", "rotated", 4);
+  m.add_rows("admins", "rotated", 9);  // another target: must not travel with this push
+  m.push(base, "users");
+
+  const auto scraped = keymig::test::http_get(base + "/metrics");
+  INFO(scraped);
+  CHECK(sample(scraped,
+               R"(keymig_rows_total{instance="",job="keymig",outcome="rotated",target="users"})") ==
+        5.0);
+  CHECK(scraped.find(R"(target="admins")") == std::string::npos);
+  // Unlabelled families are grouped under the target too.
+  CHECK(sample(scraped, R"(keymig_run_in_progress{instance="",job="keymig",target="users"})") ==
+        1.0);
+  CHECK(
+      sample(
+          scraped,
+          R"(keymig_last_run_success{command="migrate",instance="",job="keymig",target="users"})") ==
+      1.0);
+  CHECK(sample(scraped, R"(push_failure_time_seconds{instance="",job="keymig",target="users"})") ==
+        0.0);
+
+  SECTION("a second push replaces the values of the first") {
+    m.add_rows("users", "rotated", 10);
+    m.push(base + "/", "users");
+    CHECK(
+        sample(keymig::test::http_get(base + "/metrics"),
+               R"(keymig_rows_total{instance="",job="keymig",outcome="rotated",target="users"})") ==
+        15.0);
+  }
+  SECTION("a target that is not URL-safe still lands under its own name") {
+    m.add_rows("odd/schema.users", "empty", 3);
+    m.push(base, "odd/schema.users");
+    CHECK(
+        sample(
+            keymig::test::http_get(base + "/metrics"),
+            R"(keymig_rows_total{instance="",job="keymig",outcome="empty",target="odd/schema.users"})") ==
+        3.0);
+  }
+}
+
+TEST_CASE("a failed push is a MetricsError naming the URL and the cause",
+          "[metrics][pushgateway]") {
+  Metrics m;
+  keymig::test::touch_every_family(m);
+
+  SECTION("nothing listening") {
+    const std::string url = "http://127.0.0.1:" + std::to_string(keymig::test::free_port());
+    const auto message = exception_text([&] { m.push(url, "users"); });
+    INFO(message);
+    CHECK(message.find(url) != std::string::npos);
+    CHECK(message.find("could not connect") != std::string::npos);
+    CHECK_THROWS_AS(m.push(url, "users"), MetricsError);
+  }
+  SECTION("a server that refuses the push with an HTTP status") {
+    // python3's http.server answers a POST with 501 Unsupported method.
+    keymig::test::TempDir dir;
+    const int port = keymig::test::free_port();
+    const std::string url = "http://127.0.0.1:" + std::to_string(port);
+    keymig::test::Server server({"python3", "-m", "http.server", "--bind", "127.0.0.1",
+                                 "--directory", dir.path(), std::to_string(port)},
+                                dir.path() + "/server.log");
+    REQUIRE(keymig::test::wait_until_up(url + "/", 20));
+    // The server's error page must not reach stdout, which `--json` reserves for its object.
+    const auto captured = dir.path() + "/stdout.txt";
+    std::fflush(stdout);
+    const int saved = ::dup(STDOUT_FILENO);
+    const int file = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(file, STDOUT_FILENO);
+    ::close(file);
+    const auto message = exception_text([&] { m.push(url, "users"); });
+    std::fflush(stdout);
+    ::dup2(saved, STDOUT_FILENO);
+    ::close(saved);
+    INFO(message);
+    CHECK(message.find(url) != std::string::npos);
+    CHECK(message.find("HTTP status 501") != std::string::npos);
+    CHECK(keymig::test::read_file(captured).empty());
+  }
+  SECTION("a malformed URL is a usage error that never repeats the password") {
+    const auto message =
+        exception_text([&] { m.push("http://ops:s3cr3t@gw:9091/prefix", "users"); });
+    INFO(message);
+    CHECK(message.find("path") != std::string::npos);
+    CHECK(message.find("s3cr3t") == std::string::npos);
+    CHECK_THROWS_AS(m.push("ftp://gw:9091", "users"), keymig::UsageError);
+    CHECK_THROWS_AS(m.push("127.0.0.1:9091", "users"), keymig::UsageError);
+    CHECK_THROWS_AS(m.push("http://gw:99999", "users"), keymig::UsageError);
+    CHECK_THROWS_AS(m.push("http://:9091", "users"), keymig::UsageError);
+  }
+}
