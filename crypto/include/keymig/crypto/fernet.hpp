@@ -92,7 +92,8 @@ class Fernet {
   ~Fernet();
 
   [[nodiscard]] SecretString encrypt(std::string_view plaintext) const;
-  [[nodiscard]] SecretString encrypt_at_time(std::string_view plaintext, std::uint64_t timestamp) const;
+  [[nodiscard]] SecretString encrypt_at_time(std::string_view plaintext,
+                                             std::uint64_t timestamp) const;
   /// Deterministic, for the spec vectors only.
   [[nodiscard]] SecretString encrypt_from_parts(std::string_view plaintext, std::uint64_t timestamp,
                                                 const std::array<std::uint8_t, 16>& iv) const;
@@ -106,6 +107,7 @@ class Fernet {
   [[nodiscard]] const Key& key() const noexcept;
 
  private:
+  friend class KeyRing;  // shares the parsed token and the HMAC state, no re-parse per key
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
