@@ -1,0 +1,38 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "keymig/error.hpp"
+
+namespace keymig::db {
+
+/// A database failure that stops the current statement. The message is the server's first
+/// line (no DETAIL, which may quote row values) plus context; never a token.
+class DbError : public keymig::Error {
+ public:
+  DbError(const std::string& what, std::string sqlstate, bool retryable);
+  /// Five-character SQLSTATE; "08006" when the connection was lost without one.
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return sqlstate_; }
+  /// True when repeating the work on a (new) connection may succeed: lost connection,
+  /// serialization failure, deadlock, lock timeout, admin shutdown, server starting up.
+  [[nodiscard]] bool retryable() const noexcept { return retryable_; }
+  /// True when the session is gone and the connection must be re-opened first.
+  [[nodiscard]] bool connection_lost() const noexcept;
+
+ private:
+  std::string sqlstate_;
+  bool retryable_;
+};
+
+/// The configured target table or columns are unusable (missing, wrong type, id not
+/// unique). Exit 2: nothing has been written.
+class TargetError : public keymig::UsageError {
+ public:
+  using keymig::UsageError::UsageError;
+};
+
+/// Whether a SQLSTATE names a transient failure (see DbError::retryable).
+[[nodiscard]] bool is_retryable_sqlstate(std::string_view sqlstate) noexcept;
+
+}  // namespace keymig::db

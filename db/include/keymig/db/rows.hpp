@@ -1,0 +1,99 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keymig/db/connection.hpp"
+#include "keymig/db/target.hpp"
+#include "keymig/secure.hpp"
+
+namespace keymig::db {
+
+/// One target row as read: id as text, the token (bytea: its bytes), the flag.
+struct Row {
+  std::string id;
+  SecretString token;
+  bool is_null = false;      // the secret is SQL NULL
+  std::optional<bool> flag;  // nullopt: no flag column, or NULL
+};
+
+/// Restricts reading to some rows (the admin action on named users).
+struct RowFilter {
+  std::vector<std::string> ids;        // id values as text
+  std::vector<std::string> usernames;  // values of the username column
+  [[nodiscard]] bool empty() const noexcept { return ids.empty() && usernames.empty(); }
+};
+
+/// A keyset page: rows with after < id <= upto, in id order (the id's own type and
+/// collation), at most `limit`. One short autocommit statement: no snapshot is held.
+struct PageQuery {
+  std::optional<std::string> after;
+  std::optional<std::string> upto;
+  std::int64_t limit = 2000;
+  const RowFilter* filter = nullptr;
+};
+
+/// Throws DbError (retryable ones may be repeated), TargetError when a filter needs a
+/// username column the target lacks.
+[[nodiscard]] std::vector<Row> read_page(Connection& conn, const Table& table,
+                                         const PageQuery& query);
+
+/// The rows with these ids (any order; missing ids are skipped).
+[[nodiscard]] std::vector<Row> read_rows(Connection& conn, const Table& table,
+                                         const std::vector<std::string>& ids);
+
+/// The selected ids or usernames that match no row (reported, not an error).
+[[nodiscard]] std::vector<std::string> missing_selection(Connection& conn, const Table& table,
+                                                         const RowFilter& filter);
+
+/// Number of rows (optionally filtered): for progress and ETA.
+[[nodiscard]] std::int64_t count_rows(Connection& conn, const Table& table,
+                                      const RowFilter* filter);
+
+/// One row to write: the token it held when read (the compare-and-swap condition) and
+/// what it gets. new_token equal to old_token: only the flag is fixed.
+struct Change {
+  std::string id;
+  SecretString old_token;
+  SecretString new_token;
+  std::optional<bool> old_flag;
+};
+
+/// Per-batch class counts added to keymig.runs together with the batch.
+struct CountsDelta {
+  std::int64_t rows_scanned = 0;
+  std::int64_t already_active = 0;  // active rows not in the change list (no write needed)
+  std::int64_t empty = 0;
+  std::int64_t undecryptable = 0;
+};
+
+/// Where a batch belongs: run, chunk and checkpoints. Counts are added to the run only
+/// when the chunk checkpoint moves from prev_checkpoint to checkpoint, so repeating a
+/// batch whose commit was ambiguous never counts it twice.
+struct BatchContext {
+  std::string run_id;
+  bool journal = true;
+  std::optional<int> chunk_no;  // nullopt: sweep batches (no checkpoint, no counts)
+  std::optional<std::string> prev_checkpoint;
+  std::optional<std::string> checkpoint;
+  bool chunk_done = false;
+  CountsDelta counts;
+};
+
+/// The ids the batch changed (or had changed on a previous, ambiguous attempt); the other
+/// changes missed their compare-and-swap: conflicts.
+struct BatchResult {
+  std::vector<std::string> applied;
+  std::int64_t rotated = 0;
+  std::int64_t flag_fixed = 0;
+};
+
+/// One statement, one transaction, one round trip: the CAS update, the journal rows of
+/// exactly the rows changed (ON CONFLICT DO NOTHING), the run checkpoint and counts.
+/// Safe to repeat. Throws DbError.
+[[nodiscard]] BatchResult write_batch(Connection& conn, const Table& table,
+                                      const std::vector<Change>& changes, const BatchContext& ctx);
+
+}  // namespace keymig::db

@@ -1,0 +1,131 @@
+#include "keymig/db/connection.hpp"
+
+#include <utility>
+
+#include "keymig/log.hpp"
+#include "pq.hpp"
+
+namespace keymig::db {
+
+namespace {
+
+// The first line of a server or libpq message: DETAIL and CONTEXT lines may quote row
+// values, which for keymig's tables can be tokens.
+std::string first_line(std::string_view text) {
+  auto end = text.find('\n');
+  std::string line(text.substr(0, end));
+  while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+bool lost_sqlstate(std::string_view s) {
+  return s.rfind("08", 0) == 0 || s == "57P01" || s == "57P02" || s == "57P03";
+}
+
+}  // namespace
+
+DbError::DbError(const std::string& what, std::string sqlstate, bool retryable)
+    : keymig::Error(what), sqlstate_(std::move(sqlstate)), retryable_(retryable) {}
+
+bool DbError::connection_lost() const noexcept {
+  return lost_sqlstate(sqlstate_);
+}
+
+bool is_retryable_sqlstate(std::string_view s) noexcept {
+  return lost_sqlstate(s) || s == "40001" || s == "40P01" || s == "55P03";
+}
+
+void rethrow_translated(std::string_view context) {
+  const std::string where = context.empty() ? std::string() : std::string(context) + ": ";
+  try {
+    throw;
+  } catch (const keymig::Error&) {
+    throw;
+  } catch (const pqxx::in_doubt_error& e) {
+    // The commit may or may not have happened: never retried blindly.
+    throw DbError(where + "commit outcome unknown: " + first_line(e.what()), "08007", false);
+  } catch (const pqxx::broken_connection& e) {
+    throw DbError(where + "connection lost: " + first_line(e.what()), "08006", true);
+  } catch (const pqxx::sql_error& e) {
+    std::string state = e.sqlstate();
+    throw DbError(where + first_line(e.what()) + (state.empty() ? "" : " (SQLSTATE " + state + ")"),
+                  state, is_retryable_sqlstate(state));
+  } catch (const pqxx::failure& e) {
+    // libpqxx reports a dropped socket mid-query as a plain failure at times.
+    std::string msg = first_line(e.what());
+    bool lost = msg.find("connection") != std::string::npos ||
+                msg.find("server closed") != std::string::npos;
+    throw DbError(where + msg, lost ? "08006" : "XX000", lost);
+  } catch (const pqxx::usage_error& e) {
+    throw DbError(where + "libpqxx usage error: " + first_line(e.what()), "XX000", false);
+  } catch (const std::exception& e) {
+    throw DbError(where + first_line(e.what()), "XX000", false);
+  }
+}
+
+pqxx::connection& Connection::Impl::get() {
+  if (!conn || !conn->is_open()) throw DbError("not connected to PostgreSQL", "08003", true);
+  return *conn;
+}
+
+void Connection::Impl::open() {
+  conn.reset();
+  try {
+    auto c = std::make_unique<pqxx::connection>(options.dsn);
+    // Timeouts as session settings so every statement of this session is bounded: a
+    // lock held by the application makes keymig wait at most lock_timeout, then retry.
+    pqxx::nontransaction tx(*c);
+    tx.exec("SET application_name = 'keymig'; SET lock_timeout = " +
+            tx.quote(std::to_string(options.lock_timeout.count()) + "ms") +
+            "; SET statement_timeout = " +
+            tx.quote(std::to_string(options.statement_timeout.count()) + "ms"));
+    tx.commit();
+    conn = std::move(c);
+  } catch (...) {
+    rethrow_translated("connecting to PostgreSQL");
+  }
+}
+
+Connection::Connection(ConnectOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->open();
+}
+Connection::~Connection() = default;
+Connection::Connection(Connection&&) noexcept = default;
+Connection& Connection::operator=(Connection&&) noexcept = default;
+
+void Connection::reconnect() {
+  KEYMIG_LOG(info, "db", "reconnect");
+  impl_->open();
+}
+
+int Connection::backend_pid() const {
+  return impl_->get().backendpid();
+}
+
+const ConnectOptions& Connection::options() const noexcept {
+  return impl_->options;
+}
+
+void append_array_element(std::string& out, std::string_view value, bool first) {
+  if (!first) out.push_back(',');
+  out.push_back('"');
+  for (char c : value) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+}
+
+std::string text_array(const std::vector<std::string>& values) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& v : values) {
+    append_array_element(out, v, first);
+    first = false;
+  }
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace keymig::db

@@ -1,0 +1,58 @@
+#pragma once
+
+// db internals: the libpqxx session behind db::Connection, and the translation of
+// libpqxx exceptions into db::DbError at the module boundary.
+
+#include <memory>
+#include <optional>
+#include <pqxx/pqxx>
+#include <string>
+#include <string_view>
+
+#include "keymig/db/connection.hpp"
+#include "keymig/secure.hpp"
+
+namespace keymig::db {
+
+struct Connection::Impl {
+  ConnectOptions options;
+  std::unique_ptr<pqxx::connection> conn;
+
+  /// The live session; throws a retryable DbError when it is gone.
+  pqxx::connection& get();
+  void open();
+};
+
+/// Rethrows the exception in flight as DbError (or lets keymig errors through), adding
+/// `context` (what was being done) to the message.
+[[noreturn]] void rethrow_translated(std::string_view context);
+
+/// Runs f(pqxx::connection&) and translates libpqxx exceptions.
+template <typename F>
+auto guarded(Connection& conn, std::string_view context, F&& f) {
+  try {
+    return f(conn.impl().get());
+  } catch (...) {
+    rethrow_translated(context);
+  }
+}
+
+/// A PostgreSQL array literal of text elements ("{...}", each element quoted).
+/// nullptr elements are NULL.
+void append_array_element(std::string& out, std::string_view value, bool first);
+[[nodiscard]] std::string text_array(const std::vector<std::string>& values);
+
+/// Nullable text parameter for exec_params.
+[[nodiscard]] inline const char* opt_param(const std::optional<std::string>& v) {
+  return v ? v->c_str() : nullptr;
+}
+[[nodiscard]] inline std::optional<std::string> opt_text(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return std::string(f.c_str(), f.size());
+}
+[[nodiscard]] inline std::optional<bool> opt_bool(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return f.c_str()[0] == 't';
+}
+
+}  // namespace keymig::db

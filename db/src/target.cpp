@@ -1,0 +1,123 @@
+#include "keymig/db/target.hpp"
+
+#include "pq.hpp"
+
+namespace keymig::db {
+
+namespace {
+
+constexpr unsigned kOidBool = 16;
+constexpr unsigned kOidBytea = 17;
+constexpr unsigned kOidText = 25;
+constexpr unsigned kOidVarchar = 1043;
+
+struct Column {
+  unsigned type_oid = 0;
+  unsigned base_oid = 0;  // through domains
+  std::string type_name;
+  bool not_null = false;
+  bool unique = false;
+};
+
+std::optional<Column> find_column(pqxx::work& tx, unsigned rel, const std::string& name) {
+  auto r = tx.exec_params(
+      "SELECT a.atttypid::int8, coalesce(nullif(t.typbasetype, 0), a.atttypid)::int8,"
+      "       format_type(a.atttypid, NULL), a.attnotnull,"
+      "       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisunique"
+      "               AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum"
+      "               AND i.indpred IS NULL AND i.indexprs IS NULL)"
+      "  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+      " WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+      rel, name);
+  if (r.empty()) return std::nullopt;
+  Column c;
+  c.type_oid = r[0][0].as<unsigned>();
+  c.base_oid = r[0][1].as<unsigned>();
+  c.type_name = r[0][2].as<std::string>();
+  c.not_null = r[0][3].as<bool>();
+  c.unique = r[0][4].as<bool>();
+  return c;
+}
+
+}  // namespace
+
+Table check_target(Connection& conn, const TargetSpec& spec) {
+  return guarded(conn, "checking the target", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    if (spec.table.empty())
+      throw TargetError("target: no table configured (keyMigration.target.table)");
+    std::string schema, name;
+    auto dot = spec.table.find('.');
+    pqxx::result r;
+    if (dot == std::string::npos) {
+      name = spec.table;
+      // Unqualified: the session's search_path decides, as it would for the application.
+      r = tx.exec_params(
+          "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
+          "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+          " WHERE c.oid = to_regclass(quote_ident($1)) AND c.relkind IN ('r', 'p')",
+          name);
+    } else {
+      schema = spec.table.substr(0, dot);
+      name = spec.table.substr(dot + 1);
+      r = tx.exec_params(
+          "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
+          "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+          " WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+          schema, name);
+    }
+    if (r.empty()) throw TargetError("target: table \"" + spec.table + "\" does not exist");
+    Table t;
+    auto rel = r[0][0].as<unsigned>();
+    t.schema = r[0][1].as<std::string>();
+    t.name = r[0][2].as<std::string>();
+    const std::string table_label = t.schema + "." + t.name;
+
+    auto id = find_column(tx, rel, spec.id_column);
+    if (!id)
+      throw TargetError("target: id column \"" + spec.id_column + "\" not found in " + table_label);
+    if (!id->unique)
+      throw TargetError("target: id column \"" + spec.id_column + "\" of " + table_label +
+                        " is not unique (needs a primary key or a unique index on exactly it)");
+    if (!id->not_null)
+      throw TargetError("target: id column \"" + spec.id_column + "\" of " + table_label +
+                        " allows NULL");
+    t.id_column = spec.id_column;
+    t.id_type = id->type_name;
+
+    auto secret = find_column(tx, rel, spec.secret_column);
+    if (!secret)
+      throw TargetError("target: secret column \"" + spec.secret_column + "\" not found in " +
+                        table_label);
+    if (secret->base_oid != kOidText && secret->base_oid != kOidVarchar &&
+        secret->base_oid != kOidBytea)
+      throw TargetError("target: secret column \"" + spec.secret_column + "\" of " + table_label +
+                        " is " + secret->type_name + " (needs text, varchar or bytea)");
+    t.secret_column = spec.secret_column;
+    t.secret_is_bytea = secret->base_oid == kOidBytea;
+
+    if (!spec.flag_column.empty()) {
+      auto flag = find_column(tx, rel, spec.flag_column);
+      if (!flag)
+        throw TargetError("target: flag column \"" + spec.flag_column + "\" not found in " +
+                          table_label);
+      if (flag->base_oid != kOidBool)
+        throw TargetError("target: flag column \"" + spec.flag_column + "\" of " + table_label +
+                          " is " + flag->type_name + " (needs boolean)");
+      t.flag_column = spec.flag_column;
+    }
+    // The username column is optional: only selecting by username needs it.
+    if (!spec.username_column.empty() && find_column(tx, rel, spec.username_column))
+      t.username_column = spec.username_column;
+
+    t.q_table = tx.quote_name(t.schema) + "." + tx.quote_name(t.name);
+    t.q_id = tx.quote_name(t.id_column);
+    t.q_secret = tx.quote_name(t.secret_column);
+    if (t.has_flag()) t.q_flag = tx.quote_name(t.flag_column);
+    if (!t.username_column.empty()) t.q_username = tx.quote_name(t.username_column);
+    tx.commit();
+    return t;
+  });
+}
+
+}  // namespace keymig::db
