@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -69,13 +70,14 @@ bool is_key_label(std::string_view key) {
          std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// Keeps only the series of one target (and the unlabelled ones), so that a push grouped
-// by target never carries another target's series, which the Pushgateway would reject as
-// inconsistent with the grouping key.
-class TargetFilter : public prometheus::Collectable {
+// Keeps only the series that agree with the grouping key (their target, their command,
+// and the ones without those labels): the Pushgateway rejects a push whose series carry
+// a grouping label with another value as inconsistent.
+class GroupFilter : public prometheus::Collectable {
  public:
-  TargetFilter(std::shared_ptr<prometheus::Registry> registry, std::string target)
-      : registry_(std::move(registry)), target_(std::move(target)) {}
+  GroupFilter(std::shared_ptr<prometheus::Registry> registry,
+              std::map<std::string, std::string> group)
+      : registry_(std::move(registry)), group_(std::move(group)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     auto families = registry_->Collect();
@@ -84,7 +86,10 @@ class TargetFilter : public prometheus::Collectable {
       metrics.erase(std::remove_if(metrics.begin(), metrics.end(),
                                    [&](const prometheus::ClientMetric& m) {
                                      for (const auto& label : m.label) {
-                                       if (label.name == "target") return label.value != target_;
+                                       const auto it = group_.find(label.name);
+                                       if (it != group_.end() && it->second != label.value) {
+                                         return true;
+                                       }
                                      }
                                      return false;
                                    }),
@@ -95,7 +100,7 @@ class TargetFilter : public prometheus::Collectable {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::string target_;
+  std::map<std::string, std::string> group_;  // label name -> value, not URL-encoded
 };
 
 // prometheus-cpp 1.0 sets no CURLOPT_WRITEFUNCTION, so curl prints the gateway's reply
@@ -201,9 +206,10 @@ struct Metrics::Impl {
                                .Register(*registry)
                                .Add({});
 
-  std::mutex mutex;               // guards the two sets below
-  std::set<std::string> targets;  // targets whose series exist
-  std::set<std::string> warned;   // label values already reported as unknown
+  std::mutex mutex;                // guards the two sets below
+  std::set<std::string> targets;   // targets whose series exist
+  std::set<std::string> warned;    // label values already reported as unknown
+  std::set<std::string> commands;  // commands whose result was recorded
 
   Impl() {
     prometheus::BuildGauge()
@@ -228,6 +234,13 @@ struct Metrics::Impl {
     for (auto status : kStatuses) {
       batches_total.Add({{"target", target}, {"status", std::string(status)}});
     }
+  }
+
+  std::string record_command(std::string_view command) {
+    auto c = bounded("command", command, contains(kCommands, command));
+    std::lock_guard<std::mutex> lock(mutex);
+    commands.insert(c);
+    return c;
   }
 
   std::string bounded(std::string_view label, std::string_view value, bool known) {
@@ -296,13 +309,13 @@ void Metrics::add_db_retry() {
 }
 
 void Metrics::set_last_success(std::string_view command, double unix_seconds) {
-  const auto c = impl_->bounded("command", command, contains(kCommands, command));
+  const auto c = impl_->record_command(command);
   impl_->last_success.Add({{"command", c}}).Set(unix_seconds);
   impl_->last_run_success.Add({{"command", c}}).Set(1);
 }
 
 void Metrics::set_last_failure(std::string_view command) {
-  const auto c = impl_->bounded("command", command, contains(kCommands, command));
+  const auto c = impl_->record_command(command);
   impl_->last_run_success.Add({{"command", c}}).Set(0);
 }
 
@@ -356,10 +369,27 @@ void Metrics::write_textfile(const std::string& path) const {
 }
 
 void Metrics::push(const std::string& gateway_url, std::string_view target) const {
+  std::map<std::string, std::string> group{{"target", std::string(target)}};
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (impl_->commands.size() == 1) group.emplace("command", *impl_->commands.begin());
+  }
+  push_grouped(gateway_url, group);
+}
+
+void Metrics::push(const std::string& gateway_url, std::string_view target,
+                   std::string_view command) const {
+  push_grouped(gateway_url,
+               {{"target", std::string(target)},
+                {"command", impl_->bounded("command", command, contains(kCommands, command))}});
+}
+
+void Metrics::push_grouped(const std::string& gateway_url,
+                           const std::map<std::string, std::string>& group) const {
   const PushUrl url = parse_push_url(gateway_url);  // throws UsageError
-  const auto group = grouping_label("target", target);
-  auto registry = impl_->registry;
-  auto filter = std::make_shared<TargetFilter>(registry, std::string(target));
+  prometheus::Labels path;
+  for (const auto& [name, value] : group) path.insert(grouping_label(name, value));
+  auto filter = std::make_shared<GroupFilter>(impl_->registry, group);
 
   // prometheus-cpp 1.0 sets no curl timeout, so a gateway that accepts and never answers
   // would hang a one-shot run forever. The push runs on its own thread, which owns every
@@ -369,9 +399,9 @@ void Metrics::push(const std::string& gateway_url, std::string_view target) cons
   std::future_status state;
   {
     const StdoutSilenced silenced;
-    std::thread([url, group, filter, result] {
+    std::thread([url, path, filter, result] {
       try {
-        prometheus::Gateway gateway(url.scheme_host, url.port, "keymig", {group}, url.username,
+        prometheus::Gateway gateway(url.scheme_host, url.port, "keymig", path, url.username,
                                     url.password);
         gateway.RegisterCollectable(filter);
         const int status = gateway.Push();
@@ -402,7 +432,7 @@ void Metrics::push(const std::string& gateway_url, std::string_view target) cons
   if (status < 100 || status >= 400) {
     throw MetricsError(where + " failed: HTTP status " + std::to_string(status));
   }
-  KEYMIG_LOG(info, "metrics", "pushed", {"gateway", url.display}, {"target", target});
+  KEYMIG_LOG(info, "metrics", "pushed", {"gateway", url.display}, {"target", group.at("target")});
 }
 
 }  // namespace keymig::metrics

@@ -128,6 +128,7 @@ TEST_CASE("a push reaches a real Pushgateway under job keymig and its target",
 
   const auto scraped = keymig::test::http_get(base + "/metrics");
   INFO(scraped);
+  // m recorded two commands (migrate, verify), so its push is grouped by target alone.
   CHECK(sample(scraped,
                R"(keymig_rows_total{instance="",job="keymig",outcome="rotated",target="users"})") ==
         5.0);
@@ -150,6 +151,39 @@ TEST_CASE("a push reaches a real Pushgateway under job keymig and its target",
         sample(keymig::test::http_get(base + "/metrics"),
                R"(keymig_rows_total{instance="",job="keymig",outcome="rotated",target="users"})") ==
         15.0);
+  }
+  SECTION("migrate and verify processes push into their own groups and keep both") {
+    // The same series may not live in two groups: drop the target-only group first.
+    REQUIRE(keymig::test::run({"curl", "-sf", "--max-time", "5", "-X", "DELETE",
+                               base + "/metrics/job/keymig/target/users"})
+                .exit_code == 0);
+    Metrics verify_run;
+    verify_run.set_rows_by_key("users", "active", 42);
+    verify_run.set_last_success("verify", 1800000100);
+    m.push(base, "users", "migrate");
+    verify_run.push(base, "users");  // the command it recorded groups it
+    const auto scraped_again = keymig::test::http_get(base + "/metrics");
+    INFO(scraped_again);
+    CHECK(
+        sample(
+            scraped_again,
+            R"(keymig_last_success_timestamp_seconds{command="migrate",instance="",job="keymig",target="users"})") ==
+        1700000000.0);
+    CHECK(
+        sample(
+            scraped_again,
+            R"(keymig_last_success_timestamp_seconds{command="verify",instance="",job="keymig",target="users"})") ==
+        1800000100.0);
+    // m's failed verify does not travel in migrate's group.
+    CHECK(
+        scraped_again.find(
+            R"(keymig_last_run_success{command="verify",instance="",job="keymig",target="users"} 0)") ==
+        std::string::npos);
+    CHECK(
+        sample(
+            scraped_again,
+            R"(keymig_rows_by_key{command="verify",instance="",job="keymig",key="active",target="users"})") ==
+        42.0);
   }
   SECTION("a target that is not URL-safe still lands under its own name") {
     m.add_rows("odd/schema.users", "empty", 3);

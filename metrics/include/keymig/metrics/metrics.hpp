@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -57,17 +58,27 @@ class Metrics {
   /// Writes the exposition to `path` atomically (temp file in the same directory +
   /// rename), for node_exporter's textfile collector. Throws MetricsError.
   void write_textfile(const std::string& path) const;
-  /// Pushes the series of `target` (and the unlabelled ones) to a Pushgateway at
-  /// `gateway_url` (`http[s]://[user:password@]host[:port]`), job "keymig", grouping
-  /// label target. Bounded by kPushTimeoutSeconds. Throws keymig::UsageError for a
-  /// malformed URL, MetricsError when the push fails (URL and HTTP status or cause).
-  /// Not to be called while another thread writes stdout: during the push, fd 1 points
-  /// at /dev/null (prometheus-cpp 1.0 lets curl print the gateway's reply there).
+  /// Pushes to a Pushgateway at `gateway_url` (`http[s]://[user:password@]host[:port]`),
+  /// job "keymig", grouped by target and, when this process recorded the result of
+  /// exactly one command (set_last_success/set_last_failure), by that command too: a push
+  /// replaces whole families of its group, so `keymig verify` pushing after `keymig
+  /// migrate` into one group would erase migrate's last-success time. Only the series of
+  /// that target and command (and those without these labels) are sent. Bounded by
+  /// kPushTimeoutSeconds. Throws keymig::UsageError for a malformed URL, MetricsError when
+  /// the push fails (URL and HTTP status or cause). Not to be called while another thread
+  /// writes stdout: during the push, fd 1 points at /dev/null (prometheus-cpp 1.0 lets
+  /// curl print the gateway's reply there).
   void push(const std::string& gateway_url, std::string_view target) const;
+  /// As above, with the command named explicitly.
+  void push(const std::string& gateway_url, std::string_view target,
+            std::string_view command) const;
 
   static constexpr int kPushTimeoutSeconds = 15;
 
  private:
+  void push_grouped(const std::string& gateway_url,
+                    const std::map<std::string, std::string>& group) const;
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
