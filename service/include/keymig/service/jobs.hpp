@@ -1,0 +1,49 @@
+#pragma once
+
+// What `keymig serve` runs: jobs from the schedule and from rows of keymig.requests.
+// Pure functions, so the parsing and timing rules are unit-tested without a database.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keymig::service {
+
+enum class JobKind { migrate, verify, reset_mfa };
+
+/// "migrate", "verify", "reset_mfa".
+[[nodiscard]] const char* job_kind_name(JobKind kind) noexcept;
+
+/// One unit of work for the runner. Empty `ids` and `usernames`: the whole target.
+struct Job {
+  JobKind kind = JobKind::migrate;
+  std::vector<std::string> ids;  // as text: the id column may be any orderable type
+  std::vector<std::string> usernames;
+  std::string source;           // "schedule", "request"
+  std::int64_t request_id = 0;  // keymig.requests.id when source == "request"
+};
+
+/// A request row turned into a job, or the reason it is refused (the row goes to
+/// `failed` with that reason).
+struct ParsedRequest {
+  std::optional<Job> job;
+  std::string error;
+};
+
+/// `kind` and `params` (JSON text; empty = none) of a keymig.requests row. Accepts
+/// {"ids": [1, "2"]} and/or {"usernames": ["a"]}; `reset_mfa` refuses an empty selection.
+/// Never throws.
+[[nodiscard]] ParsedRequest parse_request(std::string_view kind, std::string_view params_json);
+
+/// The next "HH:MM" (UTC, minute_of_day) strictly after `now`.
+[[nodiscard]] std::chrono::system_clock::time_point next_daily_run(
+    std::chrono::system_clock::time_point now, int minute_of_day);
+
+/// Exponential backoff with a cap: min * 2^attempt, at most max.
+[[nodiscard]] std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds min,
+                                                      std::chrono::milliseconds max) noexcept;
+
+}  // namespace keymig::service

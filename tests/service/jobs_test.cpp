@@ -1,0 +1,93 @@
+#include "keymig/service/jobs.hpp"
+
+#include <catch2/catch.hpp>
+#include <chrono>
+
+using namespace keymig::service;
+using namespace std::chrono;
+
+TEST_CASE("a migrate request without params selects the whole target", "[service][jobs]") {
+  for (const char* params : {"", "null", "{}", R"({"ids": []})"}) {
+    auto parsed = parse_request("migrate", params);
+    REQUIRE(parsed.job);
+    CHECK(parsed.error.empty());
+    CHECK(parsed.job->kind == JobKind::migrate);
+    CHECK(parsed.job->ids.empty());
+    CHECK(parsed.job->usernames.empty());
+    CHECK(parsed.job->source == "request");
+  }
+}
+
+TEST_CASE("ids may be numbers or strings and usernames are strings", "[service][jobs]") {
+  auto parsed = parse_request("verify", R"({"ids": [1, "22", 333], "usernames": ["alice"]})");
+  REQUIRE(parsed.job);
+  CHECK(parsed.job->kind == JobKind::verify);
+  CHECK(parsed.job->ids == std::vector<std::string>{"1", "22", "333"});
+  CHECK(parsed.job->usernames == std::vector<std::string>{"alice"});
+}
+
+TEST_CASE("reset_mfa refuses to reset everyone", "[service][jobs]") {
+  for (const char* params : {"", "{}", R"({"ids": []})", R"({"usernames": []})"}) {
+    auto parsed = parse_request("reset_mfa", params);
+    CHECK_FALSE(parsed.job);
+    CHECK(parsed.error.find("never resets everyone") != std::string::npos);
+  }
+  auto ok = parse_request("reset_mfa", R"({"usernames": ["bob"]})");
+  REQUIRE(ok.job);
+  CHECK(ok.job->kind == JobKind::reset_mfa);
+}
+
+TEST_CASE("malformed requests are refused with a reason", "[service][jobs]") {
+  SECTION("unknown kind") {
+    auto parsed = parse_request("drop_table", "");
+    CHECK_FALSE(parsed.job);
+    CHECK(parsed.error.find("unknown kind 'drop_table'") != std::string::npos);
+  }
+  SECTION("unknown kind with control characters is not echoed raw") {
+    auto parsed = parse_request("x\ny", "");
+    CHECK(parsed.error.find('\n') == std::string::npos);
+  }
+  SECTION("params not JSON") {
+    CHECK(parse_request("migrate", "{").error == "params is not valid JSON");
+  }
+  SECTION("params not an object") {
+    CHECK(parse_request("migrate", "[1]").error == "params must be a JSON object");
+  }
+  SECTION("unknown field") {
+    CHECK_FALSE(parse_request("migrate", R"({"where": "1=1"})").job);
+  }
+  SECTION("ids not an array") {
+    CHECK_FALSE(parse_request("migrate", R"({"ids": 5})").job);
+  }
+  SECTION("usernames with a number") {
+    CHECK_FALSE(parse_request("migrate", R"({"usernames": [5]})").job);
+  }
+  SECTION("an empty id string") {
+    CHECK_FALSE(parse_request("migrate", R"({"ids": [""]})").job);
+  }
+  SECTION("a fractional id") {
+    CHECK_FALSE(parse_request("migrate", R"({"ids": [1.5]})").job);
+  }
+}
+
+TEST_CASE("the daily run is the next HH:MM in UTC strictly after now", "[service][schedule]") {
+  // 2024-01-01T00:00:00Z
+  system_clock::time_point midnight{seconds(1704067200)};
+  CHECK(next_daily_run(midnight, 120) == midnight + hours(2));
+  CHECK(next_daily_run(midnight + hours(2), 120) == midnight + hours(26));
+  CHECK(next_daily_run(midnight + hours(3), 120) == midnight + hours(26));
+  CHECK(next_daily_run(midnight + hours(1) + minutes(59) + seconds(59), 120) ==
+        midnight + hours(2));
+  CHECK(next_daily_run(midnight, 0) == midnight + hours(24));
+  CHECK(next_daily_run(midnight + hours(23), 23 * 60 + 59) == midnight + hours(23) + minutes(59));
+}
+
+TEST_CASE("reconnect backoff doubles up to its cap", "[service][backoff]") {
+  milliseconds lo(250), hi(30000);
+  CHECK(backoff_delay(0, lo, hi) == milliseconds(250));
+  CHECK(backoff_delay(1, lo, hi) == milliseconds(500));
+  CHECK(backoff_delay(4, lo, hi) == milliseconds(4000));
+  CHECK(backoff_delay(7, lo, hi) == milliseconds(30000));
+  CHECK(backoff_delay(1000, lo, hi) == milliseconds(30000));
+  CHECK(backoff_delay(-3, lo, hi) == milliseconds(250));
+}
