@@ -27,8 +27,12 @@ void add_config_flags(CLI::App& sub, Common& common);  // --config
 void add_db_flags(CLI::App& sub, Common& common);      // --dsn
 void add_output_flags(CLI::App& sub, Common& common);  // --json, --log-format, --log-level
 
-/// Loads the config files named by --config (none: ./values.yaml if present).
-/// Throws config::ConfigError.
+/// The files to load: --config, else ./values.yaml if present, else none when
+/// KEYMIG_ACTIVE_KEY is set (a configuration from the environment alone). Throws
+/// keymig::UsageError naming the flag to use when there is nothing.
+[[nodiscard]] std::vector<std::string> config_files(const Common& common);
+/// Loads the config files named by --config (none: ./values.yaml if present) and logs its
+/// warnings. Throws config::ConfigError.
 [[nodiscard]] config::Config load_config(const Common& common);
 /// Builds the key ring from the config; validates the keys. Throws config::ConfigError
 /// (naming file, line and key; never the key).
@@ -39,12 +43,23 @@ void add_output_flags(CLI::App& sub, Common& common);  // --json, --log-format, 
 /// A subcommand: `setup` adds its flags to `sub` and returns the action to run once the
 /// command line parsed. The action returns the exit code; exceptions derived from
 /// keymig::UsageError exit 2, other errors exit 1 (main prints one line, never a secret).
+/// `order` also picks the --help group unless `group` is set: below 100 "Keys and
+/// configuration" (keygen 10, check-config 20, inspect 30), 100-199 "Rotation" (scan 110,
+/// migrate 120, verify 130, rollback 140, finalize 150), 200-299 "Operations" (status,
+/// reset-mfa, journal, serve), 300 and up "Benchmarks".
 struct CommandSpec {
   std::string name;
   std::string description;
   int order = 100;  // position in --help
   std::function<std::function<int()>(CLI::App& sub, Common& common)> setup;
+  std::string group = {};  // --help group; empty: from `order`
 };
+
+/// The --help group of a command (see CommandSpec).
+[[nodiscard]] std::string command_group(const CommandSpec& spec);
+
+/// Sets the log facade from --log-format/--log-level. Throws keymig::UsageError.
+void configure_logging(const Common& common);
 
 struct Registrar {
   explicit Registrar(CommandSpec spec);

@@ -1,0 +1,378 @@
+// keygen, inspect and check-config: the commands that need keys but no database.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "command.hpp"
+#include "keymig/engine/keys.hpp"
+#include "keymig/log.hpp"
+
+namespace keymig::app {
+namespace {
+
+using nlohmann::json;
+
+// Timestamps past year 9999 exist (a token may carry 2^64 - 1) but have no ISO form.
+std::string iso8601_utc(std::uint64_t seconds) {
+  constexpr std::uint64_t kMax = 253402300799;  // 9999-12-31T23:59:59Z
+  if (seconds > kMax) return "beyond-9999";
+  const std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+const char* reason_words(crypto::Reason reason) {
+  switch (reason) {
+    case crypto::Reason::not_base64:
+      return "not base64url text";
+    case crypto::Reason::non_canonical:
+      return "base64 that is not in canonical form";
+    case crypto::Reason::bad_version:
+      return "not a Fernet token (first byte is not 0x80)";
+    case crypto::Reason::too_short:
+      return "too short to be a Fernet token";
+    case crypto::Reason::bad_length:
+      return "ciphertext is not a whole number of blocks";
+    case crypto::Reason::unknown_key:
+      return "no configured key's HMAC verifies it";
+    case crypto::Reason::bad_padding:
+      return "HMAC verified but the padding is wrong";
+    case crypto::Reason::expired:
+      return "expired";
+    case crypto::Reason::from_future:
+      return "timestamp too far in the future";
+    case crypto::Reason::ok:
+      return "ok";
+  }
+  return "not verified";
+}
+
+void write_stdout(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
+// --- keygen ------------------------------------------------------------------------------
+
+// Writes the key to a new file that only its owner can read, so it never sits in a
+// terminal's scrollback or in a file made with a loose umask.
+void write_key_file(const std::string& path, const SecretString& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) throw UsageError(path + ": exists; keygen never overwrites a key file");
+    throw Error(path + ": cannot create: " + std::strerror(errno));
+  }
+  std::string line;
+  line.reserve(text.size() + 1);
+  line.append(text.view()).push_back('\n');
+  const ssize_t written = ::write(fd, line.data(), line.size());
+  const int saved = errno;
+  secure_wipe(line.data(), line.size());
+  if (written != static_cast<ssize_t>(line.size()) || ::fsync(fd) != 0) {
+    ::close(fd);
+    throw Error(path + ": cannot write: " + std::strerror(written < 0 ? saved : errno));
+  }
+  if (::close(fd) != 0) throw Error(path + ": cannot write: " + std::strerror(errno));
+}
+
+std::function<int()> setup_keygen(CLI::App& sub, Common& common) {
+  auto out = std::make_shared<std::string>();
+  sub.add_option("--out", *out, "write the key to a new file with mode 0600 instead of stdout")
+      ->type_name("FILE");
+  add_output_flags(sub, common);
+  return [out, &common] {
+    const crypto::Key key = crypto::Key::generate();
+    const SecretString text = key.encode();
+    const std::string fingerprint = key.fingerprint();
+    if (!out->empty()) {
+      write_key_file(*out, text);
+      if (common.json)
+        write_stdout(json{{"file", *out}, {"fingerprint", fingerprint}}.dump() + "\n");
+      else
+        write_stdout("wrote a new key to " + *out + " (fingerprint " + fingerprint + ")\n");
+      return kExitOk;
+    }
+    // The one place keymig prints a key: that is what keygen is for.
+    std::string line;
+    line.reserve(text.size() + 64);
+    if (common.json) {
+      line.append("{\"fingerprint\":\"").append(fingerprint).append("\",\"key\":\"");
+      line.append(text.view()).append("\"}\n");
+    } else {
+      line.append(text.view()).push_back('\n');
+    }
+    write_stdout(line);
+    secure_wipe(line.data(), line.size());
+    return kExitOk;
+  };
+}
+
+// --- inspect -----------------------------------------------------------------------------
+
+struct InspectArgs {
+  std::string token = "-";
+};
+
+std::function<int()> setup_inspect(CLI::App& sub, Common& common) {
+  auto args = std::make_shared<InspectArgs>();
+  sub.add_option("token", args->token,
+                 "a token, or - (the default) to read tokens from stdin, one per line. "
+                 "A token given here is visible in `ps` and shell history: prefer stdin")
+      ->type_name("TOKEN|-");
+  add_config_flags(sub, common);
+  add_output_flags(sub, common);
+  return [args, &common] {
+    const config::Config config = load_config(common);
+    const crypto::KeyRing ring = load_keyring(config);
+
+    std::vector<SecretString> tokens;
+    if (args->token != "-") {
+      KEYMIG_LOG(
+          warn, "inspect", "token_on_command_line",
+          {"hint",
+           "argv is visible in ps and shell history; pipe tokens on stdin: keymig inspect -"});
+      tokens.emplace_back(std::string_view(args->token));
+      secure_wipe(args->token.data(), args->token.size());
+    } else {
+      if (::isatty(STDIN_FILENO) != 0)
+        std::cerr << "keymig: reading tokens from stdin, one per line (end with Ctrl-D)\n";
+      std::string line;
+      line.reserve(4096);
+      while (std::getline(std::cin, line)) {
+        const auto begin = line.find_first_not_of(" \t\r");
+        const auto end = line.find_last_not_of(" \t\r");
+        if (begin != std::string::npos)
+          tokens.emplace_back(std::string_view(line).substr(begin, end - begin + 1));
+        secure_wipe(line.data(), line.size());
+      }
+    }
+    if (tokens.empty()) throw UsageError("inspect: no token read (give one per line on stdin)");
+
+    int verified = 0, active = 0, rolling = 0;
+    json items = json::array();
+    std::string text;
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      const crypto::Classification c = ring.classify(tokens[i].view());
+      tokens[i].wipe();
+      json item{{"index", i + 1}};
+      std::string line = "token " + std::to_string(i + 1) + ": ";
+      if (c.reason == crypto::Reason::ok && c.key_index >= 0) {
+        ++verified;
+        (c.key_index == 0 ? active : rolling)++;
+        const std::string name = engine::key_display_name(c.key_index);
+        const std::string fp = ring.fingerprint(c.key_index);
+        item.update({{"verified", true},
+                     {"key", name},
+                     {"key_index", c.key_index},
+                     {"fingerprint", fp},
+                     {"timestamp", c.timestamp},
+                     {"created_at", iso8601_utc(c.timestamp)}});
+        line += name + " (fingerprint " + fp + "), created " + iso8601_utc(c.timestamp) + " (" +
+                std::to_string(c.timestamp) + ")";
+      } else {
+        item.update({{"verified", false}, {"reason", crypto::reason_name(c.reason)}});
+        line += std::string("not verified: ") + crypto::reason_name(c.reason) + " (" +
+                reason_words(c.reason) + ")";
+        // The clear-text timestamp still helps to date a token from an unknown key.
+        if (c.reason == crypto::Reason::unknown_key || c.reason == crypto::Reason::bad_length ||
+            c.reason == crypto::Reason::bad_padding) {
+          item["unverified_timestamp"] = c.timestamp;
+          item["unverified_created_at"] = iso8601_utc(c.timestamp);
+          line += "; unverified timestamp " + iso8601_utc(c.timestamp) + " (" +
+                  std::to_string(c.timestamp) + ")";
+        }
+      }
+      items.push_back(std::move(item));
+      text += line + "\n";
+    }
+    const int unverified = static_cast<int>(tokens.size()) - verified;
+    if (common.json) {
+      write_stdout(json{{"tokens", items},
+                        {"total", tokens.size()},
+                        {"active", active},
+                        {"rolling", rolling},
+                        {"unverified", unverified}}
+                       .dump() +
+                   "\n");
+    } else {
+      if (tokens.size() > 1)
+        text += std::to_string(tokens.size()) + " tokens: " + std::to_string(active) + " active, " +
+                std::to_string(rolling) + " rolling, " + std::to_string(unverified) +
+                " not verified\n";
+      write_stdout(text);
+    }
+    return unverified > 0 ? kExitUndecryptable : kExitOk;
+  };
+}
+
+// --- check-config ------------------------------------------------------------------------
+
+std::vector<std::string> policy_in_words(const config::MfaPolicy& mfa) {
+  if (!mfa.enabled) return {"MFA is disabled: nobody is asked for a one-time code at sign-in."};
+  std::vector<std::string> out;
+  if (mfa.mandatory)
+    out.emplace_back("MFA is enabled and mandatory for every user.");
+  else if (mfa.mandatory_for_sysadmins)
+    out.emplace_back("MFA is enabled: optional for users, mandatory for sysadmins.");
+  else
+    out.emplace_back("MFA is enabled and optional for every user, sysadmins included.");
+  if (!mfa.remember_me_enabled) {
+    out.emplace_back("\"Remember me\" is off: a code is asked at every sign-in.");
+  } else {
+    std::string line = "\"Remember me\" skips the code on a known device for " +
+                       std::to_string(mfa.remember_me_days) +
+                       (mfa.remember_me_days == 1 ? " day" : " days");
+    line += mfa.remember_me_disabled_for_sysadmins ? "; sysadmins enter a code at every sign-in."
+                                                   : ", sysadmins included.";
+    out.push_back(line);
+  }
+  return out;
+}
+
+std::vector<std::string> policy_warnings(const config::Config& config) {
+  const auto& mfa = config.mfa;
+  std::vector<std::string> out;
+  if (!mfa.enabled && mfa.mandatory)
+    out.emplace_back(
+        "userLogin.mfa.mandatory is true while userLogin.mfa.enabled is false: users are "
+        "required to use MFA they cannot set up (lockout risk)");
+  if (!mfa.enabled && mfa.mandatory_for_sysadmins)
+    out.emplace_back(
+        "userLogin.mfa.mandatoryForSysAdmins is true while userLogin.mfa.enabled is false: "
+        "sysadmins are required to use MFA they cannot set up (lockout risk)");
+  if (!mfa.remember_me_enabled && mfa.remember_me_disabled_for_sysadmins)
+    out.emplace_back(
+        "userLogin.mfa.rememberMe.disabledForSysAdmins is true while rememberMe.enabled is "
+        "false: the sysadmin exemption has no effect");
+  for (const auto& w : config.warnings) out.push_back(w);
+  if (config.rolling_keys.empty())
+    out.emplace_back(
+        "no rolling key configured: nothing to migrate from; tokens made under an old key "
+        "cannot be read (set secretStore.rollingKey while rotating)");
+  return out;
+}
+
+json origin_json(const config::Origin& origin) {
+  json out{{"file", origin.file}, {"key", origin.key}};
+  if (origin.line > 0) out["line"] = origin.line;
+  return out;
+}
+
+int check_config(const Common& common) {
+  const config::Config config = config::load(config_files(common));
+  const auto keys = engine::describe_keys(config);
+  const auto words = policy_in_words(config.mfa);
+  const auto warnings = policy_warnings(config);
+  const auto& m = config.migration;
+  const std::string database =
+      !m.dsn.empty() ? "keyMigration.database.dsn" : "libpq environment (PGHOST, PGDATABASE, ...)";
+
+  if (common.json) {
+    json jkeys = json::array();
+    for (const auto& k : keys) {
+      json item{
+          {"key", k.label}, {"fingerprint", k.fingerprint}, {"origin", origin_json(k.origin)}};
+      if (!k.key_file.empty()) item["key_file"] = k.key_file;
+      jkeys.push_back(std::move(item));
+    }
+    const auto& mfa = config.mfa;
+    json out{{"ok", true},
+             {"files", config.files},
+             {"mfa",
+              {{"enabled", mfa.enabled},
+               {"mandatory", mfa.mandatory},
+               {"mandatory_for_sysadmins", mfa.mandatory_for_sysadmins},
+               {"remember_me",
+                {{"enabled", mfa.remember_me_enabled},
+                 {"days", mfa.remember_me_days},
+                 {"disabled_for_sysadmins", mfa.remember_me_disabled_for_sysadmins}}},
+               {"summary", words}}},
+             {"keys", jkeys},
+             {"target",
+              {{"table", m.target.table},
+               {"id_column", m.target.id_column},
+               {"secret_column", m.target.secret_column},
+               {"flag_column", m.target.flag_column},
+               {"username_column", m.target.username_column},
+               {"sysadmin_columns", m.target.sysadmin_columns}}},
+             {"database", database},
+             {"batch_size", m.batch_size},
+             {"threads", m.threads},
+             {"max_rows_per_second", m.max_rows_per_second},
+             {"journal", m.journal},
+             {"warnings", warnings}};
+    write_stdout(out.dump() + "\n");
+    return kExitOk;
+  }
+
+  std::string files;
+  for (const auto& f : config.files) files += (files.empty() ? "" : ", ") + f;
+  std::string text =
+      "config: " + (files.empty() ? std::string("(environment only)") : files) + "\n";
+  text += "\nMFA policy:\n";
+  for (const auto& w : words) text += "  " + w + "\n";
+  text += "\nkeys:\n";
+  for (const auto& k : keys) {
+    std::string label = k.label;
+    label.resize(std::max<std::size_t>(label.size(), 11), ' ');
+    text += "  " + label + " fingerprint " + k.fingerprint + "  from " + k.origin.describe();
+    if (!k.key_file.empty()) text += " (" + k.key_file + ")";
+    text += "\n";
+  }
+  std::string flag = m.target.flag_column.empty() ? "none" : m.target.flag_column;
+  text += "\ntarget: " + m.target.table + " (id " + m.target.id_column + ", secret " +
+          m.target.secret_column + ", flag " + flag + ")\n";
+  text += "database: " + database + "\n";
+  text += "batches of " + std::to_string(m.batch_size) + " rows, " +
+          (m.threads == 0 ? std::string("all cores") : std::to_string(m.threads) + " threads") +
+          ", " +
+          (m.max_rows_per_second == 0
+               ? std::string("unthrottled")
+               : "at most " + std::to_string(m.max_rows_per_second) + " rows/s") +
+          ", journal " + (m.journal ? "on" : "off") + "\n";
+  if (!warnings.empty()) {
+    text += "\nwarnings:\n";
+    for (const auto& w : warnings) text += "  - " + w + "\n";
+  }
+  text += "\nconfig is valid\n";
+  write_stdout(text);
+  return kExitOk;
+}
+
+std::function<int()> setup_check_config(CLI::App& sub, Common& common) {
+  add_config_flags(sub, common);
+  add_output_flags(sub, common);
+  return [&common] {
+    try {
+      return check_config(common);
+    } catch (const UsageError& e) {
+      // Tooling reading --json still gets one object; main prints the line on stderr.
+      if (common.json) write_stdout(json{{"ok", false}, {"error", e.what()}}.dump() + "\n");
+      throw;
+    }
+  };
+}
+
+const Registrar kKeygen{CommandSpec{
+    "keygen", "print a new Fernet key (the only command that prints a key)", 10, setup_keygen}};
+const Registrar kCheckConfig{CommandSpec{
+    "check-config",
+    "validate config and keys; print the MFA policy, key fingerprints and lockout warnings", 20,
+    setup_check_config}};
+const Registrar kInspect{
+    CommandSpec{"inspect", "which configured key made a token, and when; never the plaintext", 30,
+                setup_inspect}};
+
+}  // namespace
+}  // namespace keymig::app

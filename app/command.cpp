@@ -1,0 +1,93 @@
+#include "command.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "keymig/engine/keys.hpp"
+#include "keymig/log.hpp"
+
+namespace keymig::app {
+
+std::vector<CommandSpec>& registered_commands() {
+  // A function-local static: registrars in other translation units run during static
+  // initialisation, in an order we do not control.
+  static std::vector<CommandSpec> commands;
+  return commands;
+}
+
+Registrar::Registrar(CommandSpec spec) {
+  registered_commands().push_back(std::move(spec));
+}
+
+std::string command_group(const CommandSpec& spec) {
+  if (!spec.group.empty()) return spec.group;
+  if (spec.order < 100) return "Keys and configuration";
+  if (spec.order < 200) return "Rotation";
+  if (spec.order < 300) return "Operations";
+  return "Benchmarks";
+}
+
+void add_config_flags(CLI::App& sub, Common& common) {
+  // One file per --config, so `--config a.yaml TOKEN` never swallows a positional.
+  sub.add_option("--config", common.config_files,
+                 "values.yaml to read (repeatable; later files win key by key). "
+                 "Default: ./values.yaml")
+      ->type_name("FILE")
+      ->allow_extra_args(false);
+}
+
+void add_db_flags(CLI::App& sub, Common& common) {
+  sub.add_option("--dsn", common.dsn,
+                 "libpq DSN or URI; default: keyMigration.database.dsn, else the PG* "
+                 "environment variables. Keep passwords in PGPASSWORD or ~/.pgpass, not here")
+      ->type_name("DSN");
+}
+
+void add_output_flags(CLI::App& sub, Common& common) {
+  sub.add_flag("--json", common.json, "print one JSON object on stdout");
+  sub.add_option("--log-format", common.log_format, "log lines on stderr: text or json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->envname("KEYMIG_LOG_FORMAT");
+  sub.add_option("--log-level", common.log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->envname("KEYMIG_LOG_LEVEL");
+}
+
+void configure_logging(const Common& common) {
+  log::Level level{};
+  log::Format format{};
+  if (!log::parse_level(common.log_level, level))
+    throw UsageError("--log-level must be debug, info, warn or error");
+  if (!log::parse_format(common.log_format, format))
+    throw UsageError("--log-format must be text or json");
+  log::configure(level, format);
+}
+
+std::vector<std::string> config_files(const Common& common) {
+  if (!common.config_files.empty()) return common.config_files;
+  if (::access("values.yaml", F_OK) == 0) return {"values.yaml"};
+  const char* active = std::getenv("KEYMIG_ACTIVE_KEY");
+  if (active != nullptr && *active != '\0') return {};
+  throw UsageError(
+      "no configuration: pass --config FILE (a values.yaml with secretStore.activeKey), run "
+      "where ./values.yaml is, or set KEYMIG_ACTIVE_KEY");
+}
+
+config::Config load_config(const Common& common) {
+  config::Config config = config::load(config_files(common));
+  for (const auto& warning : config.warnings)
+    KEYMIG_LOG(warn, "config", "config_warning", {"detail", warning});
+  return config;
+}
+
+crypto::KeyRing load_keyring(const config::Config& config) {
+  return engine::build_keyring(config);
+}
+
+std::string effective_dsn(const Common& common, const config::Config& config) {
+  if (!common.dsn.empty()) return common.dsn;
+  return config.migration.dsn;
+}
+
+}  // namespace keymig::app

@@ -1,0 +1,119 @@
+// The `keymig` binary: builds the command line from the registered subcommands, runs the
+// chosen one and turns what escapes into an exit code and one line on stderr.
+
+#include <algorithm>
+#include <csignal>
+#include <exception>
+#include <iostream>
+#include <utility>
+
+#include "command.hpp"
+#include "keymig/error.hpp"
+
+namespace {
+
+using keymig::app::CommandSpec;
+
+constexpr const char* kDescription =
+    "keymig rotates the Fernet key that protects users' MFA (TOTP) secrets in PostgreSQL:\n"
+    "it re-encrypts every secret made under a rolling (old) key with the active key,\n"
+    "online, in resumable batches, and proves the result. Keys come from values.yaml\n"
+    "(secretStore) or KEYMIG_ACTIVE_KEY / KEYMIG_ROLLING_KEYS, never from the command line.\n";
+
+bool has_command(const std::vector<CommandSpec>& specs, const std::string& name) {
+  return std::any_of(specs.begin(), specs.end(),
+                     [&](const CommandSpec& s) { return s.name == name; });
+}
+
+// Examples only for commands this build has, so the help never promises what is missing.
+std::string footer(const std::vector<CommandSpec>& specs) {
+  std::string out = "Examples:\n";
+  if (has_command(specs, "keygen"))
+    out +=
+        "  (umask 077; keymig keygen > new.key)            make a new key, readable by you only\n";
+  if (has_command(specs, "check-config"))
+    out += "  keymig check-config --config values.yaml        validate keys and MFA policy\n";
+  if (has_command(specs, "inspect"))
+    out += "  keymig inspect --config values.yaml - < tokens  which key made each token\n";
+  if (has_command(specs, "scan"))
+    out += "  keymig scan --config values.yaml                how many rows need moving\n";
+  if (has_command(specs, "migrate"))
+    out += "  keymig migrate --config values.yaml             re-encrypt rolling-key rows\n";
+  if (has_command(specs, "verify"))
+    out +=
+        "  keymig verify --config values.yaml              prove every row reads under the active "
+        "key\n";
+  out +=
+      "\nExit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 tokens no configured\n"
+      "key can read, 4 rows still need a rolling key or a check failed.\n"
+      "Run 'keymig COMMAND --help' for a command's flags.";
+  return out;
+}
+
+// The subcommand the parser had reached, for the "see 'keymig X --help'" hint.
+std::string help_hint(CLI::App& app) {
+  std::string path = "keymig";
+  const CLI::App* current = &app;
+  for (;;) {
+    const auto subs = current->get_subcommands();
+    if (subs.empty()) break;
+    current = subs.front();
+    path += " " + current->get_name();
+  }
+  return path + " --help";
+}
+
+int run(int argc, char** argv) {
+  auto specs = keymig::app::registered_commands();
+  std::stable_sort(specs.begin(), specs.end(),
+                   [](const CommandSpec& a, const CommandSpec& b) { return a.order < b.order; });
+
+  CLI::App app{kDescription, "keymig"};
+  app.set_version_flag("--version", std::string("keymig ") + KEYMIG_VERSION);
+  app.require_subcommand(0, 1);
+  app.footer(footer(specs));
+
+  keymig::app::Common common;
+  std::vector<std::pair<CLI::App*, std::function<int()>>> actions;
+  for (auto& spec : specs) {
+    CLI::App* sub = app.add_subcommand(spec.name, spec.description);
+    sub->group(keymig::app::command_group(spec));
+    actions.emplace_back(sub, spec.setup(*sub, common));
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "keymig: " << e.what() << "; see '" << help_hint(app) << "'\n";
+    return keymig::kExitUsage;
+  }
+
+  for (auto& [sub, action] : actions) {
+    if (!sub->parsed()) continue;
+    keymig::app::configure_logging(common);
+    return action ? action() : keymig::kExitOk;
+  }
+  std::cerr << app.help() << "\nkeymig: no command given\n";
+  return keymig::kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A closed pipe (`keymig inspect ... | head -1`) is an ordinary end, not a crash.
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    return run(argc, argv);
+  } catch (const keymig::UsageError& e) {
+    std::cerr << "keymig: error: " << e.what() << '\n';
+    return keymig::kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "keymig: error: " << e.what() << '\n';
+    return keymig::kExitRuntime;
+  } catch (...) {
+    std::cerr << "keymig: error: unknown failure\n";
+    return keymig::kExitRuntime;
+  }
+}
