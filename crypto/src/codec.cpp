@@ -184,7 +184,10 @@ Reason decode_token_text(std::string_view text, Buffer& out) noexcept {
     out.shrink(len);
     return Reason::ok;
   }
-  if (decode_python_lenient(text, out.data(), len)) return Reason::non_canonical;
+  if (decode_python_lenient(text, out.data(), len)) {
+    out.shrink(len);
+    return Reason::non_canonical;
+  }
   return Reason::not_base64;
 }
 

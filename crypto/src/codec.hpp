@@ -70,7 +70,7 @@ void encode_base64url(const std::uint8_t* data, std::size_t len, char* out) noex
                                          std::size_t& out_len) noexcept;
 
 /// ok (strict), non_canonical (only the lenient decoder takes it) or not_base64.
-/// `out` is resized to the decoded bytes when ok.
+/// `out` is resized to the decoded bytes when ok or non_canonical.
 [[nodiscard]] Reason decode_token_text(std::string_view text, Buffer& out) noexcept;
 
 }  // namespace keymig::crypto::detail

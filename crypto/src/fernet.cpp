@@ -43,10 +43,16 @@ enum class Shape { full, mac_only };
 // Decoding and every check that needs no key. `full` is what decryption needs (at least
 // one block, whole blocks); `mac_only` is what extract_timestamp needs, as the reference
 // returns the timestamp of any correctly signed token with room for a tag.
+//
+// Text only Python's lenient decoder reads is decoded that way and checked like any other
+// (`canonical` false): callers report non_canonical only when the token behind the text
+// would otherwise have been accepted, so that the reason tells an operator the row is
+// recoverable, not merely that it holds odd characters.
 Reason parse(std::string_view text, detail::Buffer& bytes, std::uint64_t& timestamp,
-             Shape shape = Shape::full) noexcept {
+             bool& canonical, Shape shape = Shape::full) noexcept {
   const Reason decoded = detail::decode_token_text(text, bytes);
-  if (decoded != Reason::ok) return decoded;
+  if (decoded == Reason::not_base64) return decoded;
+  canonical = decoded == Reason::ok;
   const std::uint8_t* b = bytes.data();
   const std::size_t n = bytes.size();
   if (n >= 1 && b[0] != kVersion) return Reason::bad_version;
@@ -181,14 +187,16 @@ struct Fernet::Impl {
     return Reason::ok;
   }
 
-  [[nodiscard]] DecryptResult decrypt_verified(const detail::Buffer& bytes,
-                                               std::uint64_t timestamp) const {
+  [[nodiscard]] DecryptResult decrypt_verified(const detail::Buffer& bytes, std::uint64_t timestamp,
+                                               bool canonical) const {
     DecryptResult result;
     result.timestamp = timestamp;
     detail::Buffer padded(bytes.size() - kOverhead, /*secret=*/true);
     std::size_t plain_len = 0;
     result.reason = open(bytes, padded, plain_len);
-    if (result.ok())
+    if (result.ok() && !canonical)
+      result.reason = Reason::non_canonical;  // readable, but not handed out as text we accept
+    else if (result.ok())
       result.plaintext =
           SecretString(std::string_view(reinterpret_cast<const char*>(padded.data()), plain_len));
     return result;
@@ -253,20 +261,22 @@ SecretString Fernet::encrypt_from_parts(std::string_view plaintext, std::uint64_
 DecryptResult Fernet::decrypt(std::string_view token) const {
   DecryptResult result;
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-  result.reason = parse(token, bytes, result.timestamp);
+  bool canonical = true;
+  result.reason = parse(token, bytes, result.timestamp, canonical);
   if (!result.ok()) return result;
   if (!impl_->verify(bytes)) {
     result.reason = Reason::unknown_key;
     return result;
   }
-  return impl_->decrypt_verified(bytes, result.timestamp);
+  return impl_->decrypt_verified(bytes, result.timestamp, canonical);
 }
 
 DecryptResult Fernet::decrypt_at_time(std::string_view token, std::int64_t ttl_seconds,
                                       std::uint64_t now) const {
   DecryptResult result;
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-  result.reason = parse(token, bytes, result.timestamp);
+  bool canonical = true;
+  result.reason = parse(token, bytes, result.timestamp, canonical);
   if (!result.ok()) return result;
   result.reason = check_time(result.timestamp, ttl_seconds, now);
   if (!result.ok()) return result;
@@ -274,13 +284,15 @@ DecryptResult Fernet::decrypt_at_time(std::string_view token, std::int64_t ttl_s
     result.reason = Reason::unknown_key;
     return result;
   }
-  return impl_->decrypt_verified(bytes, result.timestamp);
+  return impl_->decrypt_verified(bytes, result.timestamp, canonical);
 }
 
 std::optional<std::uint64_t> Fernet::extract_timestamp(std::string_view token) const {
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
   std::uint64_t timestamp = 0;
-  if (parse(token, bytes, timestamp, Shape::mac_only) != Reason::ok) return std::nullopt;
+  bool canonical = true;
+  if (parse(token, bytes, timestamp, canonical, Shape::mac_only) != Reason::ok || !canonical)
+    return std::nullopt;
   if (!impl_->verify(bytes)) return std::nullopt;
   return timestamp;
 }
@@ -334,11 +346,13 @@ struct KeyRing::Impl {
   [[nodiscard]] Rotation rotate(std::string_view token, bool always) const {
     Rotation result;
     detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-    result.reason = parse(token, bytes, result.timestamp);
+    bool canonical = true;
+    result.reason = parse(token, bytes, result.timestamp, canonical);
     if (result.reason != Reason::ok) return result;
     result.key_index = find_key(bytes);
-    if (result.key_index < 0) {
-      result.reason = Reason::unknown_key;
+    if (result.key_index < 0 || !canonical) {
+      result.reason = result.key_index < 0 ? Reason::unknown_key : Reason::non_canonical;
+      result.key_index = -1;
       return result;
     }
     if (result.key_index == 0 && !always) return result;
@@ -380,10 +394,14 @@ KeyRing::~KeyRing() = default;
 Classification KeyRing::classify(std::string_view token) const {
   Classification result;
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-  result.reason = parse(token, bytes, result.timestamp);
+  bool canonical = true;
+  result.reason = parse(token, bytes, result.timestamp, canonical);
   if (result.reason != Reason::ok) return result;
   result.key_index = impl_->find_key(bytes);
-  if (result.key_index < 0) result.reason = Reason::unknown_key;
+  if (result.key_index < 0 || !canonical) {
+    result.reason = result.key_index < 0 ? Reason::unknown_key : Reason::non_canonical;
+    result.key_index = -1;
+  }
   return result;
 }
 

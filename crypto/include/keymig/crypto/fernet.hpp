@@ -29,7 +29,9 @@ class KeyError : public keymig::UsageError {
 enum class Reason : std::uint8_t {
   ok,
   not_base64,     // not base64url at all
-  non_canonical,  // decodes, but is not the canonical text (whitespace, '+', '/', junk, bad bits)
+  non_canonical,  // not canonical text (whitespace, '+', '/', junk, bad bits), but Python's
+                  // lenient decoder reads it and a configured key verifies what it reads
+                  // (decrypt: would decrypt). Recoverable; never decrypted or rotated.
   bad_version,    // first byte is not 0x80
   too_short,      // shorter than the smallest token (73 bytes)
   bad_length,     // ciphertext not a multiple of the block size
