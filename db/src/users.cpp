@@ -112,13 +112,21 @@ std::vector<UserRow> read_selected_users(Connection& conn, const UserTable& u,
         "naming an existing column of " +
         t.schema + "." + t.name);
   std::string sql = "SELECT " + select_list(u) + " FROM " + t.q_table + " WHERE false";
-  if (!ids.empty()) sql += " OR " + t.q_id + " = ANY($1::text[]::" + t.id_type + "[])";
-  if (!usernames.empty()) sql += " OR " + t.q_username + "::text = ANY($2::text[])";
+  std::vector<std::string> params;
+  if (!ids.empty()) {
+    params.push_back(text_array(ids));
+    sql += " OR " + t.q_id + " = ANY($" + std::to_string(params.size()) + "::text[]::" + t.id_type +
+           "[])";
+  }
+  if (!usernames.empty()) {
+    params.push_back(text_array(usernames));
+    sql += " OR " + t.q_username + "::text = ANY($" + std::to_string(params.size()) + "::text[])";
+  }
   sql += " ORDER BY " + t.q_id;
   try {
     return guarded(conn, "reading the selected users", [&](pqxx::connection& c) {
       pqxx::nontransaction tx(c);
-      return to_users(tx.exec_params(sql, text_array(ids), text_array(usernames)), t);
+      return to_users(tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params)), t);
     });
   } catch (const DbError& e) {
     if (is_bad_value(e))
