@@ -208,6 +208,12 @@ TEST_CASE("a failed push is a MetricsError naming the URL and the cause",
     CHECK(message.find(url) != std::string::npos);
     CHECK(message.find("could not connect") != std::string::npos);
     CHECK_THROWS_AS(m.push(url, "users"), MetricsError);
+
+    const auto with_password = "http://ops:s3cr3t@127.0.0.1:" + url.substr(url.rfind(':') + 1);
+    const auto hidden = exception_text([&] { m.push(with_password, "users"); });
+    INFO(hidden);
+    CHECK(hidden.find("could not connect") != std::string::npos);
+    CHECK(hidden.find("s3cr3t") == std::string::npos);
   }
   SECTION("a server that refuses the push with an HTTP status") {
     // python3's http.server answers a POST with 501 Unsupported method.

@@ -1,6 +1,10 @@
 #include "keymig/metrics/metrics.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <regex>
 #include <string>
 #include <thread>
@@ -174,4 +178,35 @@ TEST_CASE("progress is kept within 0..1 and rows remaining is never negative", "
   text = m.serialize();
   CHECK(sample(text, "keymig_run_progress_ratio") == 0.0);
   CHECK(sample(text, "keymig_rows_remaining") == 5.0);
+}
+
+TEST_CASE("a key or token passed by mistake as a label value never reaches the log", "[metrics]") {
+  // What a careless caller could pass: a Fernet key and a token (both made up).
+  const std::string key = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
+  const std::string token =
+      "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_"
+      "5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==";
+  keymig::test::TempDir dir;
+  const auto captured = dir.path() + "/stderr.txt";
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  const int file = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ::dup2(file, STDERR_FILENO);
+  ::close(file);
+  Metrics m;
+  m.add_rows("users", token, 1);
+  m.set_rows_by_key("users", key, 1);
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+
+  const auto log = keymig::test::read_file(captured);
+  INFO(log);
+  CHECK(log.find("unknown_label_value") != std::string::npos);  // the mistake is reported
+  CHECK(log.find(key) == std::string::npos);
+  CHECK(log.find(key.substr(0, 12)) == std::string::npos);
+  CHECK(log.find(token.substr(0, 20)) == std::string::npos);
+  const auto text = m.serialize();
+  CHECK(text.find(key) == std::string::npos);
+  CHECK(text.find(token) == std::string::npos);
 }
