@@ -44,7 +44,9 @@ using prometheus::Histogram;
 
 constexpr std::array<std::string_view, 6> kOutcomes = {"rotated", "already_active", "flag_fixed",
                                                        "empty",   "undecryptable",  "conflict"};
-constexpr std::array<std::string_view, 4> kStatuses = {"committed", "failed", "retried", "dry_run"};
+constexpr std::array<std::string_view, 4> kStatuses = {"ok", "failed", "retried", "dry_run"};
+// The statuses every batch of a run ends in; created at 0 with the target.
+constexpr std::array<std::string_view, 2> kBatchEnds = {"ok", "failed"};
 constexpr std::array<std::string_view, 4> kOps = {"classify", "decrypt", "encrypt", "verify"};
 constexpr std::array<std::string_view, 6> kCommands = {"migrate",  "verify",   "scan",
                                                        "rollback", "finalize", "reset_mfa"};
@@ -231,7 +233,7 @@ struct Metrics::Impl {
     for (auto outcome : kOutcomes) {
       rows_total.Add({{"target", target}, {"outcome", std::string(outcome)}});
     }
-    for (auto status : kStatuses) {
+    for (auto status : kBatchEnds) {
       batches_total.Add({{"target", target}, {"status", std::string(status)}});
     }
   }

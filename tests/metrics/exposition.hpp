@@ -55,7 +55,7 @@ inline void touch_every_family(metrics::Metrics& m, const std::string& target = 
   m.add_rows(target, "rotated", 1);
   m.set_rows_by_key(target, "rolling_0", 10);
   m.set_rows_by_key(target, "active", 5);
-  m.observe_batch(target, "committed", 0.02);
+  m.observe_batch(target, "ok", 0.02);
   m.set_progress(0.5, 10);
   m.add_crypto_operations("decrypt", 1);
   m.add_db_retry();

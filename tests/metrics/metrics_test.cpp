@@ -57,7 +57,7 @@ TEST_CASE("every family of the design is exported with its type", "[metrics]") {
     CHECK(sample(text, R"(keymig_rows_total{outcome="rotated",target="users"})") == 1.0);
     CHECK(sample(text, R"(keymig_rows_by_key{key="rolling_0",target="users"})") == 10.0);
     CHECK(sample(text, R"(keymig_rows_by_key{key="active",target="users"})") == 5.0);
-    CHECK(sample(text, R"(keymig_batches_total{status="committed",target="users"})") == 1.0);
+    CHECK(sample(text, R"(keymig_batches_total{status="ok",target="users"})") == 1.0);
     CHECK(sample(text, "keymig_batch_duration_seconds_count") == 1.0);
     CHECK(sample(text, R"(keymig_batch_duration_seconds_bucket{le="0.025"})") == 1.0);
     CHECK(sample(text, R"(keymig_batch_duration_seconds_bucket{le="0.01"})") == 0.0);
@@ -103,7 +103,7 @@ TEST_CASE("counters move by what is added and gauges hold what is set", "[metric
       CHECK(sample(text, std::string(R"(keymig_rows_total{outcome=")") + outcome +
                              R"(",target="users"})") == 0.0);
     }
-    CHECK(sample(text, R"(keymig_batches_total{status="committed",target="users"})") == 0.0);
+    CHECK(sample(text, R"(keymig_batches_total{status="ok",target="users"})") == 0.0);
   }
   SECTION("a later success flips the failed command back to 1") {
     m.set_last_failure("migrate");
@@ -147,7 +147,7 @@ TEST_CASE("pipeline workers adding at once give the exact sum", "[metrics][concu
         m.add_rows(target, "rotated", 1);
         m.add_rows("users", "empty", 2);
         m.add_crypto_operations("encrypt", 1);
-        m.observe_batch(target, "committed", 0.001 * (i % 7));
+        m.observe_batch(target, "ok", 0.001 * (i % 7));
         m.add_db_retry();
         m.set_rows_by_key("users", "active", i);
         if (i % 1000 == 0) (void)m.serialize();  // a scrape in the middle of it all
@@ -163,7 +163,7 @@ TEST_CASE("pipeline workers adding at once give the exact sum", "[metrics][concu
         2.0 * kThreads * kIterations);
   CHECK(sample(text, R"(keymig_crypto_operations_total{op="encrypt"})") ==
         1.0 * kThreads * kIterations);
-  CHECK(sample(text, R"(keymig_batches_total{status="committed",target="users"})") == half);
+  CHECK(sample(text, R"(keymig_batches_total{status="ok",target="users"})") == half);
   CHECK(sample(text, "keymig_batch_duration_seconds_count") == 1.0 * kThreads * kIterations);
   CHECK(sample(text, "keymig_db_retries_total") == 1.0 * kThreads * kIterations);
 }

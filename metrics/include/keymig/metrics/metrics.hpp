@@ -36,7 +36,7 @@ class Metrics {
   /// keymig_rows_by_key{target,key}; key: active, rolling_0.., undecryptable, empty.
   void set_rows_by_key(std::string_view target, std::string_view key, double rows);
   /// keymig_batches_total{target,status} and keymig_batch_duration_seconds;
-  /// status: committed, failed, retried, dry_run.
+  /// status: ok (committed), failed (rolled back), retried, dry_run.
   void observe_batch(std::string_view target, std::string_view status, double seconds);
   /// keymig_run_progress_ratio and keymig_rows_remaining.
   void set_progress(double ratio, double rows_remaining);
