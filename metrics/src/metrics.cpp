@@ -51,6 +51,7 @@ constexpr std::array<std::string_view, 4> kOps = {"classify", "decrypt", "encryp
 constexpr std::array<std::string_view, 6> kCommands = {"migrate",  "verify",   "scan",
                                                        "rollback", "finalize", "reset_mfa"};
 constexpr std::string_view kOther = "other";
+constexpr std::size_t kMaxWarnings = 64;
 
 // A batch is one short transaction of up to a few thousand rows: from a millisecond on an
 // idle local database to a minute when the server is saturated or a lock waits.
@@ -208,7 +209,7 @@ struct Metrics::Impl {
                                .Register(*registry)
                                .Add({});
 
-  std::mutex mutex;                // guards the two sets below
+  std::mutex mutex;                // guards the sets below
   std::set<std::string> targets;   // targets whose series exist
   std::set<std::string> warned;    // label values already reported as unknown
   std::set<std::string> commands;  // commands whose result was recorded
@@ -250,7 +251,10 @@ struct Metrics::Impl {
     bool first = false;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      first = warned.insert(std::string(label) + '=' + std::string(value)).second;
+      // A caller looping over unbounded values must not grow memory or flood the log.
+      if (warned.size() < kMaxWarnings) {
+        first = warned.insert(std::string(label) + '=' + std::string(value)).second;
+      }
     }
     if (first) {
       // Only a short, plain value is repeated: a wrong argument could be anything, and a
