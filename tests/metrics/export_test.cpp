@@ -240,6 +240,37 @@ TEST_CASE("a failed push is a MetricsError naming the URL and the cause",
     CHECK(message.find("HTTP status 501") != std::string::npos);
     CHECK(keymig::test::read_file(captured).empty());
   }
+  SECTION("a gateway that accepts and never answers is given up after the deadline") {
+    keymig::test::TempDir dir;
+    const int port = keymig::test::free_port();
+    const std::string url = "http://127.0.0.1:" + std::to_string(port);
+    const std::string ready = dir.path() + "/listening";
+    keymig::test::Server silent({"python3", "-c",
+                                 "import socket, sys, time\n"
+                                 "s = socket.socket()\n"
+                                 "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
+                                 "s.listen(8)\n"
+                                 "open(sys.argv[2], 'w').close()\n"
+                                 "conns = []\n"
+                                 "while True:\n"
+                                 "    conns.append(s.accept())\n",
+                                 std::to_string(port), ready},
+                                dir.path() + "/server.log");
+    for (int i = 0;
+         i < 100 && keymig::test::read_file(ready).empty() && ::access(ready.c_str(), F_OK) != 0;
+         ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    REQUIRE(::access(ready.c_str(), F_OK) == 0);
+    const auto start = std::chrono::steady_clock::now();
+    const auto message = exception_text([&] { m.push(url, "users"); });
+    const auto waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start);
+    INFO(message);
+    CHECK(message.find(url) != std::string::npos);
+    CHECK(message.find("no answer within") != std::string::npos);
+    CHECK(waited.count() >= Metrics::kPushTimeoutSeconds - 1);
+    CHECK(waited.count() < Metrics::kPushTimeoutSeconds + 10);
+  }
   SECTION("a malformed URL is a usage error that never repeats the password") {
     const auto message =
         exception_text([&] { m.push("http://ops:s3cr3t@gw:9091/prefix", "users"); });
