@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -305,6 +306,7 @@ KeySetting read_key_file(const Leaf& leaf, const Origin& origin,
     fail(origin, "expected the path of a key file");
   std::string file = leaf.node.Scalar();
   if (file.front() != '/') file = directory_of(leaf.file) + "/" + file;
+  file = std::filesystem::path(file).lexically_normal().string();
 
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0)
