@@ -476,6 +476,12 @@ def current_secrets(dsn):
             query(dsn, "SELECT id, mfa_secret, mfa_fernet_active FROM users")}
 
 
+def _brief(summary):
+    """A summary without its long row lists, for assertion messages."""
+    return {k: (v if not isinstance(v, list) or len(v) <= 5 else "[%d entries]" % len(v))
+            for k, v in summary.items()}
+
+
 class DbTestCase(unittest.TestCase):
     """A temp directory per test class and helpers to check migrated rows."""
 
@@ -501,7 +507,7 @@ class DbTestCase(unittest.TestCase):
         for field in SUMMARY_FIELDS:
             self.assertIn(field, summary, "summary lacks %r: %s" % (field, summary))
         for field, value in expected.items():
-            self.assertEqual(summary[field], value, "%s: %s" % (field, summary))
+            self.assertEqual(summary[field], value, "%s: %s" % (field, _brief(summary)))
 
 
 # ---------------------------------------------------------------------------------------

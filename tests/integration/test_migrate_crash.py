@@ -8,7 +8,7 @@ row is journaled exactly once over both processes, with its original token.
 import time
 import unittest
 
-from keymig_testlib import (EXIT_OK, DbTestCase, Keymig, KeySet, UserFixture, check_all_rotated,
+from keymig_testlib import (_brief, EXIT_OK, DbTestCase, Keymig, KeySet, UserFixture, check_all_rotated,
                             check_consistent, drop_db, journal_count, kill_hard, new_db,
                             running_run_id, scalar, wait_until, write_config)
 
@@ -67,8 +67,8 @@ class KillNineTest(DbTestCase):
         self.assertEqual(scalar(self.dsn, "SELECT state FROM keymig.runs WHERE run_id::text = "
                                 "'%s'" % run_id), "completed")
         v = km.run("verify", "--json", "--run", run_id, expect=EXIT_OK).json
-        self.assertEqual(v["needs_rolling"], 0, v)
-        self.assertEqual(v["mismatched"], 0, v)
+        self.assertEqual(v["needs_rolling"], 0, _brief(v))
+        self.assertEqual(v["mismatched"], 0, _brief(v))
         self.assertEqual(v["ok"], len(self.fx.by_kind("rolling")) + len(self.fx.by_kind("active")))
 
 
