@@ -6,8 +6,11 @@ namespace keymig::db {
 
 namespace {
 
+// Columns are qualified with the alias "t": an unqualified ORDER BY id would sort by
+// the output column id::text (text order), not by the id.
 std::string select_list(const Table& t) {
-  return t.q_id + "::text, " + t.q_secret + ", " + (t.has_flag() ? t.q_flag : "NULL::boolean");
+  return "t." + t.q_id + "::text AS keymig_row_id, t." + t.q_secret + " AS keymig_secret, " +
+         (t.has_flag() ? "t." + t.q_flag : std::string("NULL::boolean")) + " AS keymig_flag";
 }
 
 Row to_row(const pqxx::row& r, const Table& t) {
@@ -39,13 +42,13 @@ Row to_row(const pqxx::row& r, const Table& t) {
 // "AND <id> = ANY(...)" or "AND <username> = ANY(...)" with the next parameter number.
 std::string filter_clause(const Table& t, const RowFilter& f, int param) {
   const std::string p = "$" + std::to_string(param);
-  if (!f.ids.empty()) return " AND " + t.q_id + " = ANY(" + p + "::text[]::" + t.id_type + "[])";
+  if (!f.ids.empty()) return " AND t." + t.q_id + " = ANY(" + p + "::text[]::" + t.id_type + "[])";
   if (t.q_username.empty())
     throw TargetError(
         "target: selecting by username needs keyMigration.target.usernameColumn "
         "naming an existing column of " +
         t.schema + "." + t.name);
-  return " AND " + t.q_username + " = ANY(" + p + "::text[])";
+  return " AND t." + t.q_username + " = ANY(" + p + "::text[])";
 }
 
 const std::vector<std::string>& filter_values(const RowFilter& f) {
@@ -55,22 +58,22 @@ const std::vector<std::string>& filter_values(const RowFilter& f) {
 }  // namespace
 
 std::vector<Row> read_page(Connection& conn, const Table& t, const PageQuery& q) {
-  std::string sql = "SELECT " + select_list(t) + " FROM " + t.q_table + " WHERE true";
+  std::string sql = "SELECT " + select_list(t) + " FROM " + t.q_table + " AS t WHERE true";
   std::vector<std::string> params;
   // Keyset bounds are compared in the id's own type: the parameter takes the column's type.
   if (q.after) {
     params.push_back(*q.after);
-    sql += " AND " + t.q_id + " > $" + std::to_string(params.size()) + "::" + t.id_type;
+    sql += " AND t." + t.q_id + " > $" + std::to_string(params.size()) + "::" + t.id_type;
   }
   if (q.upto) {
     params.push_back(*q.upto);
-    sql += " AND " + t.q_id + " <= $" + std::to_string(params.size()) + "::" + t.id_type;
+    sql += " AND t." + t.q_id + " <= $" + std::to_string(params.size()) + "::" + t.id_type;
   }
   if (q.filter && !q.filter->empty()) {
     params.push_back(text_array(filter_values(*q.filter)));
     sql += filter_clause(t, *q.filter, static_cast<int>(params.size()));
   }
-  sql += " ORDER BY " + t.q_id + " LIMIT " + std::to_string(q.limit);
+  sql += " ORDER BY t." + t.q_id + " LIMIT " + std::to_string(q.limit);
   try {
     return guarded(conn, "reading a page", [&](pqxx::connection& c) {
       pqxx::nontransaction tx(c);
@@ -87,8 +90,8 @@ std::vector<Row> read_page(Connection& conn, const Table& t, const PageQuery& q)
 
 std::vector<Row> read_rows(Connection& conn, const Table& t, const std::vector<std::string>& ids) {
   if (ids.empty()) return {};
-  std::string sql = "SELECT " + select_list(t) + " FROM " + t.q_table + " WHERE " + t.q_id +
-                    " = ANY($1::text[]::" + t.id_type + "[]) ORDER BY " + t.q_id;
+  std::string sql = "SELECT " + select_list(t) + " FROM " + t.q_table + " AS t WHERE t." + t.q_id +
+                    " = ANY($1::text[]::" + t.id_type + "[]) ORDER BY t." + t.q_id;
   return guarded(conn, "re-reading rows", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto r = tx.exec_params(sql, text_array(ids));
@@ -122,7 +125,7 @@ std::vector<std::string> missing_selection(Connection& conn, const Table& t, con
 }
 
 std::int64_t count_rows(Connection& conn, const Table& t, const RowFilter* f) {
-  std::string sql = "SELECT count(*) FROM " + t.q_table + " WHERE true";
+  std::string sql = "SELECT count(*) FROM " + t.q_table + " AS t WHERE true";
   std::vector<std::string> params;
   if (f && !f->empty()) {
     params.push_back(text_array(filter_values(*f)));

@@ -139,10 +139,12 @@ void ensure_schema(Connection& conn) {
     {
       // Fast path without a lock: the schema is there and current.
       pqxx::nontransaction probe(c);
-      auto r = probe.exec(
-          "SELECT CASE WHEN to_regclass('keymig.schema_version') IS NULL THEN 0"
-          " ELSE (SELECT coalesce(max(version), 0) FROM keymig.schema_version) END");
-      int version = r[0][0].as<int>();
+      // Two statements: a reference to a missing table fails at parse time, whatever
+      // branch of a CASE would have been taken.
+      int version = 0;
+      if (!probe.exec("SELECT to_regclass('keymig.schema_version')")[0][0].is_null())
+        version = probe.exec("SELECT coalesce(max(version), 0) FROM keymig.schema_version")[0][0]
+                      .as<int>();
       if (version == kSchemaVersion) return;
       if (version > kSchemaVersion)
         throw DbError("schema keymig is at version " + std::to_string(version) +
@@ -320,16 +322,15 @@ std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
       });
 }
 
-void renew_lease(Connection& conn, const std::string& run_id, int chunk_no,
-                 const std::string& worker) {
+void renew_leases(Connection& conn, const std::string& run_id, const std::string& worker) {
   guarded(conn, "renewing a lease of run " + run_id, [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     tx.exec_params(
         "UPDATE keymig.chunks SET leased_pid = pg_backend_pid(),"
         " leased_backend_start = (SELECT backend_start FROM pg_stat_activity"
         "                          WHERE pid = pg_backend_pid())"
-        " WHERE run_id = $1 AND chunk_no = $2 AND leased_by = $3 AND state = 'leased'",
-        run_id, chunk_no, worker);
+        " WHERE run_id = $1 AND leased_by = $2 AND state = 'leased'",
+        run_id, worker);
   });
 }
 

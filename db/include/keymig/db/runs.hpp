@@ -92,9 +92,9 @@ struct Chunk {
 /// LOCKED). The lease lives as long as this connection's session. nullopt: none left.
 [[nodiscard]] std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
                                                const std::string& worker);
-/// Moves this worker's lease of chunk_no to the current session (after a reconnect).
-void renew_lease(Connection& conn, const std::string& run_id, int chunk_no,
-                 const std::string& worker);
+/// Moves this worker's leases to the current session (after a reconnect), so that they
+/// do not look abandoned to other workers.
+void renew_leases(Connection& conn, const std::string& run_id, const std::string& worker);
 /// Number of chunks whose holder is alive and not this session (other workers).
 [[nodiscard]] std::int64_t live_foreign_leases(Connection& conn, const std::string& run_id);
 

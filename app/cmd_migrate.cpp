@@ -1,0 +1,385 @@
+// scan, migrate, verify, rollback, finalize and `journal purge`: the rotation commands.
+// They parse flags, call the engine (keymig/engine/engine.hpp) and print its reports.
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "keymig/engine/engine.hpp"
+#include "keymig/error.hpp"
+#include "keymig/log.hpp"
+#include "keymig/metrics/metrics.hpp"
+
+namespace keymig::app {
+namespace {
+
+// Flags shared by the commands that walk the table. -1: not given (config decides).
+struct PassFlags {
+  int threads = -1;
+  std::int64_t batch_size = -1;
+  std::int64_t max_rows_per_second = -1;
+  std::vector<std::string> ids;
+  std::vector<std::string> usernames;
+  std::string run_id;
+  bool dry_run = false;
+  std::string older_than;
+};
+
+void add_pass_flags(CLI::App& sub, PassFlags& f) {
+  sub.add_option("--threads", f.threads, "pipeline threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  sub.add_option("--batch-size", f.batch_size, "rows per page and per write transaction")
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--max-rows-per-second", f.max_rows_per_second, "throttle (0: unthrottled)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+void add_selection_flags(CLI::App& sub, PassFlags& f) {
+  sub.add_option("--ids", f.ids, "only these ids (comma-separated, repeatable)")
+      ->type_name("ID,...");
+  sub.add_option("--usernames", f.usernames, "only these users (comma-separated, repeatable)")
+      ->type_name("NAME,...");
+}
+
+std::vector<std::string> split_items(const std::vector<std::string>& raw, const char* flag) {
+  std::vector<std::string> out;
+  for (const auto& text : raw) {
+    std::stringstream ss(text);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      auto b = item.find_first_not_of(" \t");
+      auto e = item.find_last_not_of(" \t");
+      if (b == std::string::npos)
+        throw UsageError(std::string(flag) + ": empty item in \"" + text + "\"");
+      out.push_back(item.substr(b, e - b + 1));
+    }
+    if (!text.empty() && text.back() == ',')
+      throw UsageError(std::string(flag) + ": empty item in \"" + text + "\"");
+  }
+  return out;
+}
+
+engine::Options make_options(const Common& common, const config::Config& config,
+                             const PassFlags& f) {
+  engine::Options o = engine::options_from_config(config);
+  o.connect.dsn = effective_dsn(common, config);
+  if (f.threads >= 0) o.threads = f.threads;
+  if (f.batch_size > 0) o.batch_size = f.batch_size;
+  if (f.max_rows_per_second >= 0) o.max_rows_per_second = f.max_rows_per_second;
+  o.selection.ids = split_items(f.ids, "--ids");
+  o.selection.usernames = split_items(f.usernames, "--usernames");
+  if (!o.selection.ids.empty() && !o.selection.usernames.empty())
+    throw UsageError("--ids and --usernames: give one or the other");
+  o.dry_run = f.dry_run;
+  o.run_id = f.run_id;
+  return o;
+}
+
+// SIGINT/SIGTERM drain the pass: the batches in flight commit, the run stays resumable.
+// A second signal kills at once (SA_RESETHAND).
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) {
+  g_stop.store(true);
+}
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// A progress line on stderr, only when it is a terminal.
+void attach_progress(engine::Options& o) {
+  if (::isatty(STDERR_FILENO) != 1) return;
+  o.progress = [](const engine::Progress& p) {
+    char eta[32] = "?";
+    if (p.eta_seconds >= 0) std::snprintf(eta, sizeof eta, "%.0fs", p.eta_seconds);
+    std::fprintf(stderr, "\r%lld/%lld rows  %.0f rows/s  ETA %s   ",
+                 static_cast<long long>(p.rows_done), static_cast<long long>(p.rows_total),
+                 p.rows_per_second, eta);
+    std::fflush(stderr);
+  };
+}
+
+void end_progress(const engine::Options& o) {
+  if (o.progress) std::fputs("\n", stderr);
+}
+
+// keyMigration.metrics: a one-shot run writes the textfile and pushes at the end.
+struct OneShotMetrics {
+  std::unique_ptr<metrics::Metrics> metrics;
+  config::MetricsSettings settings;
+  explicit OneShotMetrics(const config::Config& config) : settings(config.migration.metrics) {
+    if (!settings.textfile.empty() || !settings.push_gateway.empty())
+      metrics = std::make_unique<metrics::Metrics>();
+  }
+  void publish(const std::string& target) {
+    if (!metrics) return;
+    try {
+      if (!settings.textfile.empty()) metrics->write_textfile(settings.textfile);
+      if (!settings.push_gateway.empty()) metrics->push(settings.push_gateway, target);
+    } catch (const std::exception& e) {
+      KEYMIG_LOG(warn, "app", "metrics_export_failed", {"error", e.what()});
+    }
+  }
+};
+
+void print(const Common& common, const std::string& json, const std::string& text) {
+  std::cout << (common.json ? json : text) << std::endl;
+}
+
+std::string list_rows(const std::vector<engine::UndecryptableRow>& rows, std::int64_t total) {
+  std::ostringstream out;
+  for (const auto& r : rows) out << "\n  id " << r.id << ": " << r.reason;
+  if (static_cast<std::int64_t>(rows.size()) < total)
+    out << "\n  ... (" << total - rows.size() << " more)";
+  return out.str();
+}
+
+std::string list_ids(const char* title, const std::vector<std::string>& ids, std::int64_t total) {
+  if (total == 0) return {};
+  std::ostringstream out;
+  out << "\n" << title << ":";
+  std::size_t shown = 0;
+  for (const auto& id : ids) {
+    if (++shown > 20) break;
+    out << " " << id;
+  }
+  if (total > 20) out << " ... (" << total << " in all)";
+  return out.str();
+}
+
+// --- scan -------------------------------------------------------------------------------
+
+std::function<int()> setup_scan(CLI::App& sub, Common& common) {
+  auto f = std::make_shared<PassFlags>();
+  add_config_flags(sub, common);
+  add_db_flags(sub, common);
+  add_output_flags(sub, common);
+  add_pass_flags(sub, *f);
+  add_selection_flags(sub, *f);
+  return [f, &common] {
+    auto config = load_config(common);
+    auto keys = load_keyring(config);
+    auto options = make_options(common, config, *f);
+    OneShotMetrics m(config);
+    options.metrics = m.metrics.get();
+    attach_progress(options);
+    auto r = engine::scan(keys, options);
+    end_progress(options);
+    m.publish(r.target);
+    std::ostringstream text;
+    text << "scan of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s";
+    for (const auto& k : r.by_key)
+      text << "\n  " << k.key << " (" << k.fingerprint << "): " << k.rows;
+    text << "\n  empty: " << r.empty << "\n  undecryptable: " << r.undecryptable;
+    for (const auto& [reason, n] : r.undecryptable_by_reason)
+      text << "\n    " << reason << ": " << n;
+    text << "\n  flag not true on active rows: " << r.flag_wrong;
+    if (r.undecryptable > 0)
+      text << "\nundecryptable rows:" << list_rows(r.undecryptable_rows, r.undecryptable);
+    print(common, r.to_json(), text.str());
+    return r.exit_code();
+  };
+}
+
+// --- migrate ----------------------------------------------------------------------------
+
+std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
+  auto f = std::make_shared<PassFlags>();
+  add_config_flags(sub, common);
+  add_db_flags(sub, common);
+  add_output_flags(sub, common);
+  add_pass_flags(sub, *f);
+  add_selection_flags(sub, *f);
+  sub.add_flag("--dry-run", f->dry_run, "count what would change; write nothing");
+  sub.add_option("--run-id", f->run_id,
+                 "resume this run, or join it as another worker (created if new)")
+      ->type_name("ID");
+  return [f, &common] {
+    auto config = load_config(common);
+    auto keys = load_keyring(config);
+    auto options = make_options(common, config, *f);
+    OneShotMetrics m(config);
+    options.metrics = m.metrics.get();
+    options.stop = &g_stop;
+    install_stop_handlers();
+    attach_progress(options);
+    auto r = engine::migrate(keys, options);
+    end_progress(options);
+    m.publish(r.target);
+    std::ostringstream text;
+    if (r.dry_run) {
+      text << "dry run on " << r.target << " (nothing written)";
+    } else {
+      text << "run " << r.run_id << (r.resumed ? " (resumed)" : "") << " on " << r.target << ": "
+           << r.state << (r.stopped ? " (stopped; run `keymig migrate` again to resume)" : "");
+    }
+    text << "\n  rows " << r.rows_scanned << ", " << (r.dry_run ? "would rotate " : "rotated ")
+         << r.rotated << ", already active " << r.already_active << " (flag "
+         << (r.dry_run ? "to fix " : "fixed ") << r.flag_fixed << "), empty " << r.empty
+         << ", undecryptable " << r.undecryptable << ", conflicts " << r.conflicts << " in "
+         << r.seconds << " s";
+    if (!r.not_found.empty()) {
+      text << "\n  not found:";
+      for (const auto& v : r.not_found) text << " " << v;
+    }
+    if (r.undecryptable > 0)
+      text << "\nundecryptable rows (left unchanged):"
+           << list_rows(r.undecryptable_rows, r.undecryptable);
+    print(common, r.to_json(), text.str());
+    if (r.stopped) return static_cast<int>(kExitRuntime);
+    return r.exit_code();
+  };
+}
+
+// --- verify -----------------------------------------------------------------------------
+
+std::string verify_text(const engine::VerifyReport& r) {
+  std::ostringstream text;
+  text << "verify of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s"
+       << "\n  ok (active key alone): " << r.ok << "\n  needs a rolling key: " << r.needs_rolling
+       << "\n  undecryptable: " << r.undecryptable << "\n  empty: " << r.empty
+       << "\n  flag mismatched: " << r.mismatched;
+  if (!r.run_id.empty())
+    text << "\n  journal of run " << r.run_id << ": " << r.journal_checked << " checked, "
+         << r.journal_failed << " failed, " << r.journal_cleared << " cleared";
+  text << list_ids("rows needing a rolling key", r.needs_rolling_rows, r.needs_rolling);
+  text << list_ids("journal check failed for", r.journal_failed_rows, r.journal_failed);
+  if (r.undecryptable > 0)
+    text << "\nundecryptable rows:" << list_rows(r.undecryptable_rows, r.undecryptable);
+  return text.str();
+}
+
+std::function<int()> setup_verify(CLI::App& sub, Common& common) {
+  auto f = std::make_shared<PassFlags>();
+  add_config_flags(sub, common);
+  add_db_flags(sub, common);
+  add_output_flags(sub, common);
+  add_pass_flags(sub, *f);
+  sub.add_option("--run", f->run_id, "also check this run's journal: old and new plaintexts equal")
+      ->type_name("ID");
+  return [f, &common] {
+    auto config = load_config(common);
+    auto keys = load_keyring(config);
+    auto options = make_options(common, config, *f);
+    OneShotMetrics m(config);
+    options.metrics = m.metrics.get();
+    attach_progress(options);
+    auto r = engine::verify(keys, options, f->run_id);
+    end_progress(options);
+    m.publish(r.target);
+    print(common, r.to_json(), verify_text(r));
+    return r.exit_code();
+  };
+}
+
+// --- rollback ---------------------------------------------------------------------------
+
+std::function<int()> setup_rollback(CLI::App& sub, Common& common) {
+  auto f = std::make_shared<PassFlags>();
+  add_config_flags(sub, common);
+  add_db_flags(sub, common);
+  add_output_flags(sub, common);
+  sub.add_option("--batch-size", f->batch_size, "journal rows per transaction")
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--run", f->run_id, "the run to undo")->type_name("ID")->required();
+  return [f, &common] {
+    auto config = load_config(common);
+    auto options = make_options(common, config, *f);
+    options.run_id.clear();
+    options.stop = &g_stop;
+    install_stop_handlers();
+    auto r = engine::rollback(options, f->run_id);
+    std::ostringstream text;
+    text << "rollback of run " << r.run_id << " on " << r.target << ": " << r.state
+         << "\n  journal rows " << r.journal_rows << ", restored " << r.restored << ", left "
+         << r.left << " (changed since the run: not touched)";
+    text << list_ids("left", r.left_rows, r.left);
+    print(common, r.to_json(), text.str());
+    return static_cast<int>(kExitOk);
+  };
+}
+
+// --- finalize ---------------------------------------------------------------------------
+
+std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
+  auto f = std::make_shared<PassFlags>();
+  add_config_flags(sub, common);
+  add_db_flags(sub, common);
+  add_output_flags(sub, common);
+  add_pass_flags(sub, *f);
+  sub.add_option("--run", f->run_id, "the run to finalize")->type_name("ID")->required();
+  return [f, &common] {
+    auto config = load_config(common);
+    auto keys = load_keyring(config);
+    auto options = make_options(common, config, *f);
+    options.run_id.clear();
+    auto r = engine::finalize(keys, options, f->run_id);
+    std::ostringstream text;
+    text << verify_text(r.verify) << "\n";
+    if (r.finalized)
+      text << "run " << r.run_id << " finalized: journal deleted (" << r.journal_deleted
+           << " rows); " << r.reason;
+    else
+      text << "run " << r.run_id << " not finalized: " << r.reason;
+    print(common, r.to_json(), text.str());
+    return r.exit_code();
+  };
+}
+
+// --- journal purge ----------------------------------------------------------------------
+
+std::function<int()> setup_journal(CLI::App& sub, Common& common) {
+  auto f = std::make_shared<PassFlags>();
+  sub.require_subcommand(1);
+  CLI::App* purge =
+      sub.add_subcommand("purge", "delete the journals of runs idle for longer than --older-than");
+  add_config_flags(*purge, common);
+  add_db_flags(*purge, common);
+  add_output_flags(*purge, common);
+  purge->add_option("--older-than", f->older_than, "age, e.g. 30d, 12h")
+      ->type_name("DURATION")
+      ->required();
+  return [f, &common] {
+    auto config = load_config(common);
+    auto options = make_options(common, config, *f);
+    auto age =
+        config::parse_duration(f->older_than, config::Origin{"command line", 0, "--older-than"});
+    auto r = engine::purge_journals(options, age);
+    std::ostringstream text;
+    text << "journal purge: deleted " << r.journal_rows << " journal rows of " << r.runs << " runs";
+    print(common, r.to_json(), text.str());
+    return static_cast<int>(kExitOk);
+  };
+}
+
+const Registrar kScan{CommandSpec{
+    "scan", "count rows per key, empty and undecryptable; write nothing", 110, setup_scan}};
+const Registrar kMigrate{CommandSpec{
+    "migrate", "re-encrypt rolling-key secrets under the active key (resumable, journaled)", 120,
+    setup_migrate}};
+const Registrar kVerify{CommandSpec{
+    "verify", "check every secret decrypts under the active key alone (and a run's journal)", 130,
+    setup_verify}};
+const Registrar kRollback{
+    CommandSpec{"rollback", "put a run's journaled old tokens back (CAS)", 140, setup_rollback}};
+const Registrar kFinalize{CommandSpec{
+    "finalize", "verify, then delete a run's journal; say whether the rolling key can go", 150,
+    setup_finalize}};
+const Registrar kJournal{CommandSpec{
+    "journal", "journal maintenance: journal purge --older-than 30d", 230, setup_journal}};
+
+}  // namespace
+}  // namespace keymig::app

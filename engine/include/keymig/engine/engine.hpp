@@ -1,0 +1,202 @@
+#pragma once
+
+// The rotation engine as a library: scan, migrate, verify, rollback, finalize and journal
+// purge over a target table. `keymig` commands and `keymig serve` both call these.
+//
+// Every function opens its own connections from Options::connect, checks the target
+// first (db::TargetError, exit 2, nothing written) and creates schema keymig if missing.
+// Errors that stop work are exceptions: db::DbError (exit 1; retryable ones were already
+// retried), UsageError (exit 2). Per-row problems are report entries, never exceptions.
+// Reports carry ids, counts and key fingerprints: never a key, a token or a plaintext.
+// Each call is independent; several may run at once on different threads.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keymig/config/config.hpp"
+#include "keymig/crypto/fernet.hpp"
+#include "keymig/db/connection.hpp"
+#include "keymig/db/rows.hpp"
+#include "keymig/db/runs.hpp"
+#include "keymig/metrics/metrics.hpp"
+
+namespace keymig::engine {
+
+/// Progress of a pass, reported from the writer stage (one thread) a few times a second.
+struct Progress {
+  std::int64_t rows_done = 0;
+  std::int64_t rows_total = 0;  // at the start; rows inserted later can exceed it
+  double rows_per_second = 0;
+  double eta_seconds = -1;  // -1: unknown
+};
+
+struct Options {
+  db::ConnectOptions connect;
+  config::Target target;
+  std::int64_t batch_size = 2000;        // rows per page and per write transaction
+  int threads = 0;                       // pipeline threads; 0: all cores
+  std::int64_t max_rows_per_second = 0;  // 0: unthrottled
+  bool journal = true;                   // keep old tokens for rollback until finalize
+  bool dry_run = false;                  // migrate: count what would change, write nothing
+  db::RowFilter selection;               // ids or usernames; empty: the whole target
+  std::string run_id;  // migrate: resume/join this run (created if new); empty: see migrate
+  bool resume = true;  // migrate without run_id: resume the newest unfinished run
+  std::int64_t rows_per_chunk = 0;                // id range leased at a time; 0: 20 x batch_size
+  std::function<void(const Progress&)> progress;  // may be empty
+  /// Set to true (from any thread or a signal handler) to drain: batches in flight
+  /// commit, checkpoints are written, the run stays resumable. May be null.
+  std::atomic<bool>* stop = nullptr;
+  metrics::Metrics* metrics = nullptr;  // may be null
+};
+
+/// Options from a config's keyMigration section (dsn, target, batch size, threads, rate,
+/// journal, timeouts).
+[[nodiscard]] Options options_from_config(const config::Config& config);
+
+struct UndecryptableRow {
+  std::string id;
+  std::string reason;  // crypto::reason_name
+};
+
+/// Rows per configured key.
+struct KeyRows {
+  std::string key;  // "active", "rolling_0", ...
+  std::string fingerprint;
+  std::int64_t rows = 0;
+};
+
+/// At most this many undecryptable rows are listed in a report (all are counted).
+inline constexpr std::size_t kMaxListedRows = 100000;
+
+/// `keymig scan`: classes by HMAC alone; nothing written.
+struct ScanReport {
+  std::string target;
+  std::int64_t rows_scanned = 0;
+  std::int64_t active = 0;
+  std::int64_t rolling = 0;
+  std::vector<KeyRows> by_key;  // every configured key, ring order
+  std::int64_t empty = 0;
+  std::int64_t undecryptable = 0;
+  std::map<std::string, std::int64_t> undecryptable_by_reason;
+  std::int64_t flag_wrong = 0;  // active rows whose flag is not true
+  std::vector<UndecryptableRow> undecryptable_rows;
+  double seconds = 0;
+  [[nodiscard]] std::string to_json() const;
+  [[nodiscard]] int exit_code() const noexcept;  // 0, or 3 with undecryptable rows
+};
+
+/// `keymig migrate`. Counts are this invocation's; run_totals are the run's so far.
+struct MigrateReport {
+  std::string run_id;  // empty for a dry run
+  std::string target;
+  bool dry_run = false;
+  bool resumed = false;  // continued an earlier run (crash, --run-id)
+  std::string state;     // the run's state at the end: completed, running (stopped), ...
+  bool stopped = false;  // drained on the stop flag
+  std::int64_t rows_scanned = 0;
+  std::int64_t rotated = 0;  // dry run: would rotate
+  std::int64_t already_active = 0;
+  std::int64_t flag_fixed = 0;
+  std::int64_t empty = 0;
+  std::int64_t undecryptable = 0;
+  std::int64_t conflicts = 0;           // rows changed under us and still changed at the sweep
+  std::int64_t conflicts_resolved = 0;  // rows changed under us, handled by the sweep
+  std::vector<UndecryptableRow> undecryptable_rows;
+  std::vector<std::string> not_found;  // selected ids/usernames with no row
+  std::vector<KeyRows> by_key;         // classes of the rows read
+  std::optional<db::RunCounts> run_totals;
+  double seconds = 0;
+  [[nodiscard]] std::string to_json() const;
+  [[nodiscard]] int exit_code() const noexcept;  // 0, or 3 with undecryptable rows left
+};
+
+/// `keymig verify [--run ID]`.
+struct VerifyReport {
+  std::string target;
+  std::string run_id;  // empty: no journal check
+  std::int64_t rows_scanned = 0;
+  std::int64_t ok = 0;             // decrypts under the active key alone
+  std::int64_t needs_rolling = 0;  // made by a rolling key
+  std::int64_t undecryptable = 0;
+  std::int64_t empty = 0;
+  std::int64_t mismatched = 0;  // active rows whose flag column is not true
+  std::int64_t journal_checked = 0;
+  std::int64_t journal_failed = 0;   // old and new plaintexts differ, or one does not decrypt
+  std::int64_t journal_cleared = 0;  // journaled as cleared (reset-mfa): nothing to compare
+  std::vector<UndecryptableRow> undecryptable_rows;
+  std::vector<std::string> needs_rolling_rows;   // ids, at most kMaxListedRows
+  std::vector<std::string> journal_failed_rows;  // ids, at most kMaxListedRows
+  double seconds = 0;
+  [[nodiscard]] std::string to_json() const;
+  /// 4 when rows need a rolling key or a check failed (journal, flag); else 3 with
+  /// undecryptable rows; else 0.
+  [[nodiscard]] int exit_code() const noexcept;
+};
+
+/// `keymig rollback --run ID`.
+struct RollbackReport {
+  std::string run_id;
+  std::string target;
+  std::int64_t journal_rows = 0;
+  std::int64_t restored = 0;
+  std::int64_t left = 0;               // changed since the run (or deleted): not touched
+  std::vector<std::string> left_rows;  // ids, at most kMaxListedRows
+  std::string state;
+  double seconds = 0;
+  [[nodiscard]] std::string to_json() const;
+};
+
+/// `keymig finalize --run ID`.
+struct FinalizeReport {
+  std::string run_id;
+  VerifyReport verify;
+  bool finalized = false;
+  bool rolling_key_retirable = false;
+  std::int64_t journal_deleted = 0;
+  std::string reason;  // why not finalized, or a note
+  [[nodiscard]] std::string to_json() const;
+  [[nodiscard]] int exit_code() const noexcept;  // 0 finalized, 4 not
+};
+
+struct PurgeReport {
+  std::int64_t runs = 0;
+  std::int64_t journal_rows = 0;
+  [[nodiscard]] std::string to_json() const;
+};
+
+/// Counts classes by HMAC alone (no AES). Throws as described at the top.
+[[nodiscard]] ScanReport scan(const crypto::KeyRing& keys, const Options& options);
+
+/// Rotates every rolling-key token to the active key (docs/DESIGN.md section 2) as a
+/// pipeline: keyset pages -> parallel rotate -> one CAS transaction per batch. Without
+/// run_id it resumes the newest unfinished run of the same target and selection (when
+/// resume and the active key match), else starts a new run. Several processes given
+/// the same run_id share its chunks. Killable at any point: a new call resumes.
+[[nodiscard]] MigrateReport migrate(const crypto::KeyRing& keys, const Options& options);
+
+/// Decrypts every row under the active key alone; with run_id, also checks every
+/// journaled row: old token under its rolling key and new under the active key give the
+/// same plaintext.
+[[nodiscard]] VerifyReport verify(const crypto::KeyRing& keys, const Options& options,
+                                  const std::string& run_id = {});
+
+/// Writes the run's journaled old tokens and flags back where rows still hold the new
+/// ones (CAS); state rolled_back. UsageError: no such run, no journal, run finalized,
+/// another worker still on it, or a different target.
+[[nodiscard]] RollbackReport rollback(const Options& options, const std::string& run_id);
+
+/// Verifies (with the run's journal); when no row needs a rolling key, deletes the
+/// journal and sets state finalized.
+[[nodiscard]] FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
+                                      const std::string& run_id);
+
+/// Deletes the journals of runs idle for longer than older_than.
+[[nodiscard]] PurgeReport purge_journals(const Options& options, std::chrono::seconds older_than);
+
+}  // namespace keymig::engine

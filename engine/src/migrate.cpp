@@ -1,0 +1,342 @@
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+#include <unordered_set>
+
+#include "keymig/db/runs.hpp"
+#include "keymig/db/target.hpp"
+#include "keymig/engine/engine.hpp"
+#include "keymig/log.hpp"
+#include "pipeline.hpp"
+
+namespace keymig::engine {
+
+using namespace detail;
+
+namespace {
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string new_run_id() {
+  // Time-ordered and unique enough across hosts: UTC timestamp plus 32 random bits.
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%08x", rd());
+  return std::string("m") + stamp + "-" + suffix;
+}
+
+std::string selection_json(const db::RowFilter& f) {
+  if (f.empty()) return "null";
+  nlohmann::json j;
+  if (!f.ids.empty()) j["ids"] = f.ids;
+  if (!f.usernames.empty()) j["usernames"] = f.usernames;
+  return j.dump();
+}
+
+db::RowFilter selection_from_json(const std::string& text) {
+  db::RowFilter f;
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) return f;
+  if (j.contains("ids")) f.ids = j["ids"].get<std::vector<std::string>>();
+  if (j.contains("usernames")) f.usernames = j["usernames"].get<std::vector<std::string>>();
+  return f;
+}
+
+// Sums what the writer learns; one thread (the serial sink) touches it.
+struct Outcome {
+  Tally tally;
+  std::int64_t rotated = 0, flag_fixed = 0, already_active = 0, conflicts = 0;
+  std::vector<std::string> conflict_ids;
+  std::vector<UndecryptableRow> undecryptable_rows;
+  void take_undecryptable(std::vector<UndecryptableRow>& rows) {
+    for (auto& r : rows)
+      if (undecryptable_rows.size() < kMaxListedRows) undecryptable_rows.push_back(std::move(r));
+  }
+};
+
+// Writes one batch (with retries) and folds its results into `out`.
+void write_and_count(db::Connection& conn, const db::Table& table, const Options& options,
+                     const std::string& run_id, Batch& b, bool count_in_run, Outcome& out) {
+  auto start = std::chrono::steady_clock::now();
+  db::BatchContext ctx;
+  ctx.run_id = run_id;
+  ctx.journal = options.journal;
+  if (count_in_run) {
+    ctx.chunk_no = b.chunk_no;
+    ctx.prev_checkpoint = b.prev_checkpoint;
+    ctx.checkpoint = b.checkpoint;
+    ctx.chunk_done = b.chunk_done;
+    ctx.counts = {b.tally.rows, b.tally.active_ok, b.tally.empty, b.tally.undecryptable};
+  }
+  db::BatchResult res;
+  try {
+    res = db::with_retry(
+        conn, [&] { return db::write_batch(conn, table, b.changes, ctx); },
+        retry_hook(options.metrics, "write"));
+  } catch (...) {
+    if (options.metrics)
+      options.metrics->observe_batch(table.label(), "failed", seconds_since(start));
+    throw;
+  }
+  std::int64_t conflicts = static_cast<std::int64_t>(b.changes.size() - res.applied.size());
+  if (conflicts > 0) {
+    std::unordered_set<std::string> applied(res.applied.begin(), res.applied.end());
+    for (const auto& ch : b.changes)
+      if (!applied.count(ch.id)) out.conflict_ids.push_back(ch.id);
+  }
+  out.rotated += res.rotated;
+  out.flag_fixed += res.flag_fixed;
+  out.already_active += b.tally.active_ok + res.flag_fixed;
+  out.conflicts += conflicts;
+  if (auto* m = options.metrics) {
+    const auto target = table.label();
+    m->observe_batch(target, "ok", seconds_since(start));
+    m->add_rows(target, "rotated", res.rotated);
+    m->add_rows(target, "already_active", b.tally.active_ok + res.flag_fixed);
+    m->add_rows(target, "flag_fixed", res.flag_fixed);
+    m->add_rows(target, "empty", b.tally.empty);
+    m->add_rows(target, "undecryptable", b.tally.undecryptable);
+    m->add_rows(target, "conflict", conflicts);
+  }
+  for (auto& ch : b.changes) {
+    ch.old_token.wipe();
+    ch.new_token.wipe();
+  }
+}
+
+void count_crypto(const Options& options, const Tally& t) {
+  if (auto* m = options.metrics) {
+    m->add_crypto_operations("classify", t.classify_ops);
+    m->add_crypto_operations("decrypt", t.decrypt_ops);
+    m->add_crypto_operations("encrypt", t.encrypt_ops);
+  }
+}
+
+}  // namespace
+
+MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
+  const auto start = std::chrono::steady_clock::now();
+  MigrateReport report;
+  report.dry_run = options.dry_run;
+
+  db::Connection reader = open_connection(options.connect, options.metrics);
+  db::ensure_schema(reader);
+  const db::Table table = db::check_target(reader, target_spec(options.target));
+  report.target = table.label();
+  Options opts = options;  // the selection may come from the resumed run
+
+  // Which run: the named one (joined, or created under that id), the newest unfinished
+  // one of this target and selection, or a new one.
+  std::optional<db::Run> run;
+  const std::string active_fp = keys.fingerprint(0);
+  if (!opts.dry_run) {
+    if (!opts.run_id.empty()) {
+      run = db::load_run(reader, opts.run_id);
+      if (run) {
+        if (run->kind != "migrate")
+          throw UsageError("run " + run->run_id + " is a " + run->kind + " run, not a migration");
+        if (run->target != table.label())
+          throw UsageError("run " + run->run_id + " migrates " + run->target + ", not " +
+                           table.label());
+        if (run->state == "rolled_back" || run->state == "finalized")
+          throw UsageError("run " + run->run_id + " is " + run->state + ": start a new run");
+        if (!run->active_fingerprint.empty() && run->active_fingerprint != active_fp)
+          throw UsageError("run " + run->run_id + " was started with active key " +
+                           run->active_fingerprint + ", the configured active key is " + active_fp);
+        if (opts.selection.empty()) opts.selection = selection_from_json(run->selection_json);
+        report.resumed = true;
+      }
+    } else if (opts.resume) {
+      run =
+          db::find_unfinished_run(reader, table.label(), "migrate", selection_json(opts.selection));
+      if (run && !run->active_fingerprint.empty() && run->active_fingerprint != active_fp) {
+        KEYMIG_LOG(warn, "engine", "unfinished_run_other_key", {"run_id", run->run_id},
+                   {"run_active_key", run->active_fingerprint}, {"active_key", active_fp});
+        db::set_run_state(reader, run->run_id, "failed", "superseded: the active key changed");
+        run.reset();
+      }
+      if (run) report.resumed = true;
+    }
+  }
+  if (report.resumed) {
+    KEYMIG_LOG(info, "engine", "run_resumed", {"run_id", run->run_id}, {"state", run->state},
+               {"checkpoint", run->checkpoint.value_or("")},
+               {"rows_scanned", run->counts.rows_scanned});
+  }
+
+  report.not_found = db::missing_selection(reader, table, opts.selection);
+  const std::int64_t total =
+      db::count_rows(reader, table, opts.selection.empty() ? nullptr : &opts.selection);
+
+  if (!opts.dry_run && !run) {
+    db::Run fresh;
+    fresh.run_id = opts.run_id.empty() ? new_run_id() : opts.run_id;
+    fresh.kind = "migrate";
+    fresh.target = table.label();
+    fresh.active_fingerprint = active_fp;
+    for (std::size_t i = 1; i <= keys.rolling_count(); ++i)
+      fresh.rolling_fingerprints.push_back(keys.fingerprint(static_cast<int>(i)));
+    fresh.selection_json = selection_json(opts.selection);
+    fresh.journal = opts.journal;
+    fresh.host = hostname();
+    fresh.pid = static_cast<int>(getpid());
+    const std::int64_t per_chunk = opts.rows_per_chunk > 0
+                                       ? opts.rows_per_chunk
+                                       : std::max<std::int64_t>(1, opts.batch_size) * 20;
+    auto bounds = opts.selection.empty() ? db::chunk_boundaries(reader, table, per_chunk)
+                                         : std::vector<std::optional<std::string>>{std::nullopt};
+    if (!db::create_run(reader, fresh, bounds)) {
+      // Another worker created it a moment ago: join it.
+      report.resumed = true;
+    }
+    run = db::load_run(reader, fresh.run_id);
+    if (!run) throw db::DbError("run " + fresh.run_id + " vanished after creation", "KM002", false);
+    KEYMIG_LOG(info, "engine", report.resumed ? "run_joined" : "run_started",
+               {"run_id", run->run_id}, {"target", run->target}, {"active_key", active_fp},
+               {"chunks", static_cast<std::int64_t>(bounds.size())}, {"rows", total});
+  }
+  if (run) {
+    report.run_id = run->run_id;
+    opts.journal = run->journal;
+    db::claim_run(reader, run->run_id, hostname(), static_cast<int>(getpid()));
+  }
+
+  if (opts.metrics) opts.metrics->set_run_in_progress(true);
+  db::Connection writer = opts.dry_run ? open_connection(opts.connect, nullptr)
+                                       : open_connection(opts.connect, opts.metrics);
+  Outcome out;
+  PageSource source(reader, table, opts);
+  const std::string worker = hostname() + ":" + std::to_string(getpid()) + ":" + report.run_id;
+  if (run) source.use_run(run->run_id, worker);
+  ProgressMeter meter(opts, total, run ? run->counts.rows_scanned : 0);
+  const bool has_flag = table.has_flag();
+
+  auto fail_run = [&](const std::exception& e) {
+    if (opts.metrics) opts.metrics->set_run_in_progress(false);
+    if (!run) return;
+    try {
+      db::Connection conn = open_connection(opts.connect, nullptr);
+      db::set_run_state(conn, run->run_id, "failed", e.what());
+    } catch (const std::exception&) {
+      // The run stays "running"; a later migrate resumes it all the same.
+    }
+  };
+
+  try {
+    run_pipeline(
+        opts.threads, [&] { return source.next(); },
+        [&](Batch& b) { transform(b, keys, Mode::migrate, has_flag); },
+        [&](std::unique_ptr<Batch> b) {
+          out.tally.add(b->tally);
+          out.take_undecryptable(b->undecryptable);
+          count_crypto(opts, b->tally);
+          if (opts.dry_run) {
+            out.rotated += b->tally.rolling;
+            out.flag_fixed += b->tally.flag_wrong;
+            out.already_active += b->tally.active;
+          } else {
+            write_and_count(writer, table, opts, run->run_id, *b, true, out);
+          }
+          meter.add(b->tally.rows);
+        });
+
+    // The sweep: rows whose CAS missed are read once more and handled as new rows.
+    if (!out.conflict_ids.empty() && !opts.dry_run) {
+      std::vector<std::string> ids;
+      ids.swap(out.conflict_ids);
+      const std::int64_t first_conflicts = out.conflicts;
+      Outcome sweep;
+      const std::size_t page = static_cast<std::size_t>(std::max<std::int64_t>(1, opts.batch_size));
+      std::int64_t found = 0;
+      for (std::size_t i = 0; i < ids.size(); i += page) {
+        std::vector<std::string> part(ids.begin() + i,
+                                      ids.begin() + std::min(ids.size(), i + page));
+        Batch b;
+        b.rows = db::with_retry(
+            writer, [&] { return db::read_rows(writer, table, part); },
+            retry_hook(opts.metrics, "sweep"));
+        found += static_cast<std::int64_t>(b.rows.size());
+        transform(b, keys, Mode::migrate, has_flag);
+        count_crypto(opts, b.tally);
+        sweep.tally.add(b.tally);
+        sweep.take_undecryptable(b.undecryptable);
+        write_and_count(writer, table, opts, run->run_id, b, false, sweep);
+      }
+      const std::int64_t resolved = first_conflicts - sweep.conflicts;
+      out.rotated += sweep.rotated;
+      out.flag_fixed += sweep.flag_fixed;
+      out.already_active += sweep.already_active;
+      out.tally.empty += sweep.tally.empty;
+      out.tally.undecryptable += sweep.tally.undecryptable;
+      out.take_undecryptable(sweep.undecryptable_rows);
+      out.conflicts = sweep.conflicts;
+      report.conflicts_resolved = resolved;
+      db::RunCounts delta;
+      delta.rotated = sweep.rotated;
+      delta.already_active = sweep.already_active;
+      delta.flag_fixed = sweep.flag_fixed;
+      delta.empty = sweep.tally.empty;
+      delta.undecryptable = sweep.tally.undecryptable;
+      delta.conflicts = sweep.conflicts - first_conflicts;
+      db::with_retry(
+          writer, [&] { db::add_run_counts(writer, run->run_id, delta); },
+          retry_hook(opts.metrics, "sweep"));
+      KEYMIG_LOG(info, "engine", "conflict_sweep", {"run_id", run->run_id},
+                 {"rows", static_cast<std::int64_t>(ids.size())}, {"found", found},
+                 {"resolved", resolved}, {"still_conflicting", sweep.conflicts});
+    }
+  } catch (const std::exception& e) {
+    fail_run(e);
+    throw;
+  }
+  meter.finish();
+
+  report.stopped = source.stopped();
+  report.rows_scanned = out.tally.rows;
+  report.rotated = out.rotated;
+  report.already_active = out.already_active;
+  report.flag_fixed = out.flag_fixed;
+  report.empty = out.tally.empty;
+  report.undecryptable = out.tally.undecryptable;
+  report.conflicts = out.conflicts;
+  report.undecryptable_rows = std::move(out.undecryptable_rows);
+  report.by_key = key_rows(keys, out.tally.by_key);
+  if (run) {
+    bool done = false;
+    if (!report.stopped)
+      done = db::with_retry(reader, [&] { return db::complete_run_if_done(reader, run->run_id); });
+    auto final_run = db::load_run(reader, run->run_id);
+    report.state = final_run ? final_run->state : "unknown";
+    if (final_run) report.run_totals = final_run->counts;
+    KEYMIG_LOG(info, "engine", done ? "run_completed" : "run_left", {"run_id", run->run_id},
+               {"state", report.state}, {"rotated", report.rotated},
+               {"conflicts", report.conflicts}, {"undecryptable", report.undecryptable});
+  } else {
+    report.state = "dry_run";
+  }
+  report.seconds = seconds_since(start);
+  if (auto* m = opts.metrics) {
+    for (const auto& k : report.by_key)
+      m->set_rows_by_key(report.target, k.key, static_cast<double>(k.rows));
+    m->set_rows_by_key(report.target, "undecryptable", static_cast<double>(report.undecryptable));
+    m->set_rows_by_key(report.target, "empty", static_cast<double>(report.empty));
+    m->set_run_in_progress(false);
+    if (!opts.dry_run && report.state == "completed")
+      m->set_last_success("migrate", std::chrono::duration<double>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
+  }
+  return report;
+}
+
+}  // namespace keymig::engine

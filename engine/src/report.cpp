@@ -1,0 +1,152 @@
+// The reports as JSON: ids, counts and fingerprints; never a token.
+
+#include <nlohmann/json.hpp>
+
+#include "keymig/engine/engine.hpp"
+
+namespace keymig::engine {
+
+namespace {
+
+nlohmann::json rows_json(const std::vector<UndecryptableRow>& rows) {
+  auto out = nlohmann::json::array();
+  for (const auto& r : rows) out.push_back({{"id", r.id}, {"reason", r.reason}});
+  return out;
+}
+
+nlohmann::json keys_json(const std::vector<KeyRows>& keys) {
+  auto out = nlohmann::json::array();
+  for (const auto& k : keys)
+    out.push_back({{"key", k.key}, {"fingerprint", k.fingerprint}, {"rows", k.rows}});
+  return out;
+}
+
+nlohmann::json counts_json(const db::RunCounts& c) {
+  return {{"rows_scanned", c.rows_scanned},
+          {"rotated", c.rotated},
+          {"already_active", c.already_active},
+          {"flag_fixed", c.flag_fixed},
+          {"empty", c.empty},
+          {"undecryptable", c.undecryptable},
+          {"conflicts", c.conflicts}};
+}
+
+nlohmann::json verify_json(const VerifyReport& r) {
+  return {{"run_id", r.run_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.run_id)},
+          {"target", r.target},
+          {"rows_scanned", r.rows_scanned},
+          {"ok", r.ok},
+          {"needs_rolling", r.needs_rolling},
+          {"undecryptable", r.undecryptable},
+          {"empty", r.empty},
+          {"mismatched", r.mismatched},
+          {"journal_checked", r.journal_checked},
+          {"journal_failed", r.journal_failed},
+          {"journal_cleared", r.journal_cleared},
+          {"rotated", 0},
+          {"already_active", r.ok},
+          {"flag_fixed", 0},
+          {"conflicts", 0},
+          {"undecryptable_rows", rows_json(r.undecryptable_rows)},
+          {"needs_rolling_rows", r.needs_rolling_rows},
+          {"journal_failed_rows", r.journal_failed_rows},
+          {"seconds", r.seconds},
+          {"exit_code", r.exit_code()}};
+}
+
+}  // namespace
+
+std::string ScanReport::to_json() const {
+  nlohmann::json reasons = nlohmann::json::object();
+  for (const auto& [k, v] : undecryptable_by_reason) reasons[k] = v;
+  nlohmann::json j = {{"run_id", nullptr},
+                      {"target", target},
+                      {"rows_scanned", rows_scanned},
+                      {"active", active},
+                      {"rolling", rolling},
+                      {"by_key", keys_json(by_key)},
+                      {"empty", empty},
+                      {"undecryptable", undecryptable},
+                      {"undecryptable_by_reason", reasons},
+                      {"flag_wrong", flag_wrong},
+                      // The common --json fields: a scan writes nothing.
+                      {"rotated", 0},
+                      {"already_active", active},
+                      {"flag_fixed", 0},
+                      {"conflicts", 0},
+                      {"undecryptable_rows", rows_json(undecryptable_rows)},
+                      {"seconds", seconds},
+                      {"exit_code", exit_code()}};
+  return j.dump();
+}
+
+int ScanReport::exit_code() const noexcept {
+  return undecryptable > 0 ? kExitUndecryptable : kExitOk;
+}
+
+std::string MigrateReport::to_json() const {
+  nlohmann::json j = {
+      {"run_id", run_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(run_id)},
+      {"target", target},
+      {"dry_run", dry_run},
+      {"resumed", resumed},
+      {"state", state},
+      {"stopped", stopped},
+      {"rows_scanned", rows_scanned},
+      {"rotated", rotated},
+      {"already_active", already_active},
+      {"flag_fixed", flag_fixed},
+      {"empty", empty},
+      {"undecryptable", undecryptable},
+      {"conflicts", conflicts},
+      {"conflicts_resolved", conflicts_resolved},
+      {"undecryptable_rows", rows_json(undecryptable_rows)},
+      {"not_found", not_found},
+      {"by_key", keys_json(by_key)},
+      {"run_totals", run_totals ? counts_json(*run_totals) : nlohmann::json(nullptr)},
+      {"seconds", seconds},
+      {"exit_code", exit_code()}};
+  return j.dump();
+}
+
+int MigrateReport::exit_code() const noexcept {
+  return undecryptable > 0 ? kExitUndecryptable : kExitOk;
+}
+
+std::string VerifyReport::to_json() const {
+  return verify_json(*this).dump();
+}
+
+int VerifyReport::exit_code() const noexcept {
+  if (needs_rolling > 0 || mismatched > 0 || journal_failed > 0) return kExitNeedsRolling;
+  if (undecryptable > 0) return kExitUndecryptable;
+  return kExitOk;
+}
+
+std::string RollbackReport::to_json() const {
+  nlohmann::json j = {{"run_id", run_id},     {"target", target},   {"journal_rows", journal_rows},
+                      {"restored", restored}, {"left", left},       {"left_rows", left_rows},
+                      {"state", state},       {"seconds", seconds}, {"exit_code", 0}};
+  return j.dump();
+}
+
+std::string FinalizeReport::to_json() const {
+  nlohmann::json j = verify_json(verify);
+  j["run_id"] = run_id;
+  j["finalized"] = finalized;
+  j["rolling_key_retirable"] = rolling_key_retirable;
+  j["journal_deleted"] = journal_deleted;
+  j["reason"] = reason;
+  j["exit_code"] = exit_code();
+  return j.dump();
+}
+
+int FinalizeReport::exit_code() const noexcept {
+  return finalized ? kExitOk : kExitNeedsRolling;
+}
+
+std::string PurgeReport::to_json() const {
+  return nlohmann::json{{"runs", runs}, {"journal_rows", journal_rows}}.dump();
+}
+
+}  // namespace keymig::engine
