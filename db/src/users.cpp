@@ -90,10 +90,11 @@ UserTable check_user_table(Connection& conn, const Table& table,
 std::vector<UserRow> read_user_page(Connection& conn, const UserTable& u,
                                     const std::optional<std::string>& after, std::int64_t limit) {
   const Table& t = u.table;
-  std::string sql = "SELECT " + select_list(u) + " FROM " + t.q_table;
+  // Qualified: a bare ORDER BY "id" would sort by the output column "id" (the id as text).
+  std::string sql = "SELECT " + select_list(u) + " FROM " + t.q_table + " AS u";
   // The bound takes the column's own type, so the order is the id's order, not text order.
-  if (after) sql += " WHERE " + t.q_id + " > $1::" + t.id_type;
-  sql += " ORDER BY " + t.q_id + " LIMIT " + std::to_string(limit);
+  if (after) sql += " WHERE u." + t.q_id + " > $1::" + t.id_type;
+  sql += " ORDER BY u." + t.q_id + " LIMIT " + std::to_string(limit);
   return guarded(conn, "reading users", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto r = after ? tx.exec_params(sql, *after) : tx.exec(sql);
@@ -111,18 +112,18 @@ std::vector<UserRow> read_selected_users(Connection& conn, const UserTable& u,
         "target: selecting by username needs keyMigration.target.usernameColumn "
         "naming an existing column of " +
         t.schema + "." + t.name);
-  std::string sql = "SELECT " + select_list(u) + " FROM " + t.q_table + " WHERE false";
+  std::string sql = "SELECT " + select_list(u) + " FROM " + t.q_table + " AS u WHERE false";
   std::vector<std::string> params;
   if (!ids.empty()) {
     params.push_back(text_array(ids));
-    sql += " OR " + t.q_id + " = ANY($" + std::to_string(params.size()) + "::text[]::" + t.id_type +
-           "[])";
+    sql += " OR u." + t.q_id + " = ANY($" + std::to_string(params.size()) +
+           "::text[]::" + t.id_type + "[])";
   }
   if (!usernames.empty()) {
     params.push_back(text_array(usernames));
     sql += " OR " + t.q_username + "::text = ANY($" + std::to_string(params.size()) + "::text[])";
   }
-  sql += " ORDER BY " + t.q_id;
+  sql += " ORDER BY u." + t.q_id;  // qualified: the input column, not the text output
   try {
     return guarded(conn, "reading the selected users", [&](pqxx::connection& c) {
       pqxx::nontransaction tx(c);
