@@ -369,7 +369,7 @@ def wait_until(predicate, timeout, interval=0.05):
 
 
 USERS_DDL = """
-CREATE TABLE users (
+CREATE TABLE public.users (
   id bigint PRIMARY KEY,
   username text NOT NULL UNIQUE,
   mfa_secret text,
@@ -450,8 +450,8 @@ class UserFixture:
 
     def load(self, dsn, ddl=USERS_DDL):
         psql(dsn, ddl)
-        copy_in(dsn, "users", USERS_COLUMNS, [r.copy_tuple() for r in self.rows])
-        psql(dsn, "ANALYZE users")
+        copy_in(dsn, "public.users", USERS_COLUMNS, [r.copy_tuple() for r in self.rows])
+        psql(dsn, "ANALYZE public.users")
 
 
 class KeySet:
@@ -461,7 +461,7 @@ class KeySet:
         self.unknown = new_key()
 
 
-def snapshot(dsn, table="users", id_column="id", columns=None):
+def snapshot(dsn, table="public.users", id_column="id", columns=None):
     """{id: row tuple as text}: compares rows byte for byte."""
     cols = columns or "*"
     rows = query(dsn, "SELECT %s::text, t.* FROM %s t ORDER BY 1" % (id_column, table)
@@ -473,7 +473,7 @@ def snapshot(dsn, table="users", id_column="id", columns=None):
 def current_secrets(dsn):
     """{id: (token, flag)} of the default users table."""
     return {int(r[0]): (r[1], r[2] == "t") for r in
-            query(dsn, "SELECT id, mfa_secret, mfa_fernet_active FROM users")}
+            query(dsn, "SELECT id, mfa_secret, mfa_fernet_active FROM public.users")}
 
 
 def _brief(summary):

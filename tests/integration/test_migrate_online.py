@@ -50,7 +50,7 @@ class Writer(threading.Thread):
                     kind, token, plain = "blank", "", None
                 self.secrets.add(token, plain)
                 value = "NULL" if token is None else "'%s'" % token
-                proc.stdin.write("UPDATE users SET mfa_secret = %s, mfa_fernet_active = %s "
+                proc.stdin.write("UPDATE public.users SET mfa_secret = %s, mfa_fernet_active = %s "
                                  "WHERE id = %d;\n" % (value, "true" if kind == "active"
                                                        else "false", rid))
                 proc.stdin.flush()

@@ -43,7 +43,7 @@ class RollbackFinalizeTest(DbTestCase):
         plain = totp_secret(self.fx.rng)
         newer = make_token(self.keys.active, plain, 1_650_000_000)
         self.fx.secrets.add(newer, plain)
-        psql(self.dsn, "UPDATE users SET mfa_secret = '%s' WHERE id = %d" % (newer, changed.id))
+        psql(self.dsn, "UPDATE public.users SET mfa_secret = '%s' WHERE id = %d" % (newer, changed.id))
 
         self.km.run("rollback", "--json", "--run", run, expect=EXIT_OK)
         after = snapshot(self.dsn)
@@ -61,13 +61,15 @@ class RollbackFinalizeTest(DbTestCase):
     def test_finalize_refuses_while_rows_need_the_rolling_key(self):
         run = self.km.run("migrate", "--json", expect=EXIT_OK).json["run_id"]
         journaled = journal_count(self.dsn, run)
-        self.assertEqual(journaled, len(self.fx.by_kind("rolling")))
+        # Flag fixes are journaled too (old_flag/new_flag), so that rollback can undo them.
+        self.assertEqual(journaled, len(self.fx.by_kind("rolling")) +
+                         len(self.fx.by_kind("active_flag_false")))
 
         # A node with stale config writes a new secret under the old key.
         plain = totp_secret(self.fx.rng)
         stale = make_token(self.keys.rolling[1], plain, 1_690_000_000)
         self.fx.secrets.add(stale, plain)
-        copy_in(self.dsn, "users", USERS_COLUMNS, [(900_001, "late", stale, False, False, False)])
+        copy_in(self.dsn, "public.users", USERS_COLUMNS, [(900_001, "late", stale, False, False, False)])
 
         r = self.km.run("finalize", "--json", "--run", run, expect=EXIT_NEEDS_ROLLING)
         self.assertEqual(journal_count(self.dsn, run), journaled, "finalize deleted the journal")
@@ -93,11 +95,16 @@ class RollbackFinalizeTest(DbTestCase):
                           ",".join(str(r.id) for r in self.fx.by_kind("rolling")[:100]),
                           expect=EXIT_OK).json["run_id"]
         new = self.km.run("migrate", "--json", expect=EXIT_OK).json["run_id"]
+        # A run's age is its last activity (keymig.runs timestamps), not the journal's.
         psql(self.dsn, "UPDATE keymig.journal SET migrated_at = now() - interval '40 days' "
+             "WHERE run_id::text = '%s'" % old)
+        psql(self.dsn, "UPDATE keymig.runs SET started_at = now() - interval '41 days', "
+             "updated_at = now() - interval '40 days', finished_at = now() - interval '40 days' "
              "WHERE run_id::text = '%s'" % old)
         self.km.run("journal purge", "--older-than", "30d", expect=EXIT_OK)
         self.assertEqual(journal_count(self.dsn, old), 0)
-        self.assertEqual(journal_count(self.dsn, new), len(self.fx.by_kind("rolling")) - 100)
+        self.assertEqual(journal_count(self.dsn, new), len(self.fx.by_kind("rolling")) - 100 +
+                         len(self.fx.by_kind("active_flag_false")))
         tokens = current_secrets(self.dsn)
         for row in self.fx.by_kind("rolling"):
             self.assert_rotated(self.keys, row, tokens[row.id][0])

@@ -82,7 +82,7 @@ class TargetsTest(DbTestCase):
         km.run("verify", "--json", expect=EXIT_UNDECRYPTABLE)
 
     def test_text_ids_in_keyset_order(self):
-        psql(self.dsn, "CREATE TABLE accounts (name text PRIMARY KEY, totp text, "
+        psql(self.dsn, "CREATE TABLE public.accounts (name text PRIMARY KEY, totp text, "
              "totp_ok boolean)")
         # Ids whose text order differs from any numeric order, mixed case, and a few that
         # share long prefixes: keyset paging must still visit each exactly once.
@@ -97,7 +97,7 @@ class TargetsTest(DbTestCase):
             self.fx.secrets.add(token, plain)
             expected[name] = (plain, ts)
             rows.append((name, token, False))
-        copy_in(self.dsn, "accounts", "name, totp, totp_ok", rows)
+        copy_in(self.dsn, "public.accounts", "name, totp, totp_ok", rows)
         config = write_config(self.tmp, self.keys.active, self.keys.rolling, name="text.yaml",
                               target={"table": "public.accounts", "idColumn": "name",
                                       "secretColumn": "totp", "activeFlagColumn": "totp_ok",
@@ -106,7 +106,7 @@ class TargetsTest(DbTestCase):
         s = km.run("migrate", "--json", "--batch-size", "97", "--threads", "2",
                    expect=EXIT_OK).json
         self.assert_summary(s, rows_scanned=len(expected), rotated=len(expected), conflicts=0)
-        for name, token, flag in query(self.dsn, "SELECT name, totp, totp_ok::text FROM accounts"):
+        for name, token, flag in query(self.dsn, "SELECT name, totp, totp_ok::text FROM public.accounts"):
             self.assertEqual(decrypt_with(self.keys.active, token), expected[name], name)
             self.assertEqual(flag, "true", name)
         chosen = sorted(expected)[::800][:3]
@@ -114,19 +114,19 @@ class TargetsTest(DbTestCase):
         self.assertEqual((s["rows_scanned"], s["already_active"]), (3, 3))
 
     def test_an_id_column_that_is_not_unique_is_refused(self):
-        psql(self.dsn, "CREATE TABLE dupes (uid int, secret text, active boolean)")
+        psql(self.dsn, "CREATE TABLE public.dupes (uid int, secret text, active boolean)")
         token = make_token(self.keys.rolling[0], totp_secret(self.fx.rng), 1_600_000_000)
         self.fx.secrets.add(token)
-        copy_in(self.dsn, "dupes", "uid, secret, active", [(1, token, False), (1, token, False)])
+        copy_in(self.dsn, "public.dupes", "uid, secret, active", [(1, token, False), (1, token, False)])
         config = write_config(self.tmp, self.keys.active, self.keys.rolling, name="dupes.yaml",
                               target={"table": "dupes", "idColumn": "uid",
                                       "secretColumn": "secret", "activeFlagColumn": "active",
                                       "usernameColumn": "", "sysAdminColumns": []})
         km = Keymig(self, config, self.dsn, self.fx.secrets)
-        before = snapshot(self.dsn, "dupes", "uid")
+        before = snapshot(self.dsn, "public.dupes", "uid")
         r = km.run("migrate", "--json", expect=EXIT_USAGE)
         self.assertIn("uid", r.stderr, "the error should name the id column")
-        self.assertEqual(snapshot(self.dsn, "dupes", "uid"), before)
+        self.assertEqual(snapshot(self.dsn, "public.dupes", "uid"), before)
 
 
 if __name__ == "__main__":
