@@ -17,6 +17,8 @@
 #include <random>
 #include <thread>
 
+#include "keymig/db/connection.hpp"
+#include "keymig/db/runs.hpp"
 #include "keymig/log.hpp"
 #include "keymig/metrics/metrics.hpp"
 
@@ -124,6 +126,7 @@ struct Service::Impl {
   std::unique_ptr<pqxx::connection> work_conn;
   std::string work_dsn;
   bool table_missing_logged = false;
+  std::string schema_ready_dsn;  // ensure_schema() done for this DSN
 
   // --- status, shared ---
   std::atomic<bool> db_up{false};
@@ -429,6 +432,10 @@ struct Service::Impl {
       } catch (const pqxx::broken_connection& e) {
         KEYMIG_LOG(warn, "service", "database_unavailable", {"error", one_line(e.what())});
         work_conn.reset();
+      } catch (const db::DbError& e) {
+        KEYMIG_LOG(warn, "service", "database_unavailable", {"error", one_line(e.what())},
+                   {"sqlstate", e.sqlstate()});
+        work_conn.reset();
       } catch (const std::exception& e) {
         KEYMIG_LOG(error, "service", "worker_error", {"error", one_line(e.what())});
         work_conn.reset();
@@ -442,6 +449,16 @@ struct Service::Impl {
 
   pqxx::connection& work(const Settings& s) {
     if (work_conn && (work_dsn != s.dsn || !work_conn->is_open())) work_conn.reset();
+    if (schema_ready_dsn != s.dsn) {
+      // keymig.requests must exist before the application can queue anything, so the
+      // service creates the schema up front rather than at its first run.
+      db::ConnectOptions connect;
+      connect.dsn = s.dsn;
+      connect.max_retries = 0;
+      db::Connection conn(connect);
+      db::ensure_schema(conn);
+      schema_ready_dsn = s.dsn;
+    }
     if (!work_conn) {
       work_conn = std::make_unique<pqxx::connection>(s.dsn);
       work_dsn = s.dsn;
@@ -494,6 +511,9 @@ struct Service::Impl {
     if (!out.interrupted && (out.exit_code == kExitOk || out.exit_code == kExitUndecryptable)) {
       Job verify = migrate;
       verify.kind = JobKind::verify;
+      json summary = json::parse(out.summary_json, nullptr, false);
+      if (summary.is_object() && summary.contains("run_id") && summary["run_id"].is_string())
+        verify.run_id = summary["run_id"].get<std::string>();
       execute(verify, s);
     }
     unlock(c, *s);

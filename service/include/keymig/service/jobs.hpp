@@ -24,6 +24,7 @@ struct Job {
   std::vector<std::string> usernames;
   std::string source;           // "schedule", "request"
   std::int64_t request_id = 0;  // keymig.requests.id when source == "request"
+  std::string run_id;           // verify: also check this migrate run's journal
 };
 
 /// A request row turned into a job, or the reason it is refused (the row goes to

@@ -49,9 +49,10 @@ struct RunOutcome {
 /// commits, the checkpoint is written). Called on the worker thread. May throw; the
 /// service turns an exception into a failed outcome.
 using Runner = std::function<RunOutcome(const Job& job, const Settings& settings,
-                                        const std::atomic<bool>& stop, metrics::Metrics& metrics)>;
+                                        std::atomic<bool>& stop, metrics::Metrics& metrics)>;
 
-/// The real runner: keymig::engine's migrate / verify.
+/// The real runner: keymig::engine's migrate, verify (with the job's run_id: also that
+/// run's journal) and reset_mfa (plan, then the journaled reset).
 [[nodiscard]] Runner engine_runner();
 
 struct ServiceOptions {
