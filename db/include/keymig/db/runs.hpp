@@ -38,7 +38,7 @@ struct Run {
   std::string state = "running";
   std::string active_fingerprint;
   std::vector<std::string> rolling_fingerprints;
-  std::string selection_json;  // "null" or {"ids": [...]} / {"usernames": [...]}
+  std::string selection_json = "null";  // or {"ids": [...]} / {"usernames": [...]}
   bool journal = true;
   std::optional<std::string> checkpoint;
   RunCounts counts;

@@ -1,0 +1,209 @@
+#include "keymig/db/rows.hpp"
+
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "keymig/db/runs.hpp"
+#include "pg_fixture.hpp"
+
+using namespace keymig::testing;
+using keymig::SecretString;
+using keymig::db::TargetSpec;
+
+namespace {
+
+std::vector<std::string> page_all(keymig::db::Connection& conn, const keymig::db::Table& t,
+                                  std::int64_t limit, std::optional<std::string> upto = {}) {
+  std::vector<std::string> ids;
+  keymig::db::PageQuery q;
+  q.limit = limit;
+  q.upto = upto;
+  while (true) {
+    auto rows = keymig::db::read_page(conn, t, q);
+    for (const auto& r : rows) ids.push_back(r.id);
+    if (static_cast<std::int64_t>(rows.size()) < limit) break;
+    q.after = rows.back().id;
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("keyset pages visit every row once in the id's own order", "[db][rows]") {
+  KEYMIG_REQUIRE_DB();
+  sql("DROP SCHEMA IF EXISTS h3a_rows CASCADE; CREATE SCHEMA h3a_rows;"
+      "CREATE TABLE h3a_rows.b (id bigint PRIMARY KEY, s text);"
+      "INSERT INTO h3a_rows.b SELECT g, 'x' || g FROM generate_series(1, 1003) g;"
+      "CREATE TABLE h3a_rows.u (id uuid PRIMARY KEY, s text);"
+      "INSERT INTO h3a_rows.u SELECT md5(g::text)::uuid, 'x' FROM generate_series(1, 257) g;"
+      "CREATE TABLE h3a_rows.t (id text PRIMARY KEY, s text);"
+      "INSERT INTO h3a_rows.t SELECT 'k' || g, 'x' FROM generate_series(1, 301) g;"
+      "INSERT INTO h3a_rows.t VALUES ('with \"quote', 'y'), ('back\\slash', 'y'), ('', 'z');");
+  keymig::db::Connection conn(test_options());
+
+  SECTION("bigint ids compare as numbers, not text") {
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.b", "id", "s", "", ""});
+    auto ids = page_all(conn, t, 100);
+    REQUIRE(ids.size() == 1003);
+    for (std::size_t i = 0; i < ids.size(); ++i) CHECK(ids[i] == std::to_string(i + 1));
+    auto bounded = page_all(conn, t, 7, std::string("50"));
+    CHECK(bounded.size() == 50);
+  }
+  SECTION("uuid ids") {
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.u", "id", "s", "", ""});
+    auto ids = page_all(conn, t, 10);
+    CHECK(ids.size() == 257);
+    CHECK(std::set<std::string>(ids.begin(), ids.end()).size() == 257);
+    CHECK(ids == page_all(conn, t, 1000));
+  }
+  SECTION("text ids, including quotes, backslashes and the empty string") {
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.t", "id", "s", "", ""});
+    auto ids = page_all(conn, t, 16);
+    CHECK(ids.size() == 304);
+    CHECK(std::set<std::string>(ids.begin(), ids.end()).size() == 304);
+    auto rows = keymig::db::read_rows(conn, t, {"with \"quote", "back\\slash", "k7", "missing"});
+    CHECK(rows.size() == 3);
+  }
+  SECTION("a selection filters pages and reports what matched nothing") {
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.b", "id", "s", "", ""});
+    keymig::db::RowFilter f;
+    f.ids = {"5", "900", "77777"};
+    keymig::db::PageQuery q;
+    q.filter = &f;
+    auto rows = keymig::db::read_page(conn, t, q);
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0].id == "5");
+    CHECK(keymig::db::missing_selection(conn, t, f) == std::vector<std::string>{"77777"});
+    f.ids = {"not-a-number"};
+    CHECK_THROWS_AS(keymig::db::missing_selection(conn, t, f), keymig::db::TargetError);
+    keymig::db::RowFilter by_name;
+    by_name.usernames = {"ann"};
+    CHECK_THROWS_AS(keymig::db::count_rows(conn, t, &by_name), keymig::db::TargetError);
+  }
+}
+
+TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflict", "[db][rows]") {
+  KEYMIG_REQUIRE_DB();
+  sql("DROP SCHEMA IF EXISTS h3a_cas CASCADE; CREATE SCHEMA h3a_cas;"
+      "CREATE TABLE h3a_cas.users (id int PRIMARY KEY, tok text, flag boolean);"
+      "INSERT INTO h3a_cas.users VALUES (1, 'old1', false), (2, 'old2', false), (3, 'act3', false);"
+      "CREATE TABLE h3a_cas.bin (id int PRIMARY KEY, tok bytea);"
+      "INSERT INTO h3a_cas.bin VALUES (1, 'old1'::bytea);");
+  keymig::db::Connection conn(test_options());
+  keymig::db::ensure_schema(conn);
+  auto t = keymig::db::check_target(conn, TargetSpec{"h3a_cas.users", "id", "tok", "flag", ""});
+  const std::string run_id =
+      "h3a-cas-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  keymig::db::Run run;
+  run.run_id = run_id;
+  run.target = t.label();
+  REQUIRE(keymig::db::create_run(conn, run, {std::nullopt}));
+
+  // Row 2 changes under us after it was read.
+  sql("UPDATE h3a_cas.users SET tok = 'app-wrote' WHERE id = 2");
+  std::vector<keymig::db::Change> changes;
+  auto change = [&](std::string id, const char* old_tok, const char* new_tok) {
+    keymig::db::Change c;
+    c.id = std::move(id);
+    c.old_token = SecretString(std::string_view(old_tok));
+    c.new_token = SecretString(std::string_view(new_tok));
+    c.old_flag = false;
+    changes.push_back(std::move(c));
+  };
+  change("1", "old1", "new1");
+  change("2", "old2", "new2");
+  change("3", "act3", "act3");  // flag-only fix
+  keymig::db::BatchContext ctx;
+  ctx.run_id = run_id;
+  ctx.chunk_no = 0;
+  ctx.checkpoint = "3";
+  ctx.counts.rows_scanned = 3;
+  auto res = keymig::db::write_batch(conn, t, changes, ctx);
+  CHECK(res.applied.size() == 2);
+  CHECK(res.rotated == 1);
+  CHECK(res.flag_fixed == 1);
+  CHECK(sql_value("SELECT tok FROM h3a_cas.users WHERE id = 1") == "new1");
+  CHECK(sql_value("SELECT tok FROM h3a_cas.users WHERE id = 2") == "app-wrote");
+  CHECK(sql_value("SELECT flag FROM h3a_cas.users WHERE id = 3") == "t");
+  CHECK(sql_value("SELECT count(*) FROM keymig.journal WHERE run_id = '" + run_id + "'") == "2");
+  CHECK(sql_value("SELECT conflicts FROM keymig.runs WHERE run_id = '" + run_id + "'") == "1");
+  CHECK(sql_value("SELECT checkpoint FROM keymig.chunks WHERE run_id = '" + run_id + "'") == "3");
+
+  SECTION("repeating a batch after an ambiguous commit counts it once") {
+    ctx.prev_checkpoint = std::nullopt;  // as the first attempt saw it
+    auto again = keymig::db::write_batch(conn, t, changes, ctx);
+    CHECK(again.applied.size() == 2);  // row 1 holds our new token: applied before
+    CHECK(sql_value("SELECT rotated FROM keymig.runs WHERE run_id = '" + run_id + "'") == "1");
+    CHECK(sql_value("SELECT rows_scanned FROM keymig.runs WHERE run_id = '" + run_id + "'") == "3");
+    CHECK(sql_value("SELECT count(*) FROM keymig.journal WHERE run_id = '" + run_id + "'") == "2");
+  }
+  SECTION("rollback restores what still holds the new token and leaves the rest") {
+    sql("UPDATE h3a_cas.users SET tok = 'user-reenrolled' WHERE id = 3");
+    auto page = keymig::db::rollback_page(conn, t, run_id, std::nullopt, 100);
+    CHECK(page.rows == 2);
+    CHECK(page.restored == std::vector<std::string>{"1"});
+    CHECK(page.left == std::vector<std::string>{"3"});
+    CHECK(sql_value("SELECT tok FROM h3a_cas.users WHERE id = 1") == "old1");
+    CHECK(sql_value("SELECT flag FROM h3a_cas.users WHERE id = 1") == "f");
+    CHECK(sql_value("SELECT tok FROM h3a_cas.users WHERE id = 3") == "user-reenrolled");
+  }
+  SECTION("bytea secrets are compared and written as the token's bytes") {
+    auto b = keymig::db::check_target(conn, TargetSpec{"h3a_cas.bin", "id", "tok", "", ""});
+    auto rows = keymig::db::read_rows(conn, b, {"1"});
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].token.view() == "old1");
+    std::vector<keymig::db::Change> one;
+    keymig::db::Change c;
+    c.id = "1";
+    c.old_token = SecretString(std::string_view("old1"));
+    c.new_token = SecretString(std::string_view("new1"));
+    one.push_back(std::move(c));
+    keymig::db::BatchContext bctx;
+    bctx.run_id = run_id;
+    auto r = keymig::db::write_batch(conn, b, one, bctx);
+    CHECK(r.applied.size() == 1);
+    CHECK(sql_value("SELECT convert_from(tok, 'UTF8') FROM h3a_cas.bin WHERE id = 1") == "new1");
+  }
+}
+
+TEST_CASE("chunks are leased once while their holder's session lives", "[db][runs]") {
+  KEYMIG_REQUIRE_DB();
+  sql("DROP SCHEMA IF EXISTS h3a_chunks CASCADE; CREATE SCHEMA h3a_chunks;"
+      "CREATE TABLE h3a_chunks.t (id int PRIMARY KEY, s text);"
+      "INSERT INTO h3a_chunks.t SELECT g, 'x' FROM generate_series(1, 95) g;");
+  keymig::db::Connection a(test_options());
+  keymig::db::ensure_schema(a);
+  auto t = keymig::db::check_target(a, TargetSpec{"h3a_chunks.t", "id", "s", "", ""});
+  auto bounds = keymig::db::chunk_boundaries(a, t, 30);
+  REQUIRE(bounds.size() == 4);  // 30, 60, 90, open
+  CHECK(bounds[0] == std::optional<std::string>("30"));
+  CHECK_FALSE(bounds[3].has_value());
+  keymig::db::Run run;
+  run.run_id =
+      "h3a-chunks-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  run.target = t.label();
+  REQUIRE(keymig::db::create_run(a, run, bounds));
+  CHECK_FALSE(keymig::db::create_run(a, run, bounds));  // exists: joined, not duplicated
+
+  auto first = keymig::db::lease_chunk(a, run.run_id, "a");
+  REQUIRE(first);
+  CHECK(first->chunk_no == 0);
+  CHECK_FALSE(first->lo.has_value());
+  {
+    keymig::db::Connection b(test_options());
+    auto second = keymig::db::lease_chunk(b, run.run_id, "b");
+    REQUIRE(second);
+    CHECK(second->chunk_no == 1);
+    CHECK(second->lo == std::optional<std::string>("30"));
+    CHECK(keymig::db::live_foreign_leases(a, run.run_id) == 1);
+  }
+  // b's session ended: its chunk is free at once (a short wait for the backend to exit).
+  std::optional<keymig::db::Chunk> again;
+  for (int i = 0; i < 50 && !(again && again->chunk_no == 1); ++i) {
+    sql("SELECT pg_sleep(0.05)");
+    again = keymig::db::lease_chunk(a, run.run_id, "a");
+  }
+  REQUIRE(again);
+  CHECK(again->chunk_no == 1);
+  CHECK_FALSE(keymig::db::complete_run_if_done(a, run.run_id));
+}
