@@ -8,11 +8,15 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "command.hpp"
+#include "keymig/db/connection.hpp"
 #include "keymig/engine/keys.hpp"
+#include "keymig/engine/mfa_admin.hpp"
 #include "keymig/log.hpp"
 
 namespace keymig::app {
@@ -269,8 +273,22 @@ json origin_json(const config::Origin& origin) {
   return out;
 }
 
-int check_config(const Common& common) {
+// --with-db: who deploying this config would lock out, read from the live table.
+engine::PreflightReport run_preflight(const Common& common, const config::Config& config) {
+  const auto ring = engine::build_keyring(config);
+  db::ConnectOptions options;
+  options.dsn = effective_dsn(common, config);
+  options.lock_timeout = config.migration.lock_timeout;
+  options.statement_timeout = config.migration.statement_timeout;
+  db::Connection conn(options);
+  return engine::lockout_preflight(conn, config, ring);
+}
+
+int check_config(const Common& common, bool with_db) {
   const config::Config config = config::load(config_files(common));
+  std::optional<engine::PreflightReport> preflight;
+  if (with_db) preflight = run_preflight(common, config);
+  const int code = preflight ? preflight->exit_code() : kExitOk;
   const auto keys = engine::describe_keys(config);
   const auto words = policy_in_words(config.mfa);
   const auto warnings = policy_warnings(config);
@@ -312,8 +330,9 @@ int check_config(const Common& common) {
              {"max_rows_per_second", m.max_rows_per_second},
              {"journal", m.journal},
              {"warnings", warnings}};
+    if (preflight) out["preflight"] = json::parse(engine::preflight_json(*preflight));
     write_stdout(out.dump() + "\n");
-    return kExitOk;
+    return code;
   }
 
   std::string files;
@@ -346,16 +365,21 @@ int check_config(const Common& common) {
     for (const auto& w : warnings) text += "  - " + w + "\n";
   }
   text += "\nconfig is valid\n";
+  if (preflight) text += "\n" + engine::format_preflight(*preflight);
   write_stdout(text);
-  return kExitOk;
+  return code;
 }
 
 std::function<int()> setup_check_config(CLI::App& sub, Common& common) {
   add_config_flags(sub, common);
+  add_db_flags(sub, common);
   add_output_flags(sub, common);
-  return [&common] {
+  auto with_db = std::make_shared<bool>(false);
+  sub.add_flag("--with-db", *with_db,
+               "also read the target table: exit 4 if this config would lock users out of MFA");
+  return [&common, with_db] {
     try {
-      return check_config(common);
+      return check_config(common, *with_db);
     } catch (const UsageError& e) {
       // Tooling reading --json still gets one object; main prints the line on stderr.
       if (common.json) write_stdout(json{{"ok", false}, {"error", e.what()}}.dump() + "\n");

@@ -1,0 +1,272 @@
+// `keymig status` and `keymig reset-mfa`: what the platform's admin pages show per user,
+// and the break-glass for a locked-out user. Neither ever prints a secret.
+
+#include <unistd.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "keymig/db/connection.hpp"
+#include "keymig/engine/mfa_admin.hpp"
+#include "keymig/error.hpp"
+
+namespace keymig::app {
+
+namespace {
+
+db::Connection connect(const Common& common, const config::Config& config) {
+  db::ConnectOptions options;
+  options.dsn = effective_dsn(common, config);
+  options.lock_timeout = config.migration.lock_timeout;
+  options.statement_timeout = config.migration.statement_timeout;
+  return db::Connection(options);
+}
+
+// Each flag may be repeated; every occurrence is a comma-separated list.
+std::vector<std::string> joined_list(const std::vector<std::string>& raw) {
+  std::vector<std::string> out;
+  for (const auto& r : raw)
+    for (auto& item : engine::split_list(r)) out.push_back(std::move(item));
+  return out;
+}
+
+std::string key_column(const engine::UserStatus& u) {
+  if (!u.mfa) return "-";
+  if (u.key_index >= 0) return crypto::KeyRing::key_label(u.key_index);
+  return std::string("undecryptable:") + crypto::reason_name(u.reason);
+}
+
+// "true", or "false (stored: true)" when the stored flag disagrees.
+std::string fernet_active_column(const engine::UserStatus& u) {
+  std::string out = u.fernet_active ? "true" : "false";
+  if (u.flag_wrong)
+    out += std::string(" (stored: ") +
+           (u.stored_flag ? (*u.stored_flag ? "true" : "false") : "null") + ")";
+  return out;
+}
+
+nlohmann::json user_json(const engine::UserStatus& u) {
+  nlohmann::json j = {{"id", u.id},
+                      {"username", u.username},
+                      {"mfa", u.mfa},
+                      {"key", key_column(u)},
+                      {"mfa_fernet_active", u.fernet_active},
+                      {"sysadmin", u.sysadmin}};
+  j["stored_flag"] = u.stored_flag ? nlohmann::json(*u.stored_flag) : nlohmann::json(nullptr);
+  j["flag_wrong"] = u.flag_wrong;
+  if (u.unreadable()) j["reason"] = crypto::reason_name(u.reason);
+  return j;
+}
+
+nlohmann::json report_json(const engine::StatusReport& s) {
+  nlohmann::json keys = nlohmann::json::array();
+  for (const auto& k : s.by_key)
+    keys.push_back({{"key", k.label}, {"fingerprint", k.fingerprint}, {"users", k.users}});
+  return {{"target", s.target},
+          {"users_total", s.users},
+          {"with_mfa", s.with_mfa},
+          {"without_mfa", s.without_mfa},
+          {"by_key", keys},
+          {"undecryptable", s.undecryptable_total},
+          {"undecryptable_by_reason", s.undecryptable},
+          {"wrong_flag", s.wrong_flag},
+          {"sysadmins", s.sysadmins},
+          {"sysadmins_without_mfa", s.sysadmins_without_mfa},
+          {"sysadmins_unreadable", s.sysadmins_unreadable},
+          {"not_found", s.not_found},
+          {"missing_sysadmin_columns", s.missing_sysadmin_columns},
+          {"seconds", s.seconds}};
+}
+
+void print_summary(const engine::StatusReport& s) {
+  std::cout << "target " << s.target << ": " << s.users << " users, " << s.with_mfa << " with MFA, "
+            << s.without_mfa << " without\n";
+  for (const auto& k : s.by_key)
+    std::cout << "  " << k.label << " (" << k.fingerprint << "): " << k.users << "\n";
+  std::cout << "  undecryptable: " << s.undecryptable_total;
+  if (!s.undecryptable.empty()) {
+    std::string sep = " (";
+    for (const auto& [reason, n] : s.undecryptable) {
+      std::cout << sep << reason << " " << n;
+      sep = ", ";
+    }
+    std::cout << ")";
+  }
+  std::cout << "\n";
+  if (s.has_flag_column)
+    std::cout << "  wrong \"MFA fernet active\" flag: " << s.wrong_flag << "\n";
+  std::cout << "  sysadmins: " << s.sysadmins << " (" << s.sysadmins_without_mfa << " without MFA, "
+            << s.sysadmins_unreadable << " unreadable)\n";
+  for (const auto& col : s.missing_sysadmin_columns)
+    std::cout << "  note: sysAdminColumns \"" << col << "\" is not in the table\n";
+  for (const auto& nf : s.not_found) std::cout << "  not found: " << nf << "\n";
+}
+
+void print_user_header() {
+  std::cout << "ID\tUSERNAME\tMFA\tKEY\tMFA_FERNET_ACTIVE\tSYSADMIN\n";
+}
+
+void print_user_line(const engine::UserStatus& u) {
+  std::cout << u.id << '\t' << (u.username.empty() ? "-" : u.username) << '\t'
+            << (u.mfa ? "yes" : "no") << '\t' << key_column(u) << '\t' << fernet_active_column(u)
+            << '\t' << (u.sysadmin ? "yes" : "no") << '\n';
+}
+
+struct StatusFlags {
+  bool list = false;
+  std::vector<std::string> usernames;
+  std::vector<std::string> ids;
+  std::int64_t page_size = 5000;
+};
+
+int run_status(const Common& common, const StatusFlags& flags) {
+  engine::StatusOptions options;
+  options.selection.usernames = joined_list(flags.usernames);
+  options.selection.ids = joined_list(flags.ids);
+  options.page_size = flags.page_size;
+  engine::validate_selection(options.selection, true);
+  auto config = load_config(common);
+  auto keys = load_keyring(config);
+  options.threads = config.migration.threads;
+  auto conn = connect(common, config);
+
+  // List rows are written as they are classified: a million users never sit in memory.
+  bool first = true;
+  std::function<void(const engine::UserStatus&)> on_user;
+  if (flags.list && common.json) {
+    std::cout << "{\"users\":[";
+    on_user = [&](const engine::UserStatus& u) {
+      std::cout << (first ? "" : ",") << user_json(u).dump();
+      first = false;
+    };
+  } else if (flags.list) {
+    print_user_header();
+    on_user = print_user_line;
+  }
+  auto report = engine::mfa_status(conn, config, keys, options, on_user);
+  if (common.json) {
+    auto j = report_json(report);
+    if (flags.list) {
+      std::string rest = j.dump();  // "{...}": splice its members after the users array
+      std::cout << "]" << (rest.size() > 2 ? "," + rest.substr(1) : "}") << "\n";
+    } else {
+      std::cout << j.dump() << "\n";
+    }
+  } else {
+    if (flags.list) std::cout << "\n";
+    print_summary(report);
+  }
+  std::cout.flush();
+  return kExitOk;
+}
+
+struct ResetFlags {
+  std::vector<std::string> usernames;
+  std::vector<std::string> ids;
+  bool yes = false;
+};
+
+bool confirmed_on_terminal(const engine::ResetPlan& plan) {
+  std::cerr << "Type 'yes' to clear the MFA secret and flag of these " << plan.users.size()
+            << " user(s) in " << plan.target << ": ";
+  std::string answer;
+  if (!std::getline(std::cin, answer)) return false;
+  return answer == "yes";
+}
+
+int run_reset(const Common& common, const ResetFlags& flags) {
+  engine::UserSelection selection;
+  selection.usernames = joined_list(flags.usernames);
+  selection.ids = joined_list(flags.ids);
+  engine::validate_selection(selection, false);
+  const bool terminal = ::isatty(STDIN_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
+  if (!flags.yes && !terminal)
+    throw UsageError("reset-mfa: not on a terminal, so nobody can confirm: pass --yes");
+
+  auto config = load_config(common);
+  auto keys = load_keyring(config);
+  auto conn = connect(common, config);
+  auto plan = engine::plan_reset_mfa(conn, config, keys, selection);
+
+  // The users, never their secrets: an operator confirms who, not what.
+  std::ostream& shown = common.json ? std::cerr : std::cout;
+  shown << "reset-mfa will clear MFA for " << plan.users.size() << " user(s) in " << plan.target
+        << ":\n";
+  for (const auto& u : plan.users)
+    shown << "  id=" << u.id << (u.username.empty() ? "" : " username=" + u.username)
+          << " mfa=" << (u.mfa ? "yes" : "no") << " key=" << key_column(u)
+          << (u.sysadmin ? " sysadmin" : "") << "\n";
+  shown.flush();
+  if (!flags.yes && !confirmed_on_terminal(plan)) {
+    std::cerr << "reset-mfa: not confirmed; nothing changed\n";
+    return kExitUsage;
+  }
+
+  auto result = engine::reset_mfa(conn, config, keys, plan);
+  const std::string undo = "keymig rollback --run " + result.run_id;
+  if (common.json) {
+    nlohmann::json users = nlohmann::json::array();
+    for (const auto& u : result.users) users.push_back(user_json(u));
+    std::cout << nlohmann::json{{"run_id", result.run_id},
+                                {"target", result.target},
+                                {"cleared", result.users.size()},
+                                {"users", users},
+                                {"undo", undo}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << "cleared MFA for " << result.users.size() << " user(s); run " << result.run_id
+              << " journals the old secrets and flags\n"
+              << "undo with: " << undo << "\n"
+              << "the journal holds the old secrets until `keymig finalize --run " << result.run_id
+              << "` or `keymig journal purge`\n";
+  }
+  return kExitOk;
+}
+
+const Registrar status_command{CommandSpec{
+    "status",
+    "users with MFA, how many secrets under each key, wrong flags; --list for one row per user",
+    210, [](CLI::App& sub, Common& common) -> std::function<int()> {
+      auto flags = std::make_shared<StatusFlags>();
+      add_config_flags(sub, common);
+      add_db_flags(sub, common);
+      add_output_flags(sub, common);
+      sub.add_flag("--list", flags->list,
+                   "one row per user: id, username, MFA, key, MFA fernet active, sysadmin");
+      sub.add_option("--usernames", flags->usernames, "only these users (comma-separated)")
+          ->type_name("A,B")
+          ->allow_extra_args(false);
+      sub.add_option("--ids", flags->ids, "only these ids (comma-separated)")
+          ->type_name("1,2")
+          ->allow_extra_args(false);
+      sub.add_option("--page-size", flags->page_size, "rows per keyset page")
+          ->check(CLI::Range(1, 1000000));
+      return [&common, flags] { return run_status(common, *flags); };
+    }}};
+
+const Registrar reset_command{CommandSpec{
+    "reset-mfa",
+    "break-glass: clear the MFA secret and flag of the named users (journaled; undo with "
+    "rollback)",
+    220, [](CLI::App& sub, Common& common) -> std::function<int()> {
+      auto flags = std::make_shared<ResetFlags>();
+      add_config_flags(sub, common);
+      add_db_flags(sub, common);
+      add_output_flags(sub, common);
+      sub.add_option("--usernames", flags->usernames, "exact usernames (comma-separated)")
+          ->type_name("A,B")
+          ->allow_extra_args(false);
+      sub.add_option("--ids", flags->ids, "exact ids (comma-separated)")
+          ->type_name("1,2")
+          ->allow_extra_args(false);
+      sub.add_flag("--yes", flags->yes, "do not ask (required when not on a terminal)");
+      return [&common, flags] { return run_reset(common, *flags); };
+    }}};
+
+}  // namespace
+
+}  // namespace keymig::app
