@@ -30,14 +30,16 @@ struct CryptoBenchResult {
   double per_thread_tokens_per_second = 0;
   bool oversubscribed = false;  // more threads than cores: not a meaningful figure
   double cpu_share = 0;  // CPU time the threads got / (wall time x threads); low = busy machine
+  double per_thread_tokens_per_cpu_second = 0;  // per second of CPU actually received
 };
 
 /// The primitive floor on one thread: per token two HMAC-SHA256 over the token body,
 /// one AES-128-CBC decrypt and one encrypt of the padded plaintext, 16 random bytes,
-/// with contexts reused as keymig reuses them. ratio = rotate's cost / the floor's.
+/// with contexts reused as keymig reuses them.
 struct CryptoBenchFloor {
   double tokens_per_second = 0;
-  double ratio = 0;
+  double tokens_per_cpu_second = 0;
+  double ratio = 0;  // CPU time per rotate / CPU time per floor token, one thread each
 };
 
 struct CryptoBenchReport {
@@ -58,7 +60,8 @@ struct CryptoBenchReport {
 [[nodiscard]] CryptoBenchReport run_crypto_bench(const CryptoBenchOptions& options);
 
 /// {"results": [{"op", "threads", "tokens_per_second", "per_thread_tokens_per_second",
-/// "oversubscribed", "cpu_share"}], "floor": {"tokens_per_second", "ratio"}, "plaintext_bytes",
+/// "oversubscribed", "cpu_share", "per_thread_tokens_per_cpu_second"}], "floor":
+/// {"tokens_per_second", "tokens_per_cpu_second", "ratio"}, "plaintext_bytes",
 /// "cores", "seconds", "repetitions"}
 [[nodiscard]] std::string to_json(const CryptoBenchReport& report);
 /// A table for the terminal.
