@@ -87,8 +87,7 @@ std::atomic<std::uint64_t> next_ring_id{1};
 // Key
 
 Key Key::parse(std::string_view text) {
-  const bool padded = text.size() == 44 && text.back() == '=';
-  if (text.size() != 43 && !padded)
+  if (text.size() != 43 && text.size() != 44)
     throw KeyError(std::string(kKeyShape) + " (44 characters, or 43 without the '='); got " +
                    std::to_string(text.size()) + " characters");
   std::uint8_t decoded[detail::decoded_capacity(44)];

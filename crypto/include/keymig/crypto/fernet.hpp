@@ -85,7 +85,8 @@ struct DecryptResult {
 [[nodiscard]] std::optional<std::uint64_t> unverified_timestamp(std::string_view token) noexcept;
 
 /// One key, as pyca/cryptography's `Fernet`. Thread-safe: immutable after construction;
-/// OpenSSL contexts are per thread.
+/// OpenSSL contexts are per thread. Per-token problems come back as a Reason; methods throw
+/// CryptoError only when OpenSSL itself fails. A moved-from Fernet may only be destroyed.
 class Fernet {
  public:
   explicit Fernet(Key key);
@@ -130,7 +131,9 @@ struct Rotation {
 };
 
 /// The active key plus ordered rolling keys, as MultiFernet([active, *rolling]).
-/// Thread-safe: immutable; share one across all workers.
+/// Thread-safe: immutable; share one across all workers. Each thread tries the key that
+/// last matched first (migrations are runs of one key); the answer is still the ordered
+/// one, as no two keys may share a signing key. Throws CryptoError only when OpenSSL fails.
 class KeyRing {
  public:
   /// Throws KeyError when a rolling key equals the active key or another rolling key.
