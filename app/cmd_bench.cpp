@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "command.hpp"
 #include "keymig/bench/crypto_bench.hpp"
+#include "keymig/bench/db_bench.hpp"
 
 namespace keymig::app {
 namespace {
@@ -69,11 +71,50 @@ std::function<int()> setup_bench_crypto(CLI::App& bench, Common& common) {
   };
 }
 
+// Adds `keymig bench db` to `bench`; returns its action (run when it was chosen).
+std::function<int()> setup_bench_db(CLI::App& bench, Common& common) {
+  CLI::App* sub = bench.add_subcommand(
+      "db",
+      "end-to-end: keymig migrate (run as a child of this binary) on a scratch table of "
+      "rolling-key tokens, against PostgreSQL's own one-statement rewrite of the same rows; "
+      "migrate seconds, rows/s, the floor, the ratio and peak RSS. Drops its scratch tables");
+  auto options = std::make_shared<bench::DbBenchOptions>();
+  sub->add_option("--rows", options->rows, "rows in the scratch table")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{100'000'000}));
+  sub->add_option("--repeat", options->repeat, "measurements; the median is reported")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  sub->add_option("--threads", options->threads, "migrate --threads (0: all cores)")
+      ->check(CLI::Range(0, 1024));
+  sub->add_option("--batch-size", options->batch_size, "migrate --batch-size (0: its default)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1'000'000}));
+  sub->add_flag("--journal,!--no-journal", options->journal,
+                "journal old tokens as a production run does (default on)");
+  add_db_flags(*sub, common);
+  add_output_flags(*sub, common);
+  return [sub, options, &common]() -> int {
+    if (!sub->parsed()) return -1;
+    bench::DbBenchOptions o = *options;
+    o.dsn = common.dsn;
+    // It writes a scratch schema: never into whatever database libpq would pick by default.
+    if (o.dsn.empty() && !std::getenv("PGHOST") && !std::getenv("PGDATABASE") &&
+        !std::getenv("PGSERVICE"))
+      throw UsageError(
+          "bench db: give --dsn (e.g. $(scripts/pg newdb keymig_bench)) or set libpq's PG* "
+          "variables");
+    const bench::DbBenchResult result = bench::run_db_bench(o);
+    write_stdout(common.json ? bench::db_bench_json(result) + "\n" : bench::db_bench_text(result));
+    return kExitOk;
+  };
+}
+
 std::function<int()> setup_bench(CLI::App& sub, Common& common) {
   sub.require_subcommand(1);
   // Each subcommand's action returns -1 when it was not the one chosen.
   std::vector<std::function<int()>> actions;
   actions.push_back(setup_bench_crypto(sub, common));
+  actions.push_back(setup_bench_db(sub, common));
   return [actions]() -> int {
     for (const auto& action : actions) {
       const int rc = action();
@@ -84,7 +125,9 @@ std::function<int()> setup_bench(CLI::App& sub, Common& common) {
 }
 
 const Registrar kBench{CommandSpec{
-    "bench", "throughput figures; crypto: Fernet tokens/s per thread count", 300, setup_bench}};
+    "bench",
+    "throughput figures; crypto: Fernet tokens/s per thread count; db: migrate rows/s vs the floor",
+    300, setup_bench}};
 
 }  // namespace
 }  // namespace keymig::app
