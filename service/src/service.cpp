@@ -666,7 +666,7 @@ struct Service::Impl {
       json summary = json::parse(out.summary_json, nullptr, false);
       if (summary.is_object()) result = std::move(summary);
     }
-    result["ok"] = out.ok;
+    result["succeeded"] = out.ok;  // not "ok": verify reports an "ok" row count
     result["exit_code"] = out.exit_code;
     if (out.interrupted) result["interrupted"] = true;
     if (!out.error.empty()) result["error"] = out.error;

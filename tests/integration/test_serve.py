@@ -159,7 +159,7 @@ class ServeQueueTest(DbTestCase):
         latencies.append(latency)
         self.assertEqual(state, "done", result)
         self.assertEqual(result["rotated"], 400, result)
-        self.assertTrue(result["ok"])
+        self.assertTrue(result["succeeded"])
         now = current_secrets(self.dsn)
         for row in self.fx.by_kind("rolling"):
             self.assert_rotated(self.keys, row, now[row.id][0], "after a queued migrate")
@@ -175,7 +175,7 @@ class ServeQueueTest(DbTestCase):
         for l in latencies:
             self.assertLess(l, 1000.0)
         status = json.loads(http_get(self.serve.port, "/status")[1])
-        self.assertEqual(status["last"]["verify"]["ok"], True)
+        self.assertEqual(status["last"]["verify"]["succeeded"], True)
         self.assertIsNone(status["current_run"])
 
     def test_3_selected_migrate_and_bad_requests(self):

@@ -179,13 +179,13 @@ TEST_CASE("the service claims NOTIFY'd requests at once and writes their results
          << duration_cast<milliseconds>(steady_clock::now() - start).count() << " ms");
     CHECK(claim_ms < 1000);
     auto result = json::parse(psql(dsn, "SELECT result FROM keymig.requests WHERE id = " + id));
-    CHECK(result["ok"] == true);
+    CHECK(result["succeeded"] == true);
     CHECK(result["run_id"] == "fake-run");
     CHECK(result["claimed_by"] == "unit-test");
     REQUIRE(fake.count() == 1);
     CHECK(fake.jobs[0].ids == std::vector<std::string>{"1", "2"});
     auto status = json::parse(service.status_json());
-    CHECK(status["last"]["migrate"]["ok"] == true);
+    CHECK(status["last"]["migrate"]["succeeded"] == true);
     CHECK(status["requests"]["done"] == 1);
     CHECK(http_get(port, "/metrics").find("keymig_rows_total") != std::string::npos);
   }

@@ -1,0 +1,91 @@
+"""keymig serve against a database that goes away: /readyz turns 503, the service
+reconnects with backoff, re-LISTENs and claims what was queued meanwhile. Uses a cluster
+of its own, since it stops and restarts PostgreSQL."""
+
+import os
+import subprocess
+import unittest
+
+from keymig_testlib import (PG_SCRIPT, SOURCE_DIR, DbTestCase, KeySet, UserFixture, new_db,
+                            wait_until, write_config)
+from test_serve import ServeProcess, enqueue, http_get, wait_request
+
+PG_DIR = os.path.join(SOURCE_DIR, ".keymig", "h5-serve-restart-pg")
+
+
+def pg(*args):
+    proc = subprocess.run([PG_SCRIPT] + list(args), capture_output=True, text=True,
+                          env=dict(os.environ, KEYMIG_PG_DIR=PG_DIR))
+    if proc.returncode != 0:
+        raise RuntimeError("scripts/pg %s: %s" % (" ".join(args), proc.stderr))
+    return proc.stdout.strip()
+
+
+def start_same_port():
+    """scripts/pg start picks a new port; the service must find the server where it was."""
+    with open(os.path.join(PG_DIR, "port")) as f:
+        port = f.read().strip()
+    cmd = [os.path.join(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"), "pg_ctl"),
+           "-D", os.path.join(PG_DIR, "data"), "-o", "-p " + port,
+           "-l", os.path.join(PG_DIR, "server.log"), "-w", "-t", "60", "start"]
+    if os.getuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+class ServeDatabaseRestartTest(DbTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.cluster = pg("start")
+
+    @classmethod
+    def tearDownClass(cls):
+        pg("destroy")
+        super().tearDownClass()
+
+    def test_survives_restart_and_outage(self):
+        dsn = new_db("h5_serve_restart", dsn=self.cluster)
+        keys = KeySet(rolling=1)
+        fx = UserFixture(keys, {"rolling0": 100, "active": 10})
+        fx.load(dsn)
+        config = write_config(self.tmp, keys.active, keys.rolling)
+        serve = ServeProcess(config, dsn, fx.secrets, extra_args=["--poll-interval", "60"])
+        try:
+            serve.wait_ready()
+            self.assertTrue(wait_until(lambda: serve.events("listening_for_requests"), 10))
+            wait_until(lambda: enqueue_ok(dsn), 30)
+
+            # A restart cuts every connection; the service must come back on its own.
+            pg("restart")
+            self.assertTrue(wait_until(lambda: len(serve.events("listening_for_requests")) >= 2,
+                                       30), serve.stderr()[-3000:])
+            rid = enqueue(dsn, "migrate")
+            state, result, latency = wait_request(dsn, rid, timeout=30)
+            self.assertEqual(state, "done", result)
+            self.assertLess(latency, 1000.0)
+
+            # Down for a while: not ready, but alive.
+            pg("stop")
+            self.assertTrue(wait_until(lambda: http_get(serve.port, "/readyz")[0] == 503, 15))
+            self.assertEqual(http_get(serve.port, "/healthz")[0], 200)
+            start_same_port()
+            self.assertTrue(wait_until(lambda: http_get(serve.port, "/readyz")[0] == 200, 60),
+                            serve.stderr()[-3000:])
+            rid = enqueue(dsn, "verify")
+            state, result, _ = wait_request(dsn, rid, timeout=30)
+            self.assertEqual(state, "done", result)
+            self.assertEqual(result["needs_rolling"], 0, result)
+        finally:
+            self.assertEqual(serve.stop(), 0)
+
+
+def enqueue_ok(dsn):
+    try:
+        return wait_request(dsn, enqueue(dsn, "verify"), timeout=30)[0] in ("done", "failed")
+    except RuntimeError:
+        return False
+
+
+if __name__ == "__main__":
+    unittest.main()
