@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 #include <unordered_set>
 
 #include "keymig/db/runs.hpp"
@@ -192,7 +193,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     fresh.pid = static_cast<int>(getpid());
     const std::int64_t per_chunk = opts.rows_per_chunk > 0
                                        ? opts.rows_per_chunk
-                                       : std::max<std::int64_t>(1, opts.batch_size) * 20;
+                                       : std::max<std::int64_t>(1, opts.batch_size) * 10;
     auto bounds = opts.selection.empty() ? db::chunk_boundaries(reader, table, per_chunk)
                                          : std::vector<std::optional<std::string>>{std::nullopt};
     if (!db::create_run(reader, fresh, bounds)) {
@@ -212,14 +213,20 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   }
 
   if (opts.metrics) opts.metrics->set_run_in_progress(true);
-  db::Connection writer = opts.dry_run ? open_connection(opts.connect, nullptr)
-                                       : open_connection(opts.connect, opts.metrics);
+  db::Connection writer = open_connection(opts.connect, opts.dry_run ? nullptr : opts.metrics);
   Outcome out;
-  PageSource source(reader, table, opts);
-  const std::string worker = hostname() + ":" + std::to_string(getpid()) + ":" + report.run_id;
-  if (run) source.use_run(run->run_id, worker);
   ProgressMeter meter(opts, total, run ? run->counts.rows_scanned : 0);
   const bool has_flag = table.has_flag();
+  // Lanes: independent reader -> rotate -> writer pipelines, each leasing its own chunks,
+  // so that PostgreSQL writes on as many backends as there are cores. One lane for a
+  // dry run or a selection (nothing to share).
+  const int cores =
+      opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
+  const int lanes = (opts.dry_run || !run || !opts.selection.empty())
+                        ? 1
+                        : std::max(1, std::min(opts.lanes > 0 ? opts.lanes : cores, 8));
+  std::atomic<bool> abort{false};
+  bool stopped = false;
 
   auto fail_run = [&](const std::exception& e) {
     if (opts.metrics) opts.metrics->set_run_in_progress(false);
@@ -232,23 +239,75 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     }
   };
 
-  try {
+  // One lane: its own reading and writing sessions; the first lane uses the ones open.
+  auto run_lane = [&](int lane, db::Connection& rconn, db::Connection& wconn, Outcome& lane_out,
+                      bool& lane_stopped) {
+    PageSource source(rconn, table, opts);
+    source.set_abort(&abort);
+    if (run)
+      source.use_run(run->run_id,
+                     hostname() + ":" + std::to_string(getpid()) + ":" + std::to_string(lane));
     run_pipeline(
-        opts.threads, [&] { return source.next(); },
+        std::max(1, cores / lanes), [&] { return source.next(); },
         [&](Batch& b) { transform(b, keys, Mode::migrate, has_flag); },
         [&](std::unique_ptr<Batch> b) {
-          out.tally.add(b->tally);
-          out.take_undecryptable(b->undecryptable);
+          lane_out.tally.add(b->tally);
+          lane_out.take_undecryptable(b->undecryptable);
           count_crypto(opts, b->tally);
           if (opts.dry_run) {
-            out.rotated += b->tally.rolling;
-            out.flag_fixed += b->tally.flag_wrong;
-            out.already_active += b->tally.active;
+            lane_out.rotated += b->tally.rolling;
+            lane_out.flag_fixed += b->tally.flag_wrong;
+            lane_out.already_active += b->tally.active;
           } else {
-            write_and_count(writer, table, opts, run->run_id, *b, true, out);
+            write_and_count(wconn, table, opts, run->run_id, *b, true, lane_out);
           }
           meter.add(b->tally.rows);
         });
+    lane_stopped = source.stopped() && !abort.load();
+  };
+
+  try {
+    if (lanes == 1) {
+      run_lane(0, reader, writer, out, stopped);
+    } else {
+      std::vector<Outcome> outs(lanes);
+      std::vector<char> lane_stopped(lanes, 0);
+      std::vector<std::exception_ptr> errors(lanes);
+      std::vector<std::thread> threads;
+      for (int lane = 0; lane < lanes; ++lane) {
+        threads.emplace_back([&, lane] {
+          try {
+            bool st = false;
+            if (lane == 0) {
+              run_lane(0, reader, writer, outs[0], st);
+            } else {
+              db::Connection r = open_connection(opts.connect, opts.metrics);
+              db::Connection w = open_connection(opts.connect, opts.metrics);
+              run_lane(lane, r, w, outs[lane], st);
+            }
+            lane_stopped[lane] = st ? 1 : 0;
+          } catch (...) {
+            errors[lane] = std::current_exception();
+            abort = true;  // the other lanes drain: their batches in flight commit
+          }
+        });
+      }
+      for (auto& t : threads) t.join();
+      for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+      for (int lane = 0; lane < lanes; ++lane) {
+        auto& o = outs[lane];
+        out.tally.add(o.tally);
+        out.rotated += o.rotated;
+        out.flag_fixed += o.flag_fixed;
+        out.already_active += o.already_active;
+        out.conflicts += o.conflicts;
+        out.conflict_ids.insert(out.conflict_ids.end(), o.conflict_ids.begin(),
+                                o.conflict_ids.end());
+        out.take_undecryptable(o.undecryptable_rows);
+        if (lane_stopped[lane]) stopped = true;
+      }
+    }
 
     // The sweep: rows whose CAS missed are read once more and handled as new rows.
     if (!out.conflict_ids.empty() && !opts.dry_run) {
@@ -301,7 +360,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   }
   meter.finish();
 
-  report.stopped = source.stopped();
+  report.stopped = stopped;
   report.rows_scanned = out.tally.rows;
   report.rotated = out.rotated;
   report.already_active = out.already_active;

@@ -167,7 +167,7 @@ void PageSource::throttle(std::int64_t rows) {
                           std::chrono::duration<double>(static_cast<double>(emitted_) /
                                                         options_.max_rows_per_second));
   while (std::chrono::steady_clock::now() < due) {
-    if (options_.stop && options_.stop->load()) return;
+    if (stop_requested()) return;
     std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
         due - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
   }
@@ -181,7 +181,7 @@ std::unique_ptr<Batch> PageSource::next() {
   };
   const std::int64_t limit = std::max<std::int64_t>(1, options_.batch_size);
   while (true) {
-    if (options_.stop && options_.stop->load()) {
+    if (stop_requested()) {
       stopped_ = true;
       return nullptr;
     }
@@ -286,6 +286,7 @@ ProgressMeter::ProgressMeter(const Options& options, std::int64_t total, std::in
     : options_(options), total_(total), done_before_(done_before) {}
 
 void ProgressMeter::add(std::int64_t rows) {
+  std::lock_guard<std::mutex> lock(mutex_);
   done_ += rows;
   auto now = std::chrono::steady_clock::now();
   if (now - last_ < std::chrono::milliseconds(200)) return;
@@ -294,6 +295,7 @@ void ProgressMeter::add(std::int64_t rows) {
 }
 
 void ProgressMeter::finish() {
+  std::lock_guard<std::mutex> lock(mutex_);
   emit();
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,9 +77,15 @@ class PageSource {
   /// Next page, or null when done or on stop. Throws DbError after retries.
   [[nodiscard]] std::unique_ptr<Batch> next();
   [[nodiscard]] bool stopped() const noexcept { return stopped_; }
+  /// A second stop signal, internal to the engine (a sibling lane failed).
+  void set_abort(const std::atomic<bool>* abort) noexcept { abort_ = abort; }
 
  private:
   void throttle(std::int64_t rows);
+  [[nodiscard]] bool stop_requested() const noexcept {
+    return (options_.stop && options_.stop->load()) || (abort_ && abort_->load());
+  }
+  const std::atomic<bool>* abort_ = nullptr;
   db::Connection& conn_;
   const db::Table& table_;
   const Options& options_;
@@ -103,6 +110,7 @@ void run_pipeline(int threads, const std::function<std::unique_ptr<Batch>()>& so
                   const std::function<void(std::unique_ptr<Batch>)>& sink);
 
 /// Progress pacing: calls options.progress at most every 200 ms (and on finish).
+/// Thread-safe: lanes share one.
 class ProgressMeter {
  public:
   ProgressMeter(const Options& options, std::int64_t total, std::int64_t done_before);
@@ -111,6 +119,7 @@ class ProgressMeter {
 
  private:
   void emit();
+  std::mutex mutex_;
   const Options& options_;
   std::int64_t total_, done_before_, done_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
