@@ -129,8 +129,6 @@ std::vector<std::string> split_list(const std::string& text) {
 }
 
 void validate_selection(const UserSelection& selection, bool allow_empty) {
-  if (!selection.ids.empty() && !selection.usernames.empty())
-    throw UsageError("select users by --ids or by --usernames, not both");
   if (selection.empty()) {
     if (allow_empty) return;
     throw UsageError("no users selected: name them with --usernames a,b or --ids 1,2");

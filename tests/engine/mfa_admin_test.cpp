@@ -69,9 +69,11 @@ TEST_CASE("a selection with patterns, empty items or both kinds is refused", "[e
     s.usernames = {"bob", ""};
     CHECK_THROWS_AS(validate_selection(s, false), keymig::UsageError);
   }
-  SECTION("ids and usernames at once") {
+  SECTION("ids and usernames at once select both") {
     s.usernames = {"bob"};
     s.ids = {"1"};
+    CHECK_NOTHROW(validate_selection(s, false));
+    s.ids = {"1", "2*"};
     CHECK_THROWS_AS(validate_selection(s, false), keymig::UsageError);
   }
   SECTION("exact names pass, underscores included") {

@@ -220,11 +220,18 @@ class ResetMfaTest(DbTestCase):
 
     def test_text_output_shows_users_and_the_undo_command(self):
         p = self.fx.by_kind("rolling0")[3]
-        r = self.km.run("reset-mfa", "--yes", "--ids", str(p.id), expect=EXIT_OK)
+        q = self.fx.by_kind("rolling1")[3]
+        before = mfa_state(self.dsn)
+        r = self.km.run("reset-mfa", "--yes", "--ids", str(p.id), "--usernames", q.username,
+                        expect=EXIT_OK)
         self.assertIn("username=" + p.username, r.stdout)
+        self.assertIn("username=" + q.username, r.stdout)
         run = scalar(self.dsn, "SELECT run_id FROM keymig.runs WHERE kind = 'reset_mfa'")
         self.assertIn("keymig rollback --run " + run, r.stdout)
-        self.assertEqual(mfa_state(self.dsn)[p.id], (None, "false"))
+        after = mfa_state(self.dsn)
+        self.assertEqual(after[p.id], (None, "false"))
+        self.assertEqual(after[q.id], (None, "false"))
+        self.assertEqual(sum(1 for k in before if before[k] != after[k]), 2)
 
     def test_an_unknown_user_changes_nothing(self):
         before = snapshot(self.dsn)
@@ -243,7 +250,7 @@ class ResetMfaTest(DbTestCase):
         for args in (["--usernames", "user%"], ["--usernames", "user*"],
                      ["--usernames", "us?r000001"], ["--ids", "1%"], ["--usernames", ""],
                      ["--usernames", ","], ["--usernames", "user000001,"], ["--ids", ""], [],
-                     ["--usernames", "user000001", "--ids", "2"]):
+                     ["--usernames", "user000001", "--ids", "2,"]):
             self.km.run("reset-mfa", "--yes", *args, expect=EXIT_USAGE)
         self.assert_unchanged(before, "a refused selection")
 

@@ -16,7 +16,7 @@
 
 namespace keymig::engine {
 
-/// Users named by an admin action: exact ids or exact usernames, never patterns.
+/// Users named by an admin action: exact ids and/or exact usernames, never patterns.
 struct UserSelection {
   std::vector<std::string> ids;
   std::vector<std::string> usernames;
