@@ -372,6 +372,23 @@ class PreflightTest(DbTestCase):
         r = self.km(self.full).run("check-config", "--with-db", "--json", expect=EXIT_OK)
         self.assertEqual(r.json["preflight"]["sysadmins_at_risk"], [])
 
+    def test_a_key_the_last_migration_used_is_reported_when_removed(self):
+        dbname = "kmt_mfa_preflight_runs"
+        dsn = new_db(dbname)
+        try:
+            self.fx.load(dsn)
+            full = Keymig(self, self.full, dsn, self.fx.secrets)
+            keys = full.run("check-config", "--json", expect=EXIT_OK).json["keys"]
+            removed = keys[-1]["fingerprint"]  # rolling[1], absent from dropped.yaml
+            one = self.fx.by_kind("rolling0")[0]
+            full.run("migrate", "--json", "--ids", str(one.id), expect=EXIT_OK)
+            r = Keymig(self, self.dropped, dsn, self.fx.secrets).run(
+                "check-config", "--with-db", "--json", expect=EXIT_NEEDS_ROLLING)
+            self.assertEqual(r.json["preflight"]["removed_fingerprints"], [removed])
+            self.assertTrue(any(removed in w for w in r.json["preflight"]["warnings"]))
+        finally:
+            drop_db(dbname)
+
 
 if __name__ == "__main__":
     unittest.main()
