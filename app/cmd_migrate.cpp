@@ -17,9 +17,19 @@
 #include "keymig/error.hpp"
 #include "keymig/log.hpp"
 #include "keymig/metrics/metrics.hpp"
+#include "keymig/service/http_server.hpp"
 
 namespace keymig::app {
 namespace {
+
+// Where a one-shot run's metrics go: flags win over keyMigration.metrics. The HTTP
+// endpoint is opt-in for one-shot commands (the config's `listen` is serve's), so that a
+// cron job never fails because the port is taken.
+struct MetricsFlags {
+  std::string listen;
+  std::string push_gateway;
+  std::string textfile;
+};
 
 // Flags shared by the commands that walk the table. -1: not given (config decides).
 struct PassFlags {
@@ -31,6 +41,7 @@ struct PassFlags {
   std::string run_id;
   bool dry_run = false;
   std::string older_than;
+  MetricsFlags metrics;
 };
 
 void add_pass_flags(CLI::App& sub, PassFlags& f) {
@@ -116,23 +127,74 @@ void end_progress(const engine::Options& o) {
   if (o.progress) std::fputs("\n", stderr);
 }
 
-// keyMigration.metrics: a one-shot run writes the textfile and pushes at the end.
-struct OneShotMetrics {
-  std::unique_ptr<metrics::Metrics> metrics;
-  config::MetricsSettings settings;
-  explicit OneShotMetrics(const config::Config& config) : settings(config.migration.metrics) {
-    if (!settings.textfile.empty() || !settings.push_gateway.empty())
-      metrics = std::make_unique<metrics::Metrics>();
+void add_metrics_flags(CLI::App& sub, MetricsFlags& f) {
+  sub.add_option("--metrics-listen", f.listen,
+                 "serve /metrics on this address while the command runs (e.g. 127.0.0.1:9464)")
+      ->type_name("HOST:PORT");
+  sub.add_option("--push-gateway", f.push_gateway,
+                 "push the metrics to this Pushgateway at the end (job keymig, grouped by target "
+                 "and command); default keyMigration.metrics.pushGateway")
+      ->type_name("URL");
+  sub.add_option("--metrics-textfile", f.textfile,
+                 "write the metrics for node_exporter's textfile collector at the end (atomic); "
+                 "default keyMigration.metrics.textfile")
+      ->type_name("PATH");
+}
+
+// Publishes on every way out, failures included: an alert on "last run failed" needs the
+// failed run's push as much as a dashboard needs the successful one.
+class OneShotMetrics {
+ public:
+  OneShotMetrics(const config::Config& config, const MetricsFlags& flags, std::string command)
+      : command_(std::move(command)),
+        target_(config.migration.target.table),
+        push_gateway_(flags.push_gateway.empty() ? config.migration.metrics.push_gateway
+                                                 : flags.push_gateway),
+        textfile_(flags.textfile.empty() ? config.migration.metrics.textfile : flags.textfile) {
+    if (flags.listen.empty() && push_gateway_.empty() && textfile_.empty()) return;
+    metrics_ = std::make_unique<metrics::Metrics>();
+    if (!flags.listen.empty()) {
+      http_ = std::make_unique<service::HttpServerThread>(flags.listen,
+                                                          service::metrics_handler(*metrics_));
+      http_->start();
+      const auto addr = service::parse_listen_address(flags.listen);
+      std::string host = addr.host.empty() || addr.host == "0.0.0.0" ? "127.0.0.1" : addr.host;
+      if (host.find(':') != std::string::npos) host = "[" + host + "]";
+      KEYMIG_LOG(info, "app", "metrics_listening",
+                 {"url", "http://" + host + ":" + std::to_string(http_->port()) + "/metrics"});
+    }
   }
-  void publish(const std::string& target) {
-    if (!metrics) return;
+  OneShotMetrics(const OneShotMetrics&) = delete;
+  OneShotMetrics& operator=(const OneShotMetrics&) = delete;
+  ~OneShotMetrics() {
+    if (!published_) publish(false);
+  }
+
+  [[nodiscard]] metrics::Metrics* get() const { return metrics_.get(); }
+
+  /// `target` as the engine reports it; `ok` false records a failed run.
+  void publish(bool ok, const std::string& target = {}) noexcept {
+    published_ = true;
+    if (!metrics_) return;
+    if (!target.empty()) target_ = target;
     try {
-      if (!settings.textfile.empty()) metrics->write_textfile(settings.textfile);
-      if (!settings.push_gateway.empty()) metrics->push(settings.push_gateway, target);
+      if (!ok) metrics_->set_last_failure(command_);
+      if (!textfile_.empty()) metrics_->write_textfile(textfile_);
+      if (!push_gateway_.empty()) metrics_->push(push_gateway_, target_, command_);
     } catch (const std::exception& e) {
       KEYMIG_LOG(warn, "app", "metrics_export_failed", {"error", e.what()});
     }
+    if (http_) http_->stop();
   }
+
+ private:
+  std::string command_;
+  std::string target_;
+  std::string push_gateway_;
+  std::string textfile_;
+  std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<service::HttpServerThread> http_;
+  bool published_ = false;
 };
 
 void print(const Common& common, const std::string& json, const std::string& text) {
@@ -168,17 +230,18 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
   add_db_flags(sub, common);
   add_output_flags(sub, common);
   add_pass_flags(sub, *f);
+  add_metrics_flags(sub, f->metrics);
   add_selection_flags(sub, *f);
   return [f, &common] {
     auto config = load_config(common);
     auto keys = load_keyring(config);
     auto options = make_options(common, config, *f);
-    OneShotMetrics m(config);
-    options.metrics = m.metrics.get();
+    OneShotMetrics m(config, f->metrics, "scan");
+    options.metrics = m.get();
     attach_progress(options);
     auto r = engine::scan(keys, options);
     end_progress(options);
-    m.publish(r.target);
+    m.publish(true, r.target);
     std::ostringstream text;
     text << "scan of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s";
     for (const auto& k : r.by_key)
@@ -202,6 +265,7 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
   add_db_flags(sub, common);
   add_output_flags(sub, common);
   add_pass_flags(sub, *f);
+  add_metrics_flags(sub, f->metrics);
   add_selection_flags(sub, *f);
   sub.add_flag("--dry-run", f->dry_run, "count what would change; write nothing");
   sub.add_option("--run-id", f->run_id,
@@ -211,14 +275,14 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
     auto config = load_config(common);
     auto keys = load_keyring(config);
     auto options = make_options(common, config, *f);
-    OneShotMetrics m(config);
-    options.metrics = m.metrics.get();
+    OneShotMetrics m(config, f->metrics, "migrate");
+    options.metrics = m.get();
     options.stop = &g_stop;
     install_stop_handlers();
     attach_progress(options);
     auto r = engine::migrate(keys, options);
     end_progress(options);
-    m.publish(r.target);
+    m.publish(true, r.target);
     std::ostringstream text;
     if (r.dry_run) {
       text << "dry run on " << r.target << " (nothing written)";
@@ -268,18 +332,19 @@ std::function<int()> setup_verify(CLI::App& sub, Common& common) {
   add_db_flags(sub, common);
   add_output_flags(sub, common);
   add_pass_flags(sub, *f);
+  add_metrics_flags(sub, f->metrics);
   sub.add_option("--run", f->run_id, "also check this run's journal: old and new plaintexts equal")
       ->type_name("ID");
   return [f, &common] {
     auto config = load_config(common);
     auto keys = load_keyring(config);
     auto options = make_options(common, config, *f);
-    OneShotMetrics m(config);
-    options.metrics = m.metrics.get();
+    OneShotMetrics m(config, f->metrics, "verify");
+    options.metrics = m.get();
     attach_progress(options);
     auto r = engine::verify(keys, options, f->run_id);
     end_progress(options);
-    m.publish(r.target);
+    m.publish(true, r.target);
     print(common, r.to_json(), verify_text(r));
     return r.exit_code();
   };
