@@ -699,7 +699,10 @@ struct Service::Impl {
     if (stop_flag && !out.ok && out.error.empty()) out.interrupted = true;
     auto end = system_clock::now();
     metrics.set_run_in_progress(false);
-    if (out.ok) metrics.set_last_success(kind, unix_seconds(end));
+    if (out.ok)
+      metrics.set_last_success(kind, unix_seconds(end));
+    else if (!out.interrupted)
+      metrics.set_last_failure(kind);  // drives the "last run failed" alert
     double seconds = std::chrono::duration<double>(end - start).count();
     KEYMIG_LOG(info, "service", "run_finished", {"kind", kind}, {"source", job.source},
                {"ok", out.ok}, {"exit_code", out.exit_code}, {"interrupted", out.interrupted},
