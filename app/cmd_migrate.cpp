@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -201,11 +202,19 @@ void print(const Common& common, const std::string& json, const std::string& tex
   std::cout << (common.json ? json : text) << std::endl;
 }
 
+// A terminal summary names the first few; --json carries every id the report kept.
 std::string list_rows(const std::vector<engine::UndecryptableRow>& rows, std::int64_t total) {
+  constexpr std::size_t kShown = 10;
   std::ostringstream out;
-  for (const auto& r : rows) out << "\n  id " << r.id << ": " << r.reason;
-  if (static_cast<std::int64_t>(rows.size()) < total)
-    out << "\n  ... (" << total - rows.size() << " more)";
+  std::size_t shown = 0;
+  for (const auto& r : rows) {
+    if (shown++ == kShown) break;
+    out << "\n  id " << r.id << ": " << r.reason;
+  }
+  const auto listed = static_cast<std::int64_t>(std::min(rows.size(), kShown));
+  if (listed < total)
+    out << "\n  ... (" << total - listed << " more; --json lists up to " << engine::kMaxListedRows
+        << ")";
   return out.str();
 }
 
