@@ -207,7 +207,19 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       "          undecryptable = r.undecryptable + $13::bigint,"
       "          conflicts = r.conflicts + $14::bigint - cnt.applied"
       "   FROM cnt WHERE r.run_id = $1 AND EXISTS (SELECT 1 FROM chk))"
-      " SELECT row_id, new_token = old_token FROM upd";
+      // Asynchronous commit for this transaction only (set_config(..., true) lasts until
+      // its end). Safe: WAL is replayed in order, so a crash can only lose a suffix of
+      // commits, and each lost batch loses its row updates, journal rows and checkpoint
+      // together: the rows keep their old tokens, which the rolling key still reads, and
+      // the chunk resumes from the last checkpoint that survived (a later batch of this
+      // process then misses the checkpoint condition and counts nothing; the run is not
+      // completed). Every synchronous commit (lease, run completion, finalize) flushes
+      // the WAL before it, async batches included, and finalize re-verifies the rows
+      // themselves. The cfg side of the LEFT JOIN is always evaluated; with no row
+      // changed the one result row has a NULL id.
+      " SELECT u.row_id, u.new_token = u.old_token"
+      " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg(v)"
+      " LEFT JOIN upd AS u ON true";
 
   const std::string chunk_no = ctx.chunk_no ? std::to_string(*ctx.chunk_no) : std::string();
   return guarded(conn, "writing a batch", [&](pqxx::connection& c) {
@@ -221,6 +233,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
     BatchResult out;
     out.applied.reserve(r.size());
     for (const auto& row : r) {
+      if (row[0].is_null()) continue;  // the LEFT JOIN's row when nothing changed
       out.applied.push_back(row[0].as<std::string>());
       if (row[1].as<bool>())
         ++out.flag_fixed;
