@@ -61,26 +61,6 @@ nlohmann::json user_json(const engine::UserStatus& u) {
   return j;
 }
 
-nlohmann::json report_json(const engine::StatusReport& s) {
-  nlohmann::json keys = nlohmann::json::array();
-  for (const auto& k : s.by_key)
-    keys.push_back({{"key", k.label}, {"fingerprint", k.fingerprint}, {"users", k.users}});
-  return {{"target", s.target},
-          {"users_total", s.users},
-          {"with_mfa", s.with_mfa},
-          {"without_mfa", s.without_mfa},
-          {"by_key", keys},
-          {"undecryptable", s.undecryptable_total},
-          {"undecryptable_by_reason", s.undecryptable},
-          {"wrong_flag", s.wrong_flag},
-          {"sysadmins", s.sysadmins},
-          {"sysadmins_without_mfa", s.sysadmins_without_mfa},
-          {"sysadmins_unreadable", s.sysadmins_unreadable},
-          {"not_found", s.not_found},
-          {"missing_sysadmin_columns", s.missing_sysadmin_columns},
-          {"seconds", s.seconds}};
-}
-
 void print_summary(const engine::StatusReport& s) {
   std::cout << "target " << s.target << ": " << s.users << " users, " << s.with_mfa << " with MFA, "
             << s.without_mfa << " without\n";
@@ -148,7 +128,7 @@ int run_status(const Common& common, const StatusFlags& flags) {
   }
   auto report = engine::mfa_status(conn, config, keys, options, on_user);
   if (common.json) {
-    auto j = report_json(report);
+    auto j = nlohmann::json::parse(report.to_json());
     if (flags.list) {
       std::string rest = j.dump();  // "{...}": splice its members after the users array
       std::cout << "]" << (rest.size() > 2 ? "," + rest.substr(1) : "}") << "\n";

@@ -92,8 +92,9 @@ nlohmann::json status_json(const StatusReport& s) {
   nlohmann::json keys = nlohmann::json::array();
   for (const auto& k : s.by_key)
     keys.push_back({{"key", k.label}, {"fingerprint", k.fingerprint}, {"users", k.users}});
+  // "users_total", not "users": `status --list --json` puts the user rows under "users".
   return {{"target", s.target},
-          {"users", s.users},
+          {"users_total", s.users},
           {"with_mfa", s.with_mfa},
           {"without_mfa", s.without_mfa},
           {"by_key", keys},
@@ -102,7 +103,10 @@ nlohmann::json status_json(const StatusReport& s) {
           {"wrong_flag", s.wrong_flag},
           {"sysadmins", s.sysadmins},
           {"sysadmins_without_mfa", s.sysadmins_without_mfa},
-          {"sysadmins_unreadable", s.sysadmins_unreadable}};
+          {"sysadmins_unreadable", s.sysadmins_unreadable},
+          {"not_found", s.not_found},
+          {"missing_sysadmin_columns", s.missing_sysadmin_columns},
+          {"seconds", s.seconds}};
 }
 
 nlohmann::json user_ref_json(const UserRef& u) {
@@ -110,6 +114,10 @@ nlohmann::json user_ref_json(const UserRef& u) {
 }
 
 }  // namespace
+
+std::string StatusReport::to_json() const {
+  return status_json(*this).dump();
+}
 
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> out;

@@ -79,6 +79,8 @@ struct StatusReport {
   std::vector<std::string> missing_sysadmin_columns;  // configured, not in the table
   std::vector<std::string> not_found;                 // selected ids/usernames without a row
   double seconds = 0;
+  /// One JSON object: `status --json` and the pre-flight's "status" share it.
+  [[nodiscard]] std::string to_json() const;
   /// Adds one user to the counts.
   void add(const UserStatus& user);
 };
