@@ -62,12 +62,7 @@ std::function<int()> setup_serve(CLI::App& sub, Common& common) {
   sub.footer(kServeHelp);
   add_config_flags(sub, common);
   add_db_flags(sub, common);
-  sub.add_option("--log-format", common.log_format, "log lines on stderr: text or json")
-      ->check(CLI::IsMember({"text", "json"}))
-      ->envname("KEYMIG_LOG_FORMAT");
-  sub.add_option("--log-level", common.log_level, "debug, info, warn or error")
-      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
-      ->envname("KEYMIG_LOG_LEVEL");
+  add_log_flags(sub, common);
   auto flags = std::make_shared<ServeFlags>();
   sub.add_option("--metrics-listen", flags->metrics_listen,
                  "HOST:PORT for /metrics, /healthz, /readyz, /status; default "

@@ -46,6 +46,10 @@ void add_db_flags(CLI::App& sub, Common& common) {
 
 void add_output_flags(CLI::App& sub, Common& common) {
   sub.add_flag("--json", common.json, "print one JSON object on stdout");
+  add_log_flags(sub, common);
+}
+
+void add_log_flags(CLI::App& sub, Common& common) {
   sub.add_option("--log-format", common.log_format, "log lines on stderr: text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->envname("KEYMIG_LOG_FORMAT");

@@ -26,6 +26,7 @@ struct Common {
 void add_config_flags(CLI::App& sub, Common& common);  // --config
 void add_db_flags(CLI::App& sub, Common& common);      // --dsn
 void add_output_flags(CLI::App& sub, Common& common);  // --json, --log-format, --log-level
+void add_log_flags(CLI::App& sub, Common& common);     // --log-format, --log-level
 
 /// The files to load: --config, else ./values.yaml if present, else none when
 /// KEYMIG_ACTIVE_KEY is set (a configuration from the environment alone). Throws
