@@ -57,8 +57,18 @@ db::RowFilter selection_from_json(const std::string& text) {
 struct Outcome {
   Tally tally;
   std::int64_t rotated = 0, flag_fixed = 0, already_active = 0, conflicts = 0;
+  // Ids for the sweep, at most kMaxListedRows: memory must not follow the table when an
+  // application rewrites secrets as fast as we do. The rest stay counted as conflicts
+  // (a later run picks those rows up).
   std::vector<std::string> conflict_ids;
+  std::int64_t unswept = 0;
   std::vector<UndecryptableRow> undecryptable_rows;
+  void note_conflict(std::string id) {
+    if (conflict_ids.size() < kMaxListedRows)
+      conflict_ids.push_back(std::move(id));
+    else
+      ++unswept;
+  }
   void take_undecryptable(std::vector<UndecryptableRow>& rows) {
     for (auto& r : rows)
       if (undecryptable_rows.size() < kMaxListedRows) undecryptable_rows.push_back(std::move(r));
@@ -93,7 +103,7 @@ void write_and_count(db::Connection& conn, const db::Table& table, const Options
   if (conflicts > 0) {
     std::unordered_set<std::string> applied(res.applied.begin(), res.applied.end());
     for (const auto& ch : b.changes)
-      if (!applied.count(ch.id)) out.conflict_ids.push_back(ch.id);
+      if (!applied.count(ch.id)) out.note_conflict(ch.id);
   }
   out.rotated += res.rotated;
   out.flag_fixed += res.flag_fixed;
@@ -302,8 +312,8 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
         out.flag_fixed += o.flag_fixed;
         out.already_active += o.already_active;
         out.conflicts += o.conflicts;
-        out.conflict_ids.insert(out.conflict_ids.end(), o.conflict_ids.begin(),
-                                o.conflict_ids.end());
+        for (auto& id : o.conflict_ids) out.note_conflict(std::move(id));
+        out.unswept += o.unswept;
         out.take_undecryptable(o.undecryptable_rows);
         if (lane_stopped[lane]) stopped = true;
       }
@@ -331,14 +341,14 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
         sweep.take_undecryptable(b.undecryptable);
         write_and_count(writer, table, opts, run->run_id, b, false, sweep);
       }
-      const std::int64_t resolved = first_conflicts - sweep.conflicts;
+      const std::int64_t resolved = static_cast<std::int64_t>(ids.size()) - sweep.conflicts;
       out.rotated += sweep.rotated;
       out.flag_fixed += sweep.flag_fixed;
       out.already_active += sweep.already_active;
       out.tally.empty += sweep.tally.empty;
       out.tally.undecryptable += sweep.tally.undecryptable;
       out.take_undecryptable(sweep.undecryptable_rows);
-      out.conflicts = sweep.conflicts;
+      out.conflicts = first_conflicts - resolved;
       report.conflicts_resolved = resolved;
       db::RunCounts delta;
       delta.rotated = sweep.rotated;
@@ -346,13 +356,14 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
       delta.flag_fixed = sweep.flag_fixed;
       delta.empty = sweep.tally.empty;
       delta.undecryptable = sweep.tally.undecryptable;
-      delta.conflicts = sweep.conflicts - first_conflicts;
+      delta.conflicts = -resolved;
       db::with_retry(
           writer, [&] { db::add_run_counts(writer, run->run_id, delta); },
           retry_hook(opts.metrics, "sweep"));
       KEYMIG_LOG(info, "engine", "conflict_sweep", {"run_id", run->run_id},
                  {"rows", static_cast<std::int64_t>(ids.size())}, {"found", found},
-                 {"resolved", resolved}, {"still_conflicting", sweep.conflicts});
+                 {"resolved", resolved}, {"still_conflicting", sweep.conflicts},
+                 {"not_swept", out.unswept});
     }
   } catch (const std::exception& e) {
     fail_run(e);

@@ -227,7 +227,10 @@ std::unique_ptr<Batch> PageSource::next() {
           conn_, [&] { db::renew_leases(conn_, run_id_, worker_); }, on_retry);
     }
     auto batch = std::make_unique<Batch>();
-    batch->chunk_done = static_cast<std::int64_t>(rows.size()) < limit;
+    // A short page ends the chunk, and so does reaching its upper bound (the bounds are
+    // the same id::text as the rows'): no extra empty read and write per chunk.
+    batch->chunk_done = static_cast<std::int64_t>(rows.size()) < limit ||
+                        (chunk_ && chunk_->hi && !rows.empty() && rows.back().id == *chunk_->hi);
     if (chunk_) {
       batch->chunk_no = chunk_->chunk_no;
       batch->prev_checkpoint = db_checkpoint_;
