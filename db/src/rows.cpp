@@ -187,7 +187,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
         "new_flag)"
         "  SELECT $1, row_id, old_token, new_token, old_flag, " +
         std::string(t.has_flag() ? "true" : "NULL::boolean") +
-        "  FROM upd ON CONFLICT (run_id, row_id) DO NOTHING),";
+        "  FROM upd ON CONFLICT (run_id, row_id) DO NOTHING RETURNING 1),";
   }
   sql +=
       " chk AS (UPDATE keymig.chunks SET checkpoint = coalesce($8::text, checkpoint),"
@@ -196,7 +196,11 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       "  RETURNING 1),"
       " cnt AS (SELECT count(*) FILTER (WHERE new_token <> old_token) AS rotated,"
       "                count(*) FILTER (WHERE new_token = old_token) AS fixed,"
-      "                count(*) AS applied FROM upd),"
+      "                count(*) AS applied," +
+      // The run row is the one row every lane updates: locking it only once the journal
+      // is written keeps the lock for the commit alone, instead of across the insert.
+      std::string(ctx.journal ? " (SELECT count(*) FROM jn)" : " 0::bigint") +
+      " AS journaled FROM upd),"
       " run AS (UPDATE keymig.runs r SET checkpoint = coalesce($8::text, r.checkpoint),"
       "          updated_at = now(),"
       "          rows_scanned = r.rows_scanned + $10::bigint,"
@@ -206,7 +210,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       "          empty = r.empty + $12::bigint,"
       "          undecryptable = r.undecryptable + $13::bigint,"
       "          conflicts = r.conflicts + $14::bigint - cnt.applied"
-      "   FROM cnt WHERE r.run_id = $1 AND EXISTS (SELECT 1 FROM chk))"
+      "   FROM cnt WHERE r.run_id = $1 AND cnt.journaled >= 0 AND EXISTS (SELECT 1 FROM chk))"
       // Asynchronous commit for this transaction only (set_config(..., true) lasts until
       // its end). Safe: WAL is replayed in order, so a crash can only lose a suffix of
       // commits, and each lost batch loses its row updates, journal rows and checkpoint
