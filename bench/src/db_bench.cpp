@@ -59,7 +59,7 @@ class Scratch {
       pqxx::nontransaction tx(conn_);
       tx.exec0("DROP SCHEMA IF EXISTS " + tx.quote_name(schema_) + " CASCADE");
       for (const auto& run_id : run_ids_) {
-        // journal and chunks go with the run (ON DELETE CASCADE).
+        // journal (a delete trigger) and chunks (ON DELETE CASCADE) go with the run.
         tx.exec0("DELETE FROM keymig.runs WHERE run_id = " + tx.quote(run_id));
       }
     } catch (const std::exception& e) {
