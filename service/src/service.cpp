@@ -289,6 +289,18 @@ struct Service::Impl {
       return;
     }
     listen_socket.assign(fd);
+    // Ready means the application can queue requests, so keymig.requests must exist first
+    // (on a fresh database the worker would create it only at its first claim).
+    try {
+      db::ConnectOptions connect;
+      connect.dsn = listen_dsn;
+      connect.max_retries = 0;
+      db::Connection conn(connect);
+      db::ensure_schema(conn);
+    } catch (const std::exception& e) {
+      listener_lost(one_line(e.what()));
+      return;
+    }
     reconnect_attempt = 0;
     db_up = true;
     KEYMIG_LOG(info, "service", "listening_for_requests", {"channel", kChannel});

@@ -23,14 +23,17 @@ def pg(*args):
 
 def start_same_port():
     """scripts/pg start picks a new port; the service must find the server where it was."""
-    with open(os.path.join(PG_DIR, "port")) as f:
+    # scripts/pg may have put the cluster outside a work tree the postgres user cannot
+    # reach (and linked it): hand pg_ctl the real path.
+    state = os.path.realpath(PG_DIR)
+    with open(os.path.join(state, "port")) as f:
         port = f.read().strip()
     cmd = [os.path.join(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"), "pg_ctl"),
-           "-D", os.path.join(PG_DIR, "data"), "-o", "-p " + port,
-           "-l", os.path.join(PG_DIR, "server.log"), "-w", "-t", "60", "start"]
+           "-D", os.path.join(state, "data"), "-o", "-p " + port,
+           "-l", os.path.join(state, "server.log"), "-w", "-t", "60", "start"]
     if os.getuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, cwd="/")
 
 
 class ServeDatabaseRestartTest(DbTestCase):
