@@ -231,26 +231,49 @@ std::string list_ids(const char* title, const std::vector<std::string>& ids, std
   return out.str();
 }
 
+// --- the passes over the table: scan, migrate, verify -------------------------------------
+
+void add_walk_flags(CLI::App& sub, Common& common, PassFlags& f) {
+  add_config_flags(sub, common);
+  add_db_flags(sub, common);
+  add_output_flags(sub, common);
+  add_pass_flags(sub, f);
+  add_metrics_flags(sub, f.metrics);
+}
+
+// What a pass needs before it starts: config, keys, engine options with progress and
+// metrics attached. Members in construction order.
+struct Walk {
+  Walk(const Common& common, const PassFlags& f, const char* command)
+      : config(load_config(common)),
+        keys(load_keyring(config)),
+        options(make_options(common, config, f)),
+        metrics(config, f.metrics, command) {
+    options.metrics = metrics.get();
+    attach_progress(options);
+  }
+  /// After the engine returned: ends the progress line and publishes the metrics.
+  void done(const std::string& target) {
+    end_progress(options);
+    metrics.publish(true, target);
+  }
+
+  config::Config config;
+  crypto::KeyRing keys;
+  engine::Options options;
+  OneShotMetrics metrics;
+};
+
 // --- scan -------------------------------------------------------------------------------
 
 std::function<int()> setup_scan(CLI::App& sub, Common& common) {
   auto f = std::make_shared<PassFlags>();
-  add_config_flags(sub, common);
-  add_db_flags(sub, common);
-  add_output_flags(sub, common);
-  add_pass_flags(sub, *f);
-  add_metrics_flags(sub, f->metrics);
+  add_walk_flags(sub, common, *f);
   add_selection_flags(sub, *f);
   return [f, &common] {
-    auto config = load_config(common);
-    auto keys = load_keyring(config);
-    auto options = make_options(common, config, *f);
-    OneShotMetrics m(config, f->metrics, "scan");
-    options.metrics = m.get();
-    attach_progress(options);
-    auto r = engine::scan(keys, options);
-    end_progress(options);
-    m.publish(true, r.target);
+    Walk w(common, *f, "scan");
+    auto r = engine::scan(w.keys, w.options);
+    w.done(r.target);
     std::ostringstream text;
     text << "scan of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s";
     for (const auto& k : r.by_key)
@@ -270,28 +293,18 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
 
 std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
   auto f = std::make_shared<PassFlags>();
-  add_config_flags(sub, common);
-  add_db_flags(sub, common);
-  add_output_flags(sub, common);
-  add_pass_flags(sub, *f);
-  add_metrics_flags(sub, f->metrics);
+  add_walk_flags(sub, common, *f);
   add_selection_flags(sub, *f);
   sub.add_flag("--dry-run", f->dry_run, "count what would change; write nothing");
   sub.add_option("--run-id", f->run_id,
                  "resume this run, or join it as another worker (created if new)")
       ->type_name("ID");
   return [f, &common] {
-    auto config = load_config(common);
-    auto keys = load_keyring(config);
-    auto options = make_options(common, config, *f);
-    OneShotMetrics m(config, f->metrics, "migrate");
-    options.metrics = m.get();
-    options.stop = &g_stop;
+    Walk w(common, *f, "migrate");
+    w.options.stop = &g_stop;
     install_stop_handlers();
-    attach_progress(options);
-    auto r = engine::migrate(keys, options);
-    end_progress(options);
-    m.publish(true, r.target);
+    auto r = engine::migrate(w.keys, w.options);
+    w.done(r.target);
     std::ostringstream text;
     if (r.dry_run) {
       text << "dry run on " << r.target << " (nothing written)";
@@ -337,23 +350,13 @@ std::string verify_text(const engine::VerifyReport& r) {
 
 std::function<int()> setup_verify(CLI::App& sub, Common& common) {
   auto f = std::make_shared<PassFlags>();
-  add_config_flags(sub, common);
-  add_db_flags(sub, common);
-  add_output_flags(sub, common);
-  add_pass_flags(sub, *f);
-  add_metrics_flags(sub, f->metrics);
+  add_walk_flags(sub, common, *f);
   sub.add_option("--run", f->run_id, "also check this run's journal: old and new plaintexts equal")
       ->type_name("ID");
   return [f, &common] {
-    auto config = load_config(common);
-    auto keys = load_keyring(config);
-    auto options = make_options(common, config, *f);
-    OneShotMetrics m(config, f->metrics, "verify");
-    options.metrics = m.get();
-    attach_progress(options);
-    auto r = engine::verify(keys, options, f->run_id);
-    end_progress(options);
-    m.publish(true, r.target);
+    Walk w(common, *f, "verify");
+    auto r = engine::verify(w.keys, w.options, f->run_id);
+    w.done(r.target);
     print(common, r.to_json(), verify_text(r));
     return r.exit_code();
   };
