@@ -395,11 +395,9 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     report.state = "dry_run";
   }
   report.seconds = seconds_since(start);
+  publish_rows_by_key(opts.metrics, report.target, report.by_key, report.undecryptable,
+                      report.empty);
   if (auto* m = opts.metrics) {
-    for (const auto& k : report.by_key)
-      m->set_rows_by_key(report.target, k.key, static_cast<double>(k.rows));
-    m->set_rows_by_key(report.target, "undecryptable", static_cast<double>(report.undecryptable));
-    m->set_rows_by_key(report.target, "empty", static_cast<double>(report.empty));
     m->set_run_in_progress(false);
     if (!opts.dry_run && report.state == "completed")
       m->set_last_success("migrate", std::chrono::duration<double>(

@@ -26,12 +26,13 @@ Options options_from_config(const config::Config& config) {
   return o;
 }
 
-ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
-  const auto start = std::chrono::steady_clock::now();
-  db::Connection reader = open_connection(options.connect, options.metrics);
-  const db::Table table = db::check_target(reader, target_spec(options.target));
-  ScanReport report;
-  report.target = table.label();
+namespace {
+
+// The read-only passes (scan, verify): every selected row through `mode`, with progress;
+// `sink` sees each batch in order after it is counted. Returns the totals.
+Tally read_pass(const crypto::KeyRing& keys, const Options& options, db::Connection& reader,
+                const db::Table& table, Mode mode, std::vector<UndecryptableRow>& undecryptable,
+                const std::function<void(Batch&)>& sink) {
   const std::int64_t total =
       db::count_rows(reader, table, options.selection.empty() ? nullptr : &options.selection);
   PageSource source(reader, table, options);
@@ -39,17 +40,31 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   Tally sum;
   run_pipeline(
       options.threads, [&] { return source.next(); },
-      [&](Batch& b) { transform(b, keys, Mode::scan, table.has_flag()); },
+      [&](Batch& b) { transform(b, keys, mode, table.has_flag()); },
       [&](std::unique_ptr<Batch> b) {
         sum.add(b->tally);
         for (auto& r : b->undecryptable)
-          if (report.undecryptable_rows.size() < kMaxListedRows)
-            report.undecryptable_rows.push_back(std::move(r));
-        if (options.metrics)
-          options.metrics->add_crypto_operations("classify", b->tally.classify_ops);
+          if (undecryptable.size() < kMaxListedRows) undecryptable.push_back(std::move(r));
+        sink(*b);
         meter.add(b->tally.rows);
       });
   meter.finish();
+  return sum;
+}
+
+}  // namespace
+
+ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
+  const auto start = std::chrono::steady_clock::now();
+  db::Connection reader = open_connection(options.connect, options.metrics);
+  const db::Table table = db::check_target(reader, target_spec(options.target));
+  ScanReport report;
+  report.target = table.label();
+  const Tally sum =
+      read_pass(keys, options, reader, table, Mode::scan, report.undecryptable_rows, [&](Batch& b) {
+        if (options.metrics)
+          options.metrics->add_crypto_operations("classify", b.tally.classify_ops);
+      });
   report.rows_scanned = sum.rows;
   report.active = sum.active;
   report.rolling = sum.rolling;
@@ -59,12 +74,8 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   report.undecryptable_by_reason = sum.by_reason;
   report.flag_wrong = sum.flag_wrong;
   report.seconds = seconds_since(start);
-  if (auto* m = options.metrics) {
-    for (const auto& k : report.by_key)
-      m->set_rows_by_key(report.target, k.key, static_cast<double>(k.rows));
-    m->set_rows_by_key(report.target, "undecryptable", static_cast<double>(report.undecryptable));
-    m->set_rows_by_key(report.target, "empty", static_cast<double>(report.empty));
-  }
+  publish_rows_by_key(options.metrics, report.target, report.by_key, report.undecryptable,
+                      report.empty);
   KEYMIG_LOG(info, "engine", "scan_done", {"target", report.target}, {"rows", report.rows_scanned},
              {"active", report.active}, {"rolling", report.rolling},
              {"undecryptable", report.undecryptable});
@@ -102,29 +113,16 @@ VerifyReport verify(const crypto::KeyRing& keys, const Options& options,
     if (run->target != table.label())
       throw UsageError("run " + run_id + " is on " + run->target + ", not " + table.label());
   }
-  const std::int64_t total =
-      db::count_rows(reader, table, options.selection.empty() ? nullptr : &options.selection);
-  PageSource source(reader, table, options);
-  ProgressMeter meter(options, total, 0);
-  Tally sum;
-  run_pipeline(
-      options.threads, [&] { return source.next(); },
-      [&](Batch& b) { transform(b, keys, Mode::verify, table.has_flag()); },
-      [&](std::unique_ptr<Batch> b) {
-        sum.add(b->tally);
-        for (auto& r : b->undecryptable)
-          if (report.undecryptable_rows.size() < kMaxListedRows)
-            report.undecryptable_rows.push_back(std::move(r));
-        for (auto& id : b->needs_rolling)
-          if (report.needs_rolling_rows.size() < kMaxListedRows)
-            report.needs_rolling_rows.push_back(std::move(id));
-        if (auto* m = options.metrics) {
-          m->add_crypto_operations("verify", b->tally.decrypt_ops);
-          m->add_crypto_operations("classify", b->tally.classify_ops);
-        }
-        meter.add(b->tally.rows);
-      });
-  meter.finish();
+  const Tally sum = read_pass(keys, options, reader, table, Mode::verify, report.undecryptable_rows,
+                              [&](Batch& b) {
+                                for (auto& id : b.needs_rolling)
+                                  if (report.needs_rolling_rows.size() < kMaxListedRows)
+                                    report.needs_rolling_rows.push_back(std::move(id));
+                                if (auto* m = options.metrics) {
+                                  m->add_crypto_operations("verify", b.tally.decrypt_ops);
+                                  m->add_crypto_operations("classify", b.tally.classify_ops);
+                                }
+                              });
   report.rows_scanned = sum.rows;
   report.ok = sum.verified_ok;
   report.needs_rolling = sum.rolling;

@@ -336,4 +336,13 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+void publish_rows_by_key(metrics::Metrics* metrics, const std::string& target,
+                         const std::vector<KeyRows>& by_key, std::int64_t undecryptable,
+                         std::int64_t empty) {
+  if (!metrics) return;
+  for (const auto& k : by_key) metrics->set_rows_by_key(target, k.key, static_cast<double>(k.rows));
+  metrics->set_rows_by_key(target, "undecryptable", static_cast<double>(undecryptable));
+  metrics->set_rows_by_key(target, "empty", static_cast<double>(empty));
+}
+
 }  // namespace keymig::engine::detail

@@ -131,4 +131,9 @@ class ProgressMeter {
                                             const std::vector<std::int64_t>& by_key);
 [[nodiscard]] double seconds_since(std::chrono::steady_clock::time_point start);
 
+/// keymig_rows_by_key for every configured key plus undecryptable and empty rows.
+void publish_rows_by_key(metrics::Metrics* metrics, const std::string& target,
+                         const std::vector<KeyRows>& by_key, std::int64_t undecryptable,
+                         std::int64_t empty);
+
 }  // namespace keymig::engine::detail
