@@ -1,5 +1,6 @@
 #include "keymig/db/connection.hpp"
 
+#include <functional>
 #include <utility>
 
 #include "keymig/log.hpp"
@@ -70,6 +71,7 @@ pqxx::connection& Connection::Impl::get() {
 
 void Connection::Impl::open() {
   conn.reset();
+  prepared.clear();
   try {
     auto c = std::make_unique<pqxx::connection>(options.dsn);
     // Timeouts as session settings so every statement of this session is bounded: a
@@ -84,6 +86,12 @@ void Connection::Impl::open() {
   } catch (...) {
     rethrow_translated("connecting to PostgreSQL");
   }
+}
+
+std::string prepared(Connection::Impl& impl, const std::string& sql) {
+  std::string name = "keymig_" + std::to_string(std::hash<std::string>{}(sql));
+  if (impl.prepared.insert(name).second) impl.get().prepare(name, sql);
+  return name;
 }
 
 Connection::Connection(ConnectOptions options) : impl_(std::make_unique<Impl>()) {

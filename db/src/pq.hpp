@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 
 #include "keymig/db/connection.hpp"
 #include "keymig/secure.hpp"
@@ -17,6 +18,7 @@ namespace keymig::db {
 struct Connection::Impl {
   ConnectOptions options;
   std::unique_ptr<pqxx::connection> conn;
+  std::unordered_set<std::string> prepared;  // statement names prepared on `conn`
 
   /// The live session; throws a retryable DbError when it is gone.
   pqxx::connection& get();
@@ -36,6 +38,13 @@ auto guarded(Connection& conn, std::string_view context, F&& f) {
     rethrow_translated(context);
   }
 }
+
+/// The name of `sql` as a prepared statement of this session, preparing it on first use.
+/// For statements whose parameters are large: an unnamed statement is planned with its
+/// parameters folded in as constants, and the planner copies those constants (whole
+/// arrays of tokens) several times per execution. A prepared statement soon runs a
+/// generic plan that refers to them instead.
+[[nodiscard]] std::string prepared(Connection::Impl& impl, const std::string& sql);
 
 /// A PostgreSQL array literal of text elements ("{...}", each element quoted).
 /// nullptr elements are NULL.

@@ -89,6 +89,16 @@ CREATE TRIGGER runs_delete_journal AFTER DELETE ON keymig.runs
 INSERT INTO keymig.schema_version (version) VALUES (2);
 )SQL";
 
+// Version 3: the journal's key columns compare bytewise (COLLATE "C"). Under a database's
+// linguistic collation every key comparison of a journal insert went through strcoll; the
+// key only has to be unique and ordered, not sorted for people. This rewrites the journal
+// once (after finalize it is usually empty).
+const char* const kSchemaV3 = R"SQL(
+ALTER TABLE keymig.journal ALTER COLUMN run_id TYPE text COLLATE "C",
+  ALTER COLUMN row_id TYPE text COLLATE "C";
+INSERT INTO keymig.schema_version (version) VALUES (3);
+)SQL";
+
 const char* const kRunColumns =
     "run_id, kind, target, state, coalesce(active_fingerprint, ''),"
     " coalesce(array_to_string(rolling_fingerprints, ','), ''), coalesce(selection::text, 'null'),"
@@ -187,6 +197,10 @@ void ensure_schema(Connection& conn) {
     if (version < 2) {
       tx.exec(kSchemaV2);
       KEYMIG_LOG(info, "db", "schema_upgraded", {"schema", "keymig"}, {"version", 2});
+    }
+    if (version < 3) {
+      tx.exec(kSchemaV3);
+      KEYMIG_LOG(info, "db", "schema_upgraded", {"schema", "keymig"}, {"version", 3});
     }
     tx.commit();
   });

@@ -137,6 +137,31 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
     CHECK(sql_value("SELECT rows_scanned FROM keymig.runs WHERE run_id = '" + run_id + "'") == "3");
     CHECK(sql_value("SELECT count(*) FROM keymig.journal WHERE run_id = '" + run_id + "'") == "2");
   }
+  SECTION("a batch whose chunk checkpoint moved writes nothing and stops the lane") {
+    // As after a crash that lost this worker's last commit: the batch expects checkpoint
+    // "7", the database still says "3".
+    sql("UPDATE h3a_cas.users SET tok = 'old4' WHERE id = 2");
+    std::vector<keymig::db::Change> next;
+    keymig::db::Change c;
+    c.id = "2";
+    c.old_token = SecretString(std::string_view("old4"));
+    c.new_token = SecretString(std::string_view("new4"));
+    c.old_flag = false;
+    next.push_back(std::move(c));
+    keymig::db::BatchContext later = ctx;
+    later.prev_checkpoint = "7";
+    later.checkpoint = "9";
+    try {
+      (void)keymig::db::write_batch(conn, t, next, later);
+      FAIL("write_batch accepted a batch whose chunk moved");
+    } catch (const keymig::db::DbError& e) {
+      CHECK_FALSE(e.retryable());
+      CHECK(std::string(e.what()).find("moved under this worker") != std::string::npos);
+    }
+    CHECK(sql_value("SELECT tok FROM h3a_cas.users WHERE id = 2") == "old4");
+    CHECK(sql_value("SELECT count(*) FROM keymig.journal WHERE run_id = '" + run_id + "'") == "2");
+    CHECK(sql_value("SELECT checkpoint FROM keymig.chunks WHERE run_id = '" + run_id + "'") == "3");
+  }
   SECTION("rollback restores what still holds the new token and leaves the rest") {
     sql("UPDATE h3a_cas.users SET tok = 'user-reenrolled' WHERE id = 3");
     auto page = keymig::db::rollback_page(conn, t, run_id, std::nullopt, 100);
