@@ -25,6 +25,10 @@ class ServeSigtermTest(DbTestCase):
                               migration={"batchSize": 100, "maxRowsPerSecond": 1000})
         serve = ServeProcess(config, dsn, fx.secrets)
         serve.wait_ready()
+        # It holds keys and tokens in memory: no core file.
+        with open("/proc/%d/limits" % serve.proc.pid) as f:
+            core = [line.split()[4:6] for line in f if line.startswith("Max core file size")]
+        self.assertEqual(core, [["0", "0"]])
         rid = enqueue(dsn, "migrate")
         run_id = wait_until(lambda: journal_count(dsn) > 0 and running_run_id(dsn), 30)
         self.assertTrue(run_id, serve.stderr()[-2000:])
