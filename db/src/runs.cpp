@@ -347,6 +347,11 @@ std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
                 kHolderAlive +
                 "))"
                 "   ORDER BY k.chunk_no LIMIT 1 FOR UPDATE OF k SKIP LOCKED)"
+                // Asynchronous commit: a synchronous one flushed the WAL of every batch
+                // written since, a stall of each lane at each chunk. A lease lost in a
+                // crash is harmless: its holder's session died with it, so the chunk is
+                // free again, from its last checkpoint that survived.
+                "   AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
                 " RETURNING c.chunk_no, c.lo, c.hi, c.checkpoint",
             run_id, worker);
         if (r.empty()) return std::nullopt;
