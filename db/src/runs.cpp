@@ -376,15 +376,18 @@ void renew_leases(Connection& conn, const std::string& run_id, const std::string
   });
 }
 
-std::int64_t live_foreign_leases(Connection& conn, const std::string& run_id) {
+std::int64_t live_foreign_leases(Connection& conn, const std::string& run_id,
+                                 const std::string& except_workers) {
   return guarded(conn, "reading leases of run " + run_id, [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     return tx
         .exec_params(
             std::string("SELECT count(*) FROM keymig.chunks k WHERE k.run_id = $1"
-                        " AND k.state = 'leased' AND k.leased_pid <> pg_backend_pid() AND ") +
+                        " AND k.state = 'leased' AND k.leased_pid <> pg_backend_pid()"
+                        " AND ($2 = '' OR left(coalesce(k.leased_by, ''), length($2)) <> $2)"
+                        " AND ") +
                 kHolderAlive,
-            run_id)[0][0]
+            run_id, except_workers)[0][0]
         .as<std::int64_t>();
   });
 }

@@ -221,6 +221,9 @@ TEST_CASE("chunks are leased once while their holder's session lives", "[db][run
     CHECK(second->chunk_no == 1);
     CHECK(second->lo == std::optional<std::string>("30"));
     CHECK(keymig::db::live_foreign_leases(a, run.run_id) == 1);
+    // A process does not wait for its own lanes: their names share its prefix.
+    CHECK(keymig::db::live_foreign_leases(a, run.run_id, "b") == 0);
+    CHECK(keymig::db::live_foreign_leases(a, run.run_id, "c") == 1);
   }
   // b's session ended: its chunk is free at once (a short wait for the backend to exit).
   std::optional<keymig::db::Chunk> again;

@@ -95,8 +95,11 @@ struct Chunk {
 /// Moves this worker's leases to the current session (after a reconnect), so that they
 /// do not look abandoned to other workers.
 void renew_leases(Connection& conn, const std::string& run_id, const std::string& worker);
-/// Number of chunks whose holder is alive and not this session (other workers).
-[[nodiscard]] std::int64_t live_foreign_leases(Connection& conn, const std::string& run_id);
+/// Number of chunks whose holder is alive and not this session (other workers). With
+/// `except_workers`, leases whose holder name starts with it (this process's other
+/// lanes, which finish their chunks themselves) are not counted either.
+[[nodiscard]] std::int64_t live_foreign_leases(Connection& conn, const std::string& run_id,
+                                               const std::string& except_workers = {});
 
 /// A journaled row (tokens are secrets; new_token null: the secret was cleared).
 struct JournalEntry {
