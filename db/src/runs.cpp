@@ -1,5 +1,7 @@
 #include "keymig/db/runs.hpp"
 
+#include <algorithm>
+
 #include "keymig/log.hpp"
 #include "pq.hpp"
 
@@ -317,15 +319,31 @@ bool complete_run_if_done(Connection& conn, const std::string& run_id) {
 }
 
 std::vector<std::optional<std::string>> chunk_boundaries(Connection& conn, const Table& t,
-                                                         std::int64_t rows_per_chunk) {
+                                                         std::int64_t rows_per_chunk,
+                                                         std::int64_t* total_rows) {
+  const std::int64_t per = std::max<std::int64_t>(1, rows_per_chunk);
+  // A walk along the id index, one chunk per step (an index-only scan of `per` entries
+  // once the table is vacuumed), that counts the rows too: a window function over the
+  // table plus a count(*) read it twice, a second and more per ten million rows.
+  const std::string step = "SELECT t." + t.q_id + "::text FROM " + t.q_table + " AS t";
+  const std::string order =
+      " ORDER BY t." + t.q_id + " OFFSET " + std::to_string(per - 1) + " LIMIT 1";
+  const std::string after = " WHERE t." + t.q_id + " > $1::" + t.id_type;
   return guarded(conn, "planning chunks", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    auto r = tx.exec_params("SELECT id::text FROM (SELECT " + t.q_id +
-                                " AS id, row_number() OVER (ORDER BY " + t.q_id + ") AS rn FROM " +
-                                t.q_table + ") s WHERE rn % $1 = 0 ORDER BY rn",
-                            rows_per_chunk < 1 ? std::int64_t{1} : rows_per_chunk);
     std::vector<std::optional<std::string>> out;
-    for (const auto& row : r) out.emplace_back(row[0].as<std::string>());
+    for (;;) {
+      auto r =
+          out.empty() ? tx.exec(step + order) : tx.exec_params(step + after + order, *out.back());
+      if (r.empty()) break;
+      out.emplace_back(r[0][0].as<std::string>());
+    }
+    if (total_rows) {
+      const std::string rest =
+          "SELECT count(*) FROM " + t.q_table + " AS t" + (out.empty() ? std::string() : after);
+      auto r = out.empty() ? tx.exec(rest) : tx.exec_params(rest, *out.back());
+      *total_rows = static_cast<std::int64_t>(out.size()) * per + r[0][0].as<std::int64_t>();
+    }
     out.emplace_back(std::nullopt);
     return out;
   });

@@ -186,10 +186,19 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   }
 
   report.not_found = db::missing_selection(reader, table, opts.selection);
-  const std::int64_t total =
-      db::count_rows(reader, table, opts.selection.empty() ? nullptr : &opts.selection);
+  const std::int64_t per_chunk = opts.rows_per_chunk > 0
+                                     ? opts.rows_per_chunk
+                                     : std::max<std::int64_t>(1, opts.batch_size) * 10;
+  const bool new_run = !opts.dry_run && !run;
+  // A new run over the whole table counts its rows while it plans the chunks.
+  std::int64_t total = 0;
+  std::vector<std::optional<std::string>> bounds{std::nullopt};
+  if (new_run && opts.selection.empty())
+    bounds = db::chunk_boundaries(reader, table, per_chunk, &total);
+  else
+    total = db::count_rows(reader, table, opts.selection.empty() ? nullptr : &opts.selection);
 
-  if (!opts.dry_run && !run) {
+  if (new_run) {
     db::Run fresh;
     fresh.run_id = opts.run_id.empty() ? new_run_id() : opts.run_id;
     fresh.kind = "migrate";
@@ -201,11 +210,6 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     fresh.journal = opts.journal;
     fresh.host = hostname();
     fresh.pid = static_cast<int>(getpid());
-    const std::int64_t per_chunk = opts.rows_per_chunk > 0
-                                       ? opts.rows_per_chunk
-                                       : std::max<std::int64_t>(1, opts.batch_size) * 10;
-    auto bounds = opts.selection.empty() ? db::chunk_boundaries(reader, table, per_chunk)
-                                         : std::vector<std::optional<std::string>>{std::nullopt};
     if (!db::create_run(reader, fresh, bounds)) {
       // Another worker created it a moment ago: join it.
       report.resumed = true;

@@ -73,11 +73,12 @@ void add_run_counts(Connection& conn, const std::string& run_id, const RunCounts
 /// Sets state completed when every chunk is done; true if the run is completed now.
 [[nodiscard]] bool complete_run_if_done(Connection& conn, const std::string& run_id);
 
-/// Upper bounds that cut the target into ranges of about rows_per_chunk rows; the last
-/// range is open (nullopt), so the result is never empty.
-[[nodiscard]] std::vector<std::optional<std::string>> chunk_boundaries(Connection& conn,
-                                                                       const Table& table,
-                                                                       std::int64_t rows_per_chunk);
+/// Upper bounds that cut the target into ranges of rows_per_chunk rows; the last range
+/// is open (nullopt), so the result is never empty. `total_rows` (if given) receives the
+/// number of rows counted on the way.
+[[nodiscard]] std::vector<std::optional<std::string>> chunk_boundaries(
+    Connection& conn, const Table& table, std::int64_t rows_per_chunk,
+    std::int64_t* total_rows = nullptr);
 
 /// A leased id range of a run: lo < id <= hi, resumed after checkpoint.
 struct Chunk {
