@@ -286,7 +286,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       // together: the rows keep their old tokens, which the rolling key still reads, and
       // the chunk resumes from the last checkpoint that survived (a later batch of this
       // process then finds the checkpoint moved and stops the lane; the run stays
-      // resumable). Every synchronous commit (lease, run completion, finalize) flushes
+      // resumable). Every synchronous commit (run completion, finalize) flushes
       // the WAL before it, async batches included, and finalize re-verifies the rows
       // themselves. The cfg side of the LEFT JOIN is always evaluated; with no row
       // changed the one result row has a NULL id.

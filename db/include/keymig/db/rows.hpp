@@ -91,8 +91,10 @@ struct BatchResult {
 };
 
 /// One statement, one transaction, one round trip: the CAS update, the journal rows of
-/// exactly the rows changed (ON CONFLICT DO NOTHING), the run checkpoint and counts.
-/// Safe to repeat. Throws DbError.
+/// exactly the rows changed, the run checkpoint and counts. A chunk batch writes only if
+/// its chunk checkpoint is still prev_checkpoint; repeated after a commit whose reply was
+/// lost it writes nothing and reports what that commit applied. Safe to repeat. Throws
+/// DbError, non-retryable when the chunk's checkpoint moved under this worker.
 [[nodiscard]] BatchResult write_batch(Connection& conn, const Table& table,
                                       const std::vector<Change>& changes, const BatchContext& ctx);
 
