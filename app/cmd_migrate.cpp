@@ -50,7 +50,8 @@ void add_pass_flags(CLI::App& sub, PassFlags& f) {
       ->check(CLI::NonNegativeNumber);
   sub.add_option("--batch-size", f.batch_size, "rows per page and per write transaction")
       ->check(CLI::PositiveNumber);
-  sub.add_option("--max-rows-per-second", f.max_rows_per_second, "throttle (0: unthrottled)")
+  sub.add_option("--max-rows-per-second", f.max_rows_per_second,
+                 "throttle: rows per second for this process, all lanes together (0: unthrottled)")
       ->check(CLI::NonNegativeNumber);
 }
 

@@ -241,6 +241,8 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
                         : std::max(1, std::min(opts.lanes > 0 ? opts.lanes : cores, 8));
   std::atomic<bool> abort{false};
   bool stopped = false;
+  // --max-rows-per-second is the process's rate, whatever the number of lanes.
+  const auto pacer = std::make_shared<Pacer>();
 
   auto fail_run = [&](const std::exception& e) {
     if (opts.metrics) opts.metrics->set_run_in_progress(false);
@@ -258,6 +260,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
                       bool& lane_stopped) {
     PageSource source(rconn, table, opts);
     source.set_abort(&abort);
+    source.share_pacer(pacer);
     if (run)
       source.use_run(run->run_id,
                      hostname() + ":" + std::to_string(getpid()) + ":" + std::to_string(lane));

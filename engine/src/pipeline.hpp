@@ -68,6 +68,20 @@ void transform(Batch& batch, const crypto::KeyRing& keys, Mode mode, bool has_fl
 [[nodiscard]] std::function<void(const db::DbError&, int)> retry_hook(metrics::Metrics* metrics,
                                                                       const char* what);
 
+/// Paces reads to options.max_rows_per_second across every lane that shares it: the
+/// limit is the process's, not each lane's. Thread-safe.
+class Pacer {
+ public:
+  /// The time at which `rows` more rows may be read (now or later); counts them.
+  [[nodiscard]] std::chrono::steady_clock::time_point reserve(std::int64_t rows,
+                                                              double rows_per_second);
+
+ private:
+  std::mutex mutex_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::int64_t reserved_ = 0;
+};
+
 /// Serial source of keyset pages: either one range over the whole (filtered) target, or
 /// the chunks of a run, leased one after another until none is left.
 class PageSource {
@@ -79,6 +93,8 @@ class PageSource {
   [[nodiscard]] bool stopped() const noexcept { return stopped_; }
   /// A second stop signal, internal to the engine (a sibling lane failed).
   void set_abort(const std::atomic<bool>* abort) noexcept { abort_ = abort; }
+  /// Lanes of one process share one pacer (by default each source has its own).
+  void share_pacer(std::shared_ptr<Pacer> pacer) { pacer_ = std::move(pacer); }
 
  private:
   void throttle(std::int64_t rows);
@@ -98,8 +114,7 @@ class PageSource {
   std::optional<db::Chunk> chunk_;
   std::optional<std::string> cursor_;         // last id read
   std::optional<std::string> db_checkpoint_;  // the chunk's checkpoint as committed
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-  std::int64_t emitted_ = 0;
+  std::shared_ptr<Pacer> pacer_ = std::make_shared<Pacer>();
 };
 
 /// Runs source -> parallel transform -> serial sink with `threads` workers and a few
