@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   ::setrlimit(RLIMIT_CORE, &no_core);
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   // A batch's buffers are a few hundred KiB: above glibc's default mmap threshold each
-  // one was a fresh mapping, page-faulted in and unmapped again (a fifth of migrate's
+  // one was a fresh mapping, page-faulted in and unmapped again (two fifths of migrate's
   // own CPU). Kept in the heap they are reused; memory stays bounded by the batches in
   // flight.
   ::mallopt(M_MMAP_THRESHOLD, 64 << 20);
