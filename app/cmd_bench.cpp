@@ -77,7 +77,8 @@ std::function<int()> setup_bench_db(CLI::App& bench, Common& common) {
       "db",
       "end-to-end: keymig migrate (run as a child of this binary) on a scratch table of "
       "rolling-key tokens, against PostgreSQL's own one-statement rewrite of the same rows; "
-      "migrate seconds, rows/s, the floor, the ratio and peak RSS. Drops its scratch tables");
+      "migrate seconds, rows/s, the floor (from a new session; the warm-session figure beside it), "
+      "the ratio and peak RSS. Drops its scratch tables");
   auto options = std::make_shared<bench::DbBenchOptions>();
   sub->add_option("--rows", options->rows, "rows in the scratch table")
       ->capture_default_str()

@@ -234,6 +234,21 @@ void fresh_copy(pqxx::connection& conn, const std::string& q_schema, const std::
   }
 }
 
+// One timed `UPDATE ... SET secret = secret || ''` over every row, then the table goes.
+double time_floor(pqxx::connection& conn, const std::string& q_schema, std::int64_t rows) {
+  pqxx::nontransaction tx(conn);
+  const auto start = Clock::now();
+  const auto r = tx.exec0("UPDATE " + q_schema + ".floor SET mfa_secret = mfa_secret || ''" +
+                          " WHERE mfa_secret IS NOT NULL AND mfa_secret <> ''");
+  const double seconds = seconds_since(start);
+  if (r.affected_rows() != static_cast<std::size_t>(rows))
+    throw DbBenchError("bench db: the floor statement updated " +
+                       std::to_string(r.affected_rows()) + " rows, expected " +
+                       std::to_string(rows));
+  tx.exec0("DROP TABLE " + q_schema + ".floor");
+  return seconds;
+}
+
 SecretString child_config(const crypto::Key& active, const crypto::Key& rolling,
                           const DbBenchOptions& o, const std::string& table) {
   const SecretString a = active.encode();
@@ -345,22 +360,21 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
         tx.exec0("DROP TABLE " + q_schema + ".users");
       }
 
+      // The floor runs in a session of its own, as keymig's sessions and an operator's
+      // psql are new. The session that just copied the rows has already faulted the
+      // buffer pool's pages into its address space, which makes the same UPDATE about a
+      // fifth faster there; that figure is reported beside it, not used for the ratio.
       fresh_copy(*conn, q_schema, "floor");
       {
-        pqxx::nontransaction tx(*conn);
-        const auto start = Clock::now();
-        const auto r = tx.exec0("UPDATE " + q_schema + ".floor SET mfa_secret = mfa_secret || ''" +
-                                " WHERE mfa_secret IS NOT NULL AND mfa_secret <> ''");
-        sample.floor_seconds = seconds_since(start);
-        if (r.affected_rows() != static_cast<std::size_t>(o.rows))
-          throw DbBenchError("bench db: the floor statement updated " +
-                             std::to_string(r.affected_rows()) + " rows, expected " +
-                             std::to_string(o.rows));
-        tx.exec0("DROP TABLE " + q_schema + ".floor");
+        pqxx::connection fresh(o.dsn);
+        sample.floor_seconds = time_floor(fresh, q_schema, o.rows);
       }
+      fresh_copy(*conn, q_schema, "floor");
+      sample.floor_warm_seconds = time_floor(*conn, q_schema, o.rows);
       KEYMIG_LOG(info, "bench", "db_sample", {"repeat", i + 1},
                  {"migrate_seconds", sample.migrate_seconds},
                  {"floor_seconds", sample.floor_seconds},
+                 {"floor_warm_seconds", sample.floor_warm_seconds},
                  {"peak_rss_bytes", sample.peak_rss_bytes});
       result.samples.push_back(sample);
     }
@@ -368,16 +382,20 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
     throw DbBenchError(std::string("bench db: database error: ") + e.what());
   }
 
-  std::vector<double> migrate, floor;
+  std::vector<double> migrate, floor, floor_warm;
   for (const auto& s : result.samples) {
     migrate.push_back(s.migrate_seconds);
     floor.push_back(s.floor_seconds);
+    floor_warm.push_back(s.floor_warm_seconds);
     // The worst sample: a peak is what an operator must provision for.
     result.peak_rss_bytes = std::max(result.peak_rss_bytes, s.peak_rss_bytes);
   }
   result.migrate_seconds = median(migrate);
   result.floor_seconds = median(floor);
+  result.floor_warm_seconds = median(floor_warm);
   result.ratio = result.floor_seconds > 0 ? result.migrate_seconds / result.floor_seconds : 0;
+  result.ratio_warm =
+      result.floor_warm_seconds > 0 ? result.migrate_seconds / result.floor_warm_seconds : 0;
   return result;
 }
 
@@ -386,11 +404,14 @@ std::string db_bench_json(const DbBenchResult& r) {
   for (const auto& s : r.samples)
     samples.push_back({{"migrate_seconds", s.migrate_seconds},
                        {"floor_seconds", s.floor_seconds},
+                       {"floor_warm_seconds", s.floor_warm_seconds},
                        {"peak_rss_bytes", s.peak_rss_bytes}});
   nlohmann::json j = {{"rows", r.rows},
                       {"migrate_seconds", r.migrate_seconds},
                       {"floor_seconds", r.floor_seconds},
                       {"ratio", r.ratio},
+                      {"floor_warm_seconds", r.floor_warm_seconds},
+                      {"ratio_warm", r.ratio_warm},
                       {"peak_rss_bytes", r.peak_rss_bytes},
                       {"rows_per_second", r.migrate_seconds > 0 ? r.rows / r.migrate_seconds : 0.0},
                       {"setup_seconds", r.setup_seconds},
@@ -413,6 +434,10 @@ std::string db_bench_text(const DbBenchResult& r) {
                 r.floor_seconds > 0 ? r.rows / r.floor_seconds : 0.0);
   out << line;
   std::snprintf(line, sizeof line, "  ratio           %8.2f x the floor\n", r.ratio);
+  out << line;
+  std::snprintf(line, sizeof line,
+                "  (floor in the session that copied the rows: %.3f s, ratio %.2f)\n",
+                r.floor_warm_seconds, r.ratio_warm);
   out << line;
   return out.str();
 }

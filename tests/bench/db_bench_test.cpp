@@ -61,6 +61,8 @@ TEST_CASE("bench db times migrate and the floor on the same rows and leaves noth
   CHECK(result.migrate_seconds > 0);
   CHECK(result.floor_seconds > 0);
   CHECK(result.ratio == Approx(result.migrate_seconds / result.floor_seconds));
+  CHECK(result.floor_warm_seconds > 0);
+  CHECK(result.ratio_warm == Approx(result.migrate_seconds / result.floor_warm_seconds));
   CHECK(result.peak_rss_bytes > 1024 * 1024);  // a real process, not a zeroed rusage
 
   const auto json = nlohmann::json::parse(keymig::bench::db_bench_json(result));
@@ -68,6 +70,8 @@ TEST_CASE("bench db times migrate and the floor on the same rows and leaves noth
   CHECK(json.at("migrate_seconds").get<double>() == Approx(result.migrate_seconds));
   CHECK(json.at("floor_seconds").get<double>() == Approx(result.floor_seconds));
   CHECK(json.at("ratio").get<double>() == Approx(result.ratio));
+  CHECK(json.at("floor_warm_seconds").get<double>() == Approx(result.floor_warm_seconds));
+  CHECK(json.at("samples").at(0).at("floor_warm_seconds").get<double>() > 0);
   CHECK(json.at("peak_rss_bytes").get<std::int64_t>() == result.peak_rss_bytes);
   CHECK(keymig::bench::db_bench_text(result).find("x the floor") != std::string::npos);
 

@@ -28,7 +28,8 @@ struct DbBenchOptions {
 /// One measurement: both sides on fresh copies of the same rows.
 struct DbBenchSample {
   double migrate_seconds = 0;       // wall clock of the `keymig migrate` child
-  double floor_seconds = 0;         // one `UPDATE ... SET secret = secret || ''`
+  double floor_seconds = 0;         // one `UPDATE ... SET secret = secret || ''`, new session
+  double floor_warm_seconds = 0;    // the same in the session that just copied the rows
   std::int64_t peak_rss_bytes = 0;  // the child's ru_maxrss, from wait4
 };
 
@@ -36,7 +37,9 @@ struct DbBenchResult {
   std::int64_t rows = 0;
   double migrate_seconds = 0;  // medians over the samples
   double floor_seconds = 0;
-  double ratio = 0;  // migrate_seconds / floor_seconds
+  double floor_warm_seconds = 0;
+  double ratio = 0;       // migrate_seconds / floor_seconds
+  double ratio_warm = 0;  // migrate_seconds / floor_warm_seconds, for reference
   std::int64_t peak_rss_bytes = 0;
   double setup_seconds = 0;  // building the scratch table (tokens + COPY)
   std::vector<DbBenchSample> samples;
@@ -53,7 +56,7 @@ struct DbBenchResult {
 [[nodiscard]] DbBenchResult run_db_bench(const DbBenchOptions& options);
 
 /// The `--json` object: {"rows", "migrate_seconds", "floor_seconds", "ratio",
-/// "peak_rss_bytes", ...}.
+/// "peak_rss_bytes", "floor_warm_seconds", "ratio_warm", ...}.
 [[nodiscard]] std::string db_bench_json(const DbBenchResult& result);
 /// Human-readable lines for the terminal.
 [[nodiscard]] std::string db_bench_text(const DbBenchResult& result);
