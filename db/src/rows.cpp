@@ -290,22 +290,24 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       // the WAL before it, async batches included, and finalize re-verifies the rows
       // themselves. The cfg side of the LEFT JOIN is always evaluated; with no row
       // changed the one result row has a NULL id.
-      " SELECT u.row_id, u.new_token = u.old_token, (SELECT count(*) FROM chk)"
-      " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg(v)"
-      " LEFT JOIN upd AS u ON true";
+      // One result row: the counts, and the ids whose compare-and-swap missed (rare, so
+      // the list is built only when some did). Sending back every changed id cost a row
+      // per change on both ends.
+      " SELECT cnt.rotated, cnt.fixed, (SELECT count(*) FROM chk),"
+      "   CASE WHEN cnt.applied < $14::bigint THEN ARRAY(SELECT x FROM unnest($2::text[]) AS x"
+      "     WHERE x NOT IN (SELECT row_id FROM upd)) END"
+      " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg(v), cnt";
 
   const std::string chunk_no = chunked ? std::to_string(*ctx.chunk_no) : std::string();
   const BinaryParam ids_p(ids), old_p(old_arr.view()), new_p(new_arr.view()), flags_p(flags);
   auto collect = [](const pqxx::result& r, BatchResult& out) {
-    out.applied.reserve(r.size());
-    for (const auto& row : r) {
-      if (row[0].is_null()) continue;  // the LEFT JOIN's row when nothing changed
-      out.applied.push_back(row[0].as<std::string>());
-      if (row[1].as<bool>())
-        ++out.flag_fixed;
-      else
-        ++out.rotated;
-    }
+    const auto row = r.at(0);
+    out.rotated = row[0].as<std::int64_t>();
+    out.flag_fixed = row[1].as<std::int64_t>();
+    if (row[3].is_null()) return;
+    auto parser = row[3].as_array();
+    for (auto e = parser.get_next(); e.first != pqxx::array_parser::done; e = parser.get_next())
+      if (e.first == pqxx::array_parser::string_value) out.missed.push_back(e.second);
   };
   return guarded(conn, "writing a batch", [&](pqxx::connection& c) {
     const std::string statement = prepared(conn.impl(), sql);
@@ -317,7 +319,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
                          ctx.counts.rows_scanned, ctx.counts.already_active, ctx.counts.empty,
                          ctx.counts.undecryptable, static_cast<std::int64_t>(changes.size()));
     BatchResult out;
-    if (!chunked || r.empty() || r[0][2].as<std::int64_t>() > 0) {
+    if (!chunked || r.at(0)[2].as<std::int64_t>() > 0) {
       collect(r, out);
       return out;
     }
@@ -337,13 +339,25 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
                         " moved under this worker (another worker holds it, or the server "
                         "lost its last batches in a crash); run keymig migrate again to resume",
                     "KM002", false);
-    collect(tx.exec_params("SELECT s.row_id, s.new_token = s.old_token FROM unnest($1::text[], "
-                           "$2::text[], $3::text[]) AS s(row_id, old_token, new_token)"
-                           " JOIN " +
-                               t.q_table + " AS t ON t." + t.q_id + " = s.row_id::" + t.id_type +
-                               " AND t." + t.q_secret + " = " + new_expr,
-                           ids_p.get(), old_p.get(), new_p.get()),
-            out);
+    // What that commit applied: the rows that hold this batch's new tokens.
+    const auto held = tx.exec_params(
+        "SELECT s.row_id, s.new_token = s.old_token,"
+        " t." +
+            t.q_id +
+            " IS NOT NULL FROM unnest($1::text[], "
+            "$2::text[], $3::text[]) AS s(row_id, old_token, new_token)"
+            " LEFT JOIN " +
+            t.q_table + " AS t ON t." + t.q_id + " = s.row_id::" + t.id_type + " AND t." +
+            t.q_secret + " = " + new_expr,
+        ids_p.get(), old_p.get(), new_p.get());
+    for (const auto& row : held) {
+      if (!row[2].as<bool>())
+        out.missed.push_back(row[0].as<std::string>());
+      else if (row[1].as<bool>())
+        ++out.flag_fixed;
+      else
+        ++out.rotated;
+    }
     return out;
   });
 }

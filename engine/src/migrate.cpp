@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-#include <unordered_set>
 
 #include "keymig/db/runs.hpp"
 #include "keymig/db/target.hpp"
@@ -99,12 +98,8 @@ void write_and_count(db::Connection& conn, const db::Table& table, const Options
       options.metrics->observe_batch(table.label(), "failed", seconds_since(start));
     throw;
   }
-  std::int64_t conflicts = static_cast<std::int64_t>(b.changes.size() - res.applied.size());
-  if (conflicts > 0) {
-    std::unordered_set<std::string> applied(res.applied.begin(), res.applied.end());
-    for (const auto& ch : b.changes)
-      if (!applied.count(ch.id)) out.note_conflict(ch.id);
-  }
+  const auto conflicts = static_cast<std::int64_t>(res.missed.size());
+  for (const auto& id : res.missed) out.note_conflict(id);
   out.rotated += res.rotated;
   out.flag_fixed += res.flag_fixed;
   out.already_active += b.tally.active_ok + res.flag_fixed;

@@ -119,7 +119,7 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
   ctx.checkpoint = "3";
   ctx.counts.rows_scanned = 3;
   auto res = keymig::db::write_batch(conn, t, changes, ctx);
-  CHECK(res.applied.size() == 2);
+  CHECK(res.missed == std::vector<std::string>{"2"});
   CHECK(res.rotated == 1);
   CHECK(res.flag_fixed == 1);
   CHECK(sql_value("SELECT tok FROM h3a_cas.users WHERE id = 1") == "new1");
@@ -132,7 +132,10 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
   SECTION("repeating a batch after an ambiguous commit counts it once") {
     ctx.prev_checkpoint = std::nullopt;  // as the first attempt saw it
     auto again = keymig::db::write_batch(conn, t, changes, ctx);
-    CHECK(again.applied.size() == 2);  // row 1 holds our new token: applied before
+    // Row 1 holds our new token and row 3 its flag: applied before; row 2 missed again.
+    CHECK(again.missed == std::vector<std::string>{"2"});
+    CHECK(again.rotated == 1);
+    CHECK(again.flag_fixed == 1);
     CHECK(sql_value("SELECT rotated FROM keymig.runs WHERE run_id = '" + run_id + "'") == "1");
     CHECK(sql_value("SELECT rows_scanned FROM keymig.runs WHERE run_id = '" + run_id + "'") == "3");
     CHECK(sql_value("SELECT count(*) FROM keymig.journal WHERE run_id = '" + run_id + "'") == "2");
@@ -186,7 +189,8 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
     keymig::db::BatchContext bctx;
     bctx.run_id = run_id;
     auto r = keymig::db::write_batch(conn, b, one, bctx);
-    CHECK(r.applied.size() == 1);
+    CHECK(r.missed.empty());
+    CHECK(r.rotated == 1);
     CHECK(sql_value("SELECT convert_from(tok, 'UTF8') FROM h3a_cas.bin WHERE id = 1") == "new1");
   }
 }

@@ -82,10 +82,10 @@ struct BatchContext {
   CountsDelta counts;
 };
 
-/// The ids the batch changed (or had changed on a previous, ambiguous attempt); the other
-/// changes missed their compare-and-swap: conflicts.
+/// What the batch changed (or had changed on a previous, ambiguous attempt). `missed`: the
+/// ids whose compare-and-swap failed (the row no longer held the old token): conflicts.
 struct BatchResult {
-  std::vector<std::string> applied;
+  std::vector<std::string> missed;
   std::int64_t rotated = 0;
   std::int64_t flag_fixed = 0;
 };
