@@ -92,6 +92,10 @@ std::function<int()> setup_bench_db(CLI::App& bench, Common& common) {
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1'000'000}));
   sub->add_flag("--journal,!--no-journal", options->journal,
                 "journal old tokens as a production run does (default on)");
+  sub->add_option("--migrate-binary", options->keymig_binary,
+                  "run this keymig binary's migrate instead of this one's: compares two builds "
+                  "on the same rows and the same floor (default: this binary)")
+      ->check(CLI::ExistingFile);
   add_db_flags(*sub, common);
   add_output_flags(*sub, common);
   return [sub, options, &common]() -> int {

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <pqxx/stream_to>
@@ -33,6 +34,19 @@ namespace keymig::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CPU time the whole machine has spent so far (user, nice, system, irq, softirq; not
+// idle, iowait or steal), from /proc/stat. On a shared machine wall times vary with
+// what else runs; the CPU a side costs varies much less.
+double machine_cpu_seconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0;
+  if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq) || cpu != "cpu")
+    return 0;
+  return static_cast<double>(user + nice + system + irq + softirq) /
+         static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -334,7 +348,9 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
     for (int i = 0; i < o.repeat; ++i) {
       DbBenchSample sample;
       fresh_copy(*conn, q_schema, "users");
+      const double cpu_before = machine_cpu_seconds();
       const Child child = run_child(exe, args, config.log());
+      sample.migrate_cpu_seconds = machine_cpu_seconds() - cpu_before;
       std::string run_id;
       std::int64_t rotated = -1;
       try {
@@ -367,7 +383,9 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
       fresh_copy(*conn, q_schema, "floor");
       {
         pqxx::connection fresh(o.dsn);
+        const double cpu_before = machine_cpu_seconds();
         sample.floor_seconds = time_floor(fresh, q_schema, o.rows);
+        sample.floor_cpu_seconds = machine_cpu_seconds() - cpu_before;
       }
       fresh_copy(*conn, q_schema, "floor");
       sample.floor_warm_seconds = time_floor(*conn, q_schema, o.rows);
@@ -382,17 +400,21 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
     throw DbBenchError(std::string("bench db: database error: ") + e.what());
   }
 
-  std::vector<double> migrate, floor, floor_warm;
+  std::vector<double> migrate, floor, floor_warm, migrate_cpu, floor_cpu;
   for (const auto& s : result.samples) {
     migrate.push_back(s.migrate_seconds);
     floor.push_back(s.floor_seconds);
     floor_warm.push_back(s.floor_warm_seconds);
+    migrate_cpu.push_back(s.migrate_cpu_seconds);
+    floor_cpu.push_back(s.floor_cpu_seconds);
     // The worst sample: a peak is what an operator must provision for.
     result.peak_rss_bytes = std::max(result.peak_rss_bytes, s.peak_rss_bytes);
   }
   result.migrate_seconds = median(migrate);
   result.floor_seconds = median(floor);
   result.floor_warm_seconds = median(floor_warm);
+  result.migrate_cpu_seconds = median(migrate_cpu);
+  result.floor_cpu_seconds = median(floor_cpu);
   result.ratio = result.floor_seconds > 0 ? result.migrate_seconds / result.floor_seconds : 0;
   result.ratio_warm =
       result.floor_warm_seconds > 0 ? result.migrate_seconds / result.floor_warm_seconds : 0;
@@ -405,6 +427,8 @@ std::string db_bench_json(const DbBenchResult& r) {
     samples.push_back({{"migrate_seconds", s.migrate_seconds},
                        {"floor_seconds", s.floor_seconds},
                        {"floor_warm_seconds", s.floor_warm_seconds},
+                       {"migrate_cpu_seconds", s.migrate_cpu_seconds},
+                       {"floor_cpu_seconds", s.floor_cpu_seconds},
                        {"peak_rss_bytes", s.peak_rss_bytes}});
   nlohmann::json j = {{"rows", r.rows},
                       {"migrate_seconds", r.migrate_seconds},
@@ -412,6 +436,8 @@ std::string db_bench_json(const DbBenchResult& r) {
                       {"ratio", r.ratio},
                       {"floor_warm_seconds", r.floor_warm_seconds},
                       {"ratio_warm", r.ratio_warm},
+                      {"migrate_cpu_seconds", r.migrate_cpu_seconds},
+                      {"floor_cpu_seconds", r.floor_cpu_seconds},
                       {"peak_rss_bytes", r.peak_rss_bytes},
                       {"rows_per_second", r.migrate_seconds > 0 ? r.rows / r.migrate_seconds : 0.0},
                       {"setup_seconds", r.setup_seconds},
@@ -438,6 +464,10 @@ std::string db_bench_text(const DbBenchResult& r) {
   std::snprintf(line, sizeof line,
                 "  (floor in the session that copied the rows: %.3f s, ratio %.2f)\n",
                 r.floor_warm_seconds, r.ratio_warm);
+  out << line;
+  std::snprintf(line, sizeof line,
+                "  machine CPU      migrate %.2f s, floor %.2f s (all processes, %ld cores)\n",
+                r.migrate_cpu_seconds, r.floor_cpu_seconds, ::sysconf(_SC_NPROCESSORS_ONLN));
   out << line;
   return out.str();
 }

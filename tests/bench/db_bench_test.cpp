@@ -1,5 +1,7 @@
 #include "keymig/bench/db_bench.hpp"
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -62,6 +64,15 @@ TEST_CASE("bench db times migrate and the floor on the same rows and leaves noth
   CHECK(result.floor_seconds > 0);
   CHECK(result.ratio == Approx(result.migrate_seconds / result.floor_seconds));
   CHECK(result.floor_warm_seconds > 0);
+  // Machine-wide CPU from /proc/stat, in clock ticks: never negative, never more than
+  // every core for the whole time (one tick of slack each side).
+  const double cores = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
+  for (const auto& s : result.samples) {
+    CHECK(s.migrate_cpu_seconds >= 0);
+    CHECK(s.migrate_cpu_seconds <= (s.migrate_seconds + 0.02) * cores);
+    CHECK(s.floor_cpu_seconds >= 0);
+    CHECK(s.floor_cpu_seconds <= (s.floor_seconds + 0.02) * cores);
+  }
   CHECK(result.ratio_warm == Approx(result.migrate_seconds / result.floor_warm_seconds));
   CHECK(result.peak_rss_bytes > 1024 * 1024);  // a real process, not a zeroed rusage
 
@@ -72,6 +83,8 @@ TEST_CASE("bench db times migrate and the floor on the same rows and leaves noth
   CHECK(json.at("ratio").get<double>() == Approx(result.ratio));
   CHECK(json.at("floor_warm_seconds").get<double>() == Approx(result.floor_warm_seconds));
   CHECK(json.at("samples").at(0).at("floor_warm_seconds").get<double>() > 0);
+  CHECK(json.at("migrate_cpu_seconds").get<double>() == Approx(result.migrate_cpu_seconds));
+  CHECK(json.at("floor_cpu_seconds").get<double>() == Approx(result.floor_cpu_seconds));
   CHECK(json.at("peak_rss_bytes").get<std::int64_t>() == result.peak_rss_bytes);
   CHECK(keymig::bench::db_bench_text(result).find("x the floor") != std::string::npos);
 

@@ -288,7 +288,9 @@ secretStore: {activeKeyFile: active.key}
         for args, hint in [(("--no-such-flag",), "see 'keymig --help'"),
                            (("inspect", "--no-such-flag"), "see 'keymig inspect --help'"),
                            (("check-config", "--config"), "see 'keymig check-config --help'"),
-                           (("no-such-command",), "see 'keymig --help'")]:
+                           (("no-such-command",), "see 'keymig --help'"),
+                           (("bench", "db", "--migrate-binary", "/no/such/keymig"),
+                            "see 'keymig bench db --help'")]:
             with self.subTest(args=args):
                 proc = self.run_keymig(*args)
                 self.assertEqual(proc.returncode, 2, proc.stderr)

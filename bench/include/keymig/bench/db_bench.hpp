@@ -27,9 +27,11 @@ struct DbBenchOptions {
 
 /// One measurement: both sides on fresh copies of the same rows.
 struct DbBenchSample {
-  double migrate_seconds = 0;       // wall clock of the `keymig migrate` child
-  double floor_seconds = 0;         // one `UPDATE ... SET secret = secret || ''`, new session
-  double floor_warm_seconds = 0;    // the same in the session that just copied the rows
+  double migrate_seconds = 0;      // wall clock of the `keymig migrate` child
+  double floor_seconds = 0;        // one `UPDATE ... SET secret = secret || ''`, new session
+  double floor_warm_seconds = 0;   // the same in the session that just copied the rows
+  double migrate_cpu_seconds = 0;  // CPU the whole machine spent meanwhile (/proc/stat)
+  double floor_cpu_seconds = 0;
   std::int64_t peak_rss_bytes = 0;  // the child's ru_maxrss, from wait4
 };
 
@@ -38,8 +40,10 @@ struct DbBenchResult {
   double migrate_seconds = 0;  // medians over the samples
   double floor_seconds = 0;
   double floor_warm_seconds = 0;
-  double ratio = 0;       // migrate_seconds / floor_seconds
-  double ratio_warm = 0;  // migrate_seconds / floor_warm_seconds, for reference
+  double ratio = 0;                // migrate_seconds / floor_seconds
+  double ratio_warm = 0;           // migrate_seconds / floor_warm_seconds, for reference
+  double migrate_cpu_seconds = 0;  // medians of the machine's CPU time during each side
+  double floor_cpu_seconds = 0;
   std::int64_t peak_rss_bytes = 0;
   double setup_seconds = 0;  // building the scratch table (tokens + COPY)
   std::vector<DbBenchSample> samples;
@@ -56,7 +60,8 @@ struct DbBenchResult {
 [[nodiscard]] DbBenchResult run_db_bench(const DbBenchOptions& options);
 
 /// The `--json` object: {"rows", "migrate_seconds", "floor_seconds", "ratio",
-/// "peak_rss_bytes", "floor_warm_seconds", "ratio_warm", ...}.
+/// "peak_rss_bytes", "floor_warm_seconds", "ratio_warm", "migrate_cpu_seconds",
+/// "floor_cpu_seconds", ...}.
 [[nodiscard]] std::string db_bench_json(const DbBenchResult& result);
 /// Human-readable lines for the terminal.
 [[nodiscard]] std::string db_bench_text(const DbBenchResult& result);
