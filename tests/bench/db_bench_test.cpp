@@ -65,13 +65,14 @@ TEST_CASE("bench db times migrate and the floor on the same rows and leaves noth
   CHECK(result.ratio == Approx(result.migrate_seconds / result.floor_seconds));
   CHECK(result.floor_warm_seconds > 0);
   // Machine-wide CPU from /proc/stat, in clock ticks: never negative, never more than
-  // every core for the whole time (one tick of slack each side).
+  // every core for the whole time (with a few ticks of slack: the kernel's per-core
+  // counts are sampled, not exact).
   const double cores = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
   for (const auto& s : result.samples) {
     CHECK(s.migrate_cpu_seconds >= 0);
-    CHECK(s.migrate_cpu_seconds <= (s.migrate_seconds + 0.02) * cores);
+    CHECK(s.migrate_cpu_seconds <= (s.migrate_seconds + 0.05) * cores);
     CHECK(s.floor_cpu_seconds >= 0);
-    CHECK(s.floor_cpu_seconds <= (s.floor_seconds + 0.02) * cores);
+    CHECK(s.floor_cpu_seconds <= (s.floor_seconds + 0.05) * cores);
   }
   CHECK(result.ratio_warm == Approx(result.migrate_seconds / result.floor_warm_seconds));
   CHECK(result.peak_rss_bytes > 1024 * 1024);  // a real process, not a zeroed rusage
