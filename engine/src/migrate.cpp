@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <future>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -135,6 +136,25 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   MigrateReport report;
   report.dry_run = options.dry_run;
 
+  // Opening a session costs tens of milliseconds (a server process each). The writer's
+  // and the other lanes' sessions open in the background while the reader checks the
+  // target and plans the run; sessions a resumed run's selection turns out not to need
+  // are closed unused.
+  const int cores =
+      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  const int max_lanes = (options.dry_run || !options.selection.empty())
+                            ? 1
+                            : std::max(1, std::min(options.lanes > 0 ? options.lanes : cores, 8));
+  auto open_later = [&options](metrics::Metrics* m) {
+    return std::async(std::launch::async,
+                      [connect = options.connect, m] { return open_connection(connect, m); });
+  };
+  std::future<db::Connection> writer_later =
+      open_later(options.dry_run ? nullptr : options.metrics);
+  std::vector<std::pair<std::future<db::Connection>, std::future<db::Connection>>> lanes_later;
+  for (int lane = 1; lane < max_lanes; ++lane)
+    lanes_later.emplace_back(open_later(options.metrics), open_later(options.metrics));
+
   db::Connection reader = open_connection(options.connect, options.metrics);
   db::ensure_schema(reader);
   const db::Table table = db::check_target(reader, target_spec(options.target));
@@ -222,18 +242,14 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   }
 
   if (opts.metrics) opts.metrics->set_run_in_progress(true);
-  db::Connection writer = open_connection(opts.connect, opts.dry_run ? nullptr : opts.metrics);
+  db::Connection writer = writer_later.get();
   Outcome out;
   ProgressMeter meter(opts, total, run ? run->counts.rows_scanned : 0);
   const bool has_flag = table.has_flag();
   // Lanes: independent reader -> rotate -> writer pipelines, each leasing its own chunks,
   // so that PostgreSQL writes on as many backends as there are cores. One lane for a
   // dry run or a selection (nothing to share).
-  const int cores =
-      opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
-  const int lanes = (opts.dry_run || !run || !opts.selection.empty())
-                        ? 1
-                        : std::max(1, std::min(opts.lanes > 0 ? opts.lanes : cores, 8));
+  const int lanes = (opts.dry_run || !run || !opts.selection.empty()) ? 1 : max_lanes;
   std::atomic<bool> abort{false};
   bool stopped = false;
   // --max-rows-per-second is the process's rate, whatever the number of lanes.
@@ -293,8 +309,9 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
             if (lane == 0) {
               run_lane(0, reader, writer, outs[0], st);
             } else {
-              db::Connection r = open_connection(opts.connect, opts.metrics);
-              db::Connection w = open_connection(opts.connect, opts.metrics);
+              auto& later = lanes_later[static_cast<std::size_t>(lane - 1)];
+              db::Connection r = later.first.get();
+              db::Connection w = later.second.get();
               run_lane(lane, r, w, outs[lane], st);
             }
             lane_stopped[lane] = st ? 1 : 0;
