@@ -126,6 +126,15 @@ std::vector<std::string> missing_selection(Connection& conn, const Table& t, con
   }
 }
 
+std::int64_t estimated_rows(Connection& conn, const Table& t) {
+  return guarded(conn, "estimating the table's size", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    const auto r = tx.exec_params("SELECT reltuples::bigint FROM pg_class WHERE oid = $1::regclass",
+                                  t.q_table);
+    return r.empty() || r[0][0].is_null() ? std::int64_t{-1} : r[0][0].as<std::int64_t>();
+  });
+}
+
 std::int64_t count_rows(Connection& conn, const Table& t, const RowFilter* f) {
   std::string sql = "SELECT count(*) FROM " + t.q_table + " AS t WHERE true";
   std::vector<std::string> params;

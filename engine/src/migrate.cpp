@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -201,10 +202,22 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   }
 
   report.not_found = db::missing_selection(reader, table, opts.selection);
-  const std::int64_t per_chunk = opts.rows_per_chunk > 0
-                                     ? opts.rows_per_chunk
-                                     : std::max<std::int64_t>(1, opts.batch_size) * 10;
   const bool new_run = !opts.dry_run && !run;
+  // Chunks of up to 10 batches, but at least 16 per lane when the table is small, so that
+  // the lanes (and the workers sharing a run) end together instead of one finishing a
+  // last large chunk alone; sized from PostgreSQL's estimate of the table, in whole batches.
+  const std::int64_t batch = std::max<std::int64_t>(1, opts.batch_size);
+  std::int64_t per_chunk = opts.rows_per_chunk;
+  if (per_chunk <= 0) {
+    per_chunk = batch * 10;
+    if (new_run && opts.selection.empty()) {
+      const std::int64_t estimate = db::estimated_rows(reader, table);
+      if (estimate >= 0)
+        per_chunk =
+            std::clamp(estimate / (16 * max_lanes) / batch, std::int64_t{1}, std::int64_t{10}) *
+            batch;
+    }
+  }
   // A new run over the whole table counts its rows while it plans the chunks.
   std::int64_t total = 0;
   std::vector<std::optional<std::string>> bounds{std::nullopt};

@@ -48,6 +48,10 @@ struct PageQuery {
 [[nodiscard]] std::vector<std::string> missing_selection(Connection& conn, const Table& table,
                                                          const RowFilter& filter);
 
+/// PostgreSQL's own estimate of the table's rows (pg_class.reltuples, kept by VACUUM and
+/// ANALYZE), without reading the table; -1 when it has none yet.
+[[nodiscard]] std::int64_t estimated_rows(Connection& conn, const Table& table);
+
 /// Number of rows (optionally filtered): for progress and ETA.
 [[nodiscard]] std::int64_t count_rows(Connection& conn, const Table& table,
                                       const RowFilter* filter);
