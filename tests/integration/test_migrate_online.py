@@ -4,7 +4,9 @@ database connection being cut (pg_terminate_backend) in the middle.
 The writer is a psql process fed one autocommitted UPDATE at a time; it changes secrets
 to new rolling-key tokens, new active-key tokens, NULL and ''. keymig must never overwrite
 a newer value: each row the writer touched ends as the writer's last write, or, when that
-was a rolling-key token, as its rotation (same plaintext, same timestamp).
+was a rolling-key token, as its rotation (same plaintext, same timestamp). Random writes
+rarely land between keymig's read and write of a row, so one test forces that case: an
+UPDATE held uncommitted until keymig waits for its row.
 """
 
 import random
@@ -126,6 +128,54 @@ class OnlineTest(DbTestCase):
         # The rows the writer left under the rolling key move in a second run.
         again = self.km.run("migrate", "--json", expect=EXIT_OK).json
         self.assertEqual(again["rotated"], still_rolling, again)
+        self.km.run("verify", "--json", expect=EXIT_OK)
+
+    def test_a_write_committed_while_keymig_waits_for_the_row_is_kept(self):
+        # Deterministic compare-and-swap miss: the application holds a row lock on an
+        # uncommitted change, keymig reads the old token, rotates it and waits for the
+        # lock; the application commits, PostgreSQL re-checks keymig's condition on the
+        # new row version, the CAS misses, and the end-of-run sweep handles the row anew.
+        row = next(r for r in self.fx.rows if r.kind == "rolling0")
+        plain = totp_secret(random.Random(5))
+        ts = int(time.time()) - 1234
+        app_token = make_token(self.keys.rolling[0], plain, ts)
+        self.fx.secrets.add(app_token, plain)
+        app = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            app.stdin.write("BEGIN;\nUPDATE public.users SET mfa_secret = '%s' WHERE id = %d;\n"
+                            % (app_token, row.id))
+            app.stdin.flush()
+            wait_until(lambda: scalar(self.dsn, "SELECT count(*) FROM pg_locks l JOIN pg_class c"
+                                      " ON c.oid = l.relation WHERE c.relname = 'users'"
+                                      " AND l.mode = 'RowExclusiveLock' AND l.granted") != "0", 10)
+            proc = self.km.start("migrate", "--json", "--batch-size", "500")
+            waiting = wait_until(lambda: scalar(
+                self.dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                " 'keymig' AND wait_event_type = 'Lock'") != "0", 60)
+            self.assertTrue(waiting, "keymig never waited for the application's row lock")
+            app.stdin.write("COMMIT;\n")
+            app.stdin.flush()
+        finally:
+            app.stdin.close()
+            app.wait(30)
+            app_err = app.stderr.read()
+            app.stderr.close()
+        self.assertEqual(app.returncode, 0, app_err)
+        r = self.km.finish(proc)
+        self.assertEqual(r.returncode, EXIT_OK, r.describe())
+        s = r.json
+        self.assertGreaterEqual(s["conflicts_resolved"], 1, s)
+        self.assertEqual(s["conflicts"], 0, s)
+        token, flag = current_secrets(self.dsn)[row.id]
+        self.assertNotEqual(token, row.token)
+        self.assertEqual(decrypt_with(self.keys.active, token), (plain, ts),
+                         "the application's write was lost or not rotated")
+        self.assertTrue(flag)
+        self.assertEqual(scalar(self.dsn, "SELECT old_token FROM keymig.journal WHERE"
+                                " row_id = '%d'" % row.id), app_token,
+                         "the journal must hold the token the sweep replaced")
         self.km.run("verify", "--json", expect=EXIT_OK)
 
     def test_terminated_backends_are_survived(self):
