@@ -378,8 +378,8 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
 
       // The floor runs in a session of its own, as keymig's sessions and an operator's
       // psql are new. The session that just copied the rows has already faulted the
-      // buffer pool's pages into its address space, which makes the same UPDATE about a
-      // fifth faster there; that figure is reported beside it, not used for the ratio.
+      // buffer pool's pages into its address space, which takes about a third off the
+      // same UPDATE there; that figure is reported beside it, not used for the ratio.
       fresh_copy(*conn, q_schema, "floor");
       {
         pqxx::connection fresh(o.dsn);

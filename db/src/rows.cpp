@@ -297,8 +297,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       // process then finds the checkpoint moved and stops the lane; the run stays
       // resumable). Every synchronous commit (run completion, finalize) flushes
       // the WAL before it, async batches included, and finalize re-verifies the rows
-      // themselves. The cfg side of the LEFT JOIN is always evaluated; with no row
-      // changed the one result row has a NULL id.
+      // themselves. cfg is a one-row subquery in FROM, so set_config is always evaluated.
       // One result row: the counts, and the ids whose compare-and-swap missed (rare, so
       // the list is built only when some did). Sending back every changed id cost a row
       // per change on both ends.

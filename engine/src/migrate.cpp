@@ -137,10 +137,12 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   MigrateReport report;
   report.dry_run = options.dry_run;
 
+  db::Connection reader = open_connection(options.connect, options.metrics);
   // Opening a session costs tens of milliseconds (a server process each). The writer's
   // and the other lanes' sessions open in the background while the reader checks the
-  // target and plans the run; sessions a resumed run's selection turns out not to need
-  // are closed unused.
+  // target and plans the run: only once the reader is in, so that a database that cannot
+  // be reached is reported (and retried) once, not once per session. Sessions a resumed
+  // run's selection turns out not to need are closed unused.
   const int cores =
       options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   const int max_lanes = (options.dry_run || !options.selection.empty())
@@ -156,7 +158,6 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   for (int lane = 1; lane < max_lanes; ++lane)
     lanes_later.emplace_back(open_later(options.metrics), open_later(options.metrics));
 
-  db::Connection reader = open_connection(options.connect, options.metrics);
   db::ensure_schema(reader);
   const db::Table table = db::check_target(reader, target_spec(options.target));
   report.target = table.label();

@@ -298,6 +298,21 @@ secretStore: {activeKeyFile: active.key}
                 self.assertTrue(proc.stderr.startswith("keymig: "), proc.stderr)
                 self.assertIn(hint, proc.stderr)
 
+    def test_an_unreachable_database_is_retried_and_reported_once_per_attempt(self):
+        # A port nobody listens on: bind one, then close it.
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = self.run_keymig("migrate", "--config", self.values,
+                               "--dsn", f"postgresql://keymig@127.0.0.1:{port}/nowhere")
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        attempts = re.findall(r"event=connect_retry attempt=(\d+)", proc.stderr)
+        self.assertTrue(attempts, proc.stderr)
+        # migrate opens its other sessions only once the first is in: one line per attempt.
+        self.assertEqual(len(attempts), len(set(attempts)), proc.stderr)
+        self.assertIn("Connection refused", proc.stderr.strip().splitlines()[-1])
+
     def test_help_of_every_command_exits_0(self):
         top = self.run_keymig("--help")
         self.assertEqual(top.returncode, 0)
