@@ -90,7 +90,11 @@ void Connection::Impl::open() {
 
 std::string prepared(Connection::Impl& impl, const std::string& sql) {
   std::string name = "keymig_" + std::to_string(std::hash<std::string>{}(sql));
-  if (impl.prepared.insert(name).second) impl.get().prepare(name, sql);
+  if (impl.prepared.count(name) == 0) {
+    // Recorded once the server has it: a failed PREPARE must be retried, not assumed.
+    impl.get().prepare(name, sql);
+    impl.prepared.insert(name);
+  }
   return name;
 }
 
