@@ -158,10 +158,13 @@ std::string nullable_array(const std::vector<std::optional<std::string>>& values
 }
 
 // The holder of a lease is alive while its session is: same pid, same start time (pids
-// are reused).
+// are reused). The function behind pg_stat_activity, asked for one pid: the view joins
+// catalogs whose planning cost a few milliseconds per lease, on every lane at every chunk.
 const char* const kHolderAlive =
-    "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = k.leased_pid"
-    " AND a.backend_start IS NOT DISTINCT FROM k.leased_backend_start)";
+    "EXISTS (SELECT 1 FROM pg_stat_get_activity(k.leased_pid) a"
+    " WHERE a.backend_start IS NOT DISTINCT FROM k.leased_backend_start)";
+const char* const kOwnBackendStart =
+    "(SELECT backend_start FROM pg_stat_get_activity(pg_backend_pid()))";
 
 }  // namespace
 
@@ -353,25 +356,26 @@ std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
                                  const std::string& worker) {
   return guarded(
       conn, "leasing a chunk of run " + run_id, [&](pqxx::connection& c) -> std::optional<Chunk> {
-        pqxx::nontransaction tx(c);
-        auto r = tx.exec_params(
+        // Prepared: a lane leases a chunk every few batches.
+        static const std::string sql =
             std::string(
                 "UPDATE keymig.chunks c SET state = 'leased', leased_by = $2,"
-                " leased_pid = pg_backend_pid(),"
-                " leased_backend_start = (SELECT backend_start FROM pg_stat_activity"
-                "                          WHERE pid = pg_backend_pid())"
-                " WHERE c.run_id = $1 AND c.chunk_no = (SELECT k.chunk_no FROM keymig.chunks k"
-                "   WHERE k.run_id = $1 AND (k.state = 'pending' OR (k.state = 'leased' AND NOT ") +
-                kHolderAlive +
-                "))"
-                "   ORDER BY k.chunk_no LIMIT 1 FOR UPDATE OF k SKIP LOCKED)"
-                // Asynchronous commit: a synchronous one flushed the WAL of every batch
-                // written since, a stall of each lane at each chunk. A lease lost in a
-                // crash is harmless: its holder's session died with it, so the chunk is
-                // free again, from its last checkpoint that survived.
-                "   AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
-                " RETURNING c.chunk_no, c.lo, c.hi, c.checkpoint",
-            run_id, worker);
+                " leased_pid = pg_backend_pid(), leased_backend_start = ") +
+            kOwnBackendStart +
+            " WHERE c.run_id = $1 AND c.chunk_no = (SELECT k.chunk_no FROM keymig.chunks k"
+            "   WHERE k.run_id = $1 AND (k.state = 'pending' OR (k.state = 'leased' AND NOT " +
+            kHolderAlive +
+            "))"
+            "   ORDER BY k.chunk_no LIMIT 1 FOR UPDATE OF k SKIP LOCKED)"
+            // Asynchronous commit: a synchronous one flushed the WAL of every batch
+            // written since, a stall of each lane at each chunk. A lease lost in a
+            // crash is harmless: its holder's session died with it, so the chunk is
+            // free again, from its last checkpoint that survived.
+            "   AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+            " RETURNING c.chunk_no, c.lo, c.hi, c.checkpoint";
+        const std::string statement = prepared(conn.impl(), sql);
+        pqxx::nontransaction tx(c);
+        auto r = tx.exec_prepared(statement, run_id, worker);
         if (r.empty()) return std::nullopt;
         Chunk ch;
         ch.chunk_no = r[0][0].as<int>();
@@ -385,12 +389,11 @@ std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
 void renew_leases(Connection& conn, const std::string& run_id, const std::string& worker) {
   guarded(conn, "renewing a lease of run " + run_id, [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_params(
-        "UPDATE keymig.chunks SET leased_pid = pg_backend_pid(),"
-        " leased_backend_start = (SELECT backend_start FROM pg_stat_activity"
-        "                          WHERE pid = pg_backend_pid())"
-        " WHERE run_id = $1 AND leased_by = $2 AND state = 'leased'",
-        run_id, worker);
+    tx.exec_params(std::string("UPDATE keymig.chunks SET leased_pid = pg_backend_pid(),"
+                               " leased_backend_start = ") +
+                       kOwnBackendStart +
+                       " WHERE run_id = $1 AND leased_by = $2 AND state = 'leased'",
+                   run_id, worker);
   });
 }
 
