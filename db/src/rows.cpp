@@ -78,8 +78,14 @@ std::vector<Row> read_page(Connection& conn, const Table& t, const PageQuery& q)
   sql += " ORDER BY t." + t.q_id + " LIMIT " + std::to_string(q.limit);
   try {
     return guarded(conn, "reading a page", [&](pqxx::connection& c) {
+      // A whole-table page is prepared: its generic plan is the id index walk, and
+      // parsing and planning it for every page cost as much as reading a short one. A
+      // selection keeps one plan per page, made for the ids or names it holds.
+      const bool prepare = !q.filter || q.filter->empty();
+      const std::string statement = prepare ? prepared(conn.impl(), sql) : std::string();
       pqxx::nontransaction tx(c);
-      auto r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+      auto r = prepare ? tx.exec_prepared(statement, pqxx::prepare::make_dynamic_params(params))
+                       : tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
       std::vector<Row> rows;
       rows.reserve(r.size());
       for (const auto& row : r) rows.push_back(to_row(row, t));
