@@ -154,9 +154,15 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   };
   std::future<db::Connection> writer_later =
       open_later(options.dry_run ? nullptr : options.metrics);
+  // A lane whose pipeline has one thread never reads while it writes: it reads and
+  // writes on one session. Its backend then updates pages it has just read, instead of
+  // a second backend faulting the same shared buffers into its own address space.
+  const bool lane_shares_session = cores / max_lanes <= 1;
   std::vector<std::pair<std::future<db::Connection>, std::future<db::Connection>>> lanes_later;
   for (int lane = 1; lane < max_lanes; ++lane)
-    lanes_later.emplace_back(open_later(options.metrics), open_later(options.metrics));
+    lanes_later.emplace_back(lane_shares_session ? std::future<db::Connection>()
+                                                 : open_later(options.metrics),
+                             open_later(options.metrics));
 
   db::ensure_schema(reader);
   const db::Table table = db::check_target(reader, target_spec(options.target));
@@ -321,12 +327,16 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
           try {
             bool st = false;
             if (lane == 0) {
-              run_lane(0, reader, writer, outs[0], st);
+              run_lane(0, lane_shares_session ? writer : reader, writer, outs[0], st);
             } else {
               auto& later = lanes_later[static_cast<std::size_t>(lane - 1)];
-              db::Connection r = later.first.get();
               db::Connection w = later.second.get();
-              run_lane(lane, r, w, outs[lane], st);
+              if (lane_shares_session) {
+                run_lane(lane, w, w, outs[lane], st);
+              } else {
+                db::Connection r = later.first.get();
+                run_lane(lane, r, w, outs[lane], st);
+              }
             }
             lane_stopped[lane] = st ? 1 : 0;
           } catch (...) {

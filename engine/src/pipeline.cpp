@@ -181,10 +181,7 @@ void PageSource::throttle(std::int64_t rows) {
 }
 
 std::unique_ptr<Batch> PageSource::next() {
-  auto on_retry = [this, hook = retry_hook(options_.metrics, "read")](const db::DbError& e, int n) {
-    if (e.connection_lost()) reconnected_ = true;
-    hook(e, n);
-  };
+  const auto on_retry = retry_hook(options_.metrics, "read");
   const std::int64_t limit = std::max<std::int64_t>(1, options_.batch_size);
   while (true) {
     if (stop_requested()) {
@@ -216,6 +213,7 @@ std::unique_ptr<Batch> PageSource::next() {
           std::this_thread::sleep_for(std::chrono::milliseconds(500));
           continue;
         }
+        lease_pid_ = conn_.backend_pid();
         KEYMIG_LOG(debug, "engine", "chunk_leased", {"run_id", run_id_},
                    {"chunk", chunk_->chunk_no});
         have_range_ = true;
@@ -231,10 +229,13 @@ std::unique_ptr<Batch> PageSource::next() {
     q.filter = options_.selection.empty() ? nullptr : &options_.selection;
     auto rows = db::with_retry(
         conn_, [&] { return db::read_page(conn_, table_, q); }, on_retry);
-    if (reconnected_ && run_mode_) {
-      reconnected_ = false;
+    // A lease names the session that holds it. After a reconnect, whether while reading
+    // or while writing on this same session, the new session takes its leases over
+    // before another worker finds them dead.
+    if (run_mode_ && conn_.backend_pid() != lease_pid_) {
       db::with_retry(
           conn_, [&] { db::renew_leases(conn_, run_id_, worker_); }, on_retry);
+      lease_pid_ = conn_.backend_pid();
     }
     auto batch = std::make_unique<Batch>();
     // A short page ends the chunk, and so does reaching its upper bound (the bounds are

@@ -110,7 +110,7 @@ class PageSource {
   bool have_range_ = false;
   bool finished_ = false;
   bool stopped_ = false;
-  bool reconnected_ = false;
+  int lease_pid_ = 0;  // the backend that holds this source's leases
   std::optional<db::Chunk> chunk_;
   std::optional<std::string> cursor_;         // last id read
   std::optional<std::string> db_checkpoint_;  // the chunk's checkpoint as committed
