@@ -1,5 +1,6 @@
 #include "keymig/db/connection.hpp"
 
+#include <cstring>
 #include <functional>
 #include <utility>
 
@@ -19,8 +20,45 @@ std::string first_line(std::string_view text) {
   return line;
 }
 
+// A server that answered and refused the session for good: waiting will not change its
+// mind, so the operator hears at once instead of after every retry. Matched on the
+// server's English message (libpq gives no SQLSTATE for a failed connect); a message in
+// another language stays retryable, as any failure to connect was before.
+struct Refusal {
+  const char* text;
+  const char* sqlstate;
+  const char* reason;
+};
+constexpr Refusal kRefusals[] = {
+    {"database \"", "3D000", "the database does not exist"},
+    {"role \"", "28000", "the role does not exist"},
+    {"password authentication failed", "28P01", "password authentication failed"},
+    {"authentication failed for user", "28000", "authentication failed"},
+    {"no pg_hba.conf entry", "28000", "pg_hba.conf has no entry for this host, user and database"},
+    {"permission denied for database", "42501", "no CONNECT privilege on the database"},
+    {"is not permitted to log in", "28000", "the role may not log in"},
+    {"server does not support SSL", "08004",
+     "the server does not support SSL, which sslmode requires"},
+    {"invalid connection option", "22023", "invalid connection option in the DSN"},
+    {"invalid URI", "22023", "invalid connection URI"},
+    {"invalid sslmode value", "22023", "invalid sslmode in the DSN"},
+};
+
+const Refusal* refusal(std::string_view message) {
+  for (const auto& r : kRefusals) {
+    if (message.find(r.text) == std::string_view::npos) continue;
+    // "database ... does not exist" and "role ... does not exist" need both halves.
+    if ((r.text[0] == 'd' || r.text[0] == 'r') && r.text[std::strlen(r.text) - 1] == '"' &&
+        message.find("does not exist") == std::string_view::npos)
+      continue;
+    return &r;
+  }
+  return nullptr;
+}
+
 bool lost_sqlstate(std::string_view s) {
-  return s.rfind("08", 0) == 0 || s == "57P01" || s == "57P02" || s == "57P03";
+  // 08004: the server rejected the session (keymig's refusals above), not a lost one.
+  return (s.rfind("08", 0) == 0 && s != "08004") || s == "57P01" || s == "57P02" || s == "57P03";
 }
 
 }  // namespace
@@ -46,7 +84,10 @@ void rethrow_translated(std::string_view context) {
     // The commit may or may not have happened: never retried blindly.
     throw DbError(where + "commit outcome unknown: " + first_line(e.what()), "08007", false);
   } catch (const pqxx::broken_connection& e) {
-    throw DbError(where + "connection lost: " + first_line(e.what()), "08006", true);
+    const std::string message = first_line(e.what());
+    if (const Refusal* r = refusal(message))
+      throw DbError(where + r->reason + ": " + message, r->sqlstate, false);
+    throw DbError(where + "connection lost: " + message, "08006", true);
   } catch (const pqxx::sql_error& e) {
     std::string state = e.sqlstate();
     throw DbError(where + first_line(e.what()) + (state.empty() ? "" : " (SQLSTATE " + state + ")"),

@@ -10,9 +10,10 @@ import os
 import time
 import unittest
 
-from keymig_testlib import (_brief, EXIT_NEEDS_ROLLING, EXIT_OK, EXIT_UNDECRYPTABLE, EXIT_USAGE,
-                            DbTestCase, Keymig, KeySet, UserFixture, current_secrets, drop_db,
-                            new_db, psql, query, scalar, snapshot, write_config)
+from keymig_testlib import (_brief, EXIT_NEEDS_ROLLING, EXIT_OK, EXIT_RUNTIME,
+                            EXIT_UNDECRYPTABLE, EXIT_USAGE, DbTestCase, Keymig, KeySet,
+                            UserFixture, current_secrets, drop_db, new_db, psql, query, scalar,
+                            snapshot, write_config)
 
 COUNTS = {"empty": 150, "active": 250, "active_flag_false": 180, "rolling0": 1400,
           "rolling1": 700, "unknown_key": 20, "corrupt": 27}
@@ -207,6 +208,18 @@ class MigrateClassesTest(DbTestCase):
                 self.assertTrue(r.stderr.strip(), "a usage error must say why")
         self.assertEqual(snapshot(self.dsn), before)
         self.assertNotEqual(psql(self.dsn, "SELECT 1"), "")
+
+    def test_a_server_that_refuses_the_session_is_reported_at_once(self):
+        # The server answers and says no: the database does not exist. Retrying would
+        # only make the operator wait for the same answer.
+        base, _, _ = self.dsn.rpartition("/")
+        km = Keymig(self, self.config, base + "/keymig_no_such_database", self.fx.secrets)
+        started = time.monotonic()
+        r = km.run("migrate", "--json", expect=EXIT_RUNTIME)
+        self.assertLess(time.monotonic() - started, 5.0, r.describe())
+        self.assertNotIn("connect_retry", r.stderr)
+        self.assertNotIn("connection lost", r.stderr)
+        self.assertIn("the database does not exist", r.stderr.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
