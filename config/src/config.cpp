@@ -1,6 +1,7 @@
 #include "keymig/config/config.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -330,12 +331,20 @@ KeySetting read_key_file(const Leaf& leaf, const Origin& origin,
   SecretString text(trim(content));
   secure_wipe(content.data(), content.size());
   if (text.empty()) fail(origin, "key file " + file + " is empty");
-  if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0) {
+  // A file someone else owns and shares with keymig's own group alone is how a service
+  // is given a secret (root:keymig 0440; a Kubernetes secret volume with fsGroup and
+  // defaultMode 0440): the group is the reader meant, so that is not worth a warning.
+  const bool shared_with_us = st.st_uid != ::geteuid() && st.st_gid == ::getegid();
+  const bool too_open =
+      (st.st_mode & S_IROTH) != 0 || ((st.st_mode & S_IRGRP) != 0 && !shared_with_us);
+  if (too_open) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    warnings.push_back(origin.describe() + ": key file " + file + " is readable by " +
-                       ((st.st_mode & S_IROTH) != 0 ? "others" : "its group") + " (mode " + mode +
-                       "); chmod 600 it, or mount the secret with defaultMode 0400");
+    warnings.push_back(
+        origin.describe() + ": key file " + file + " is readable by " +
+        ((st.st_mode & S_IROTH) != 0 ? "others" : "its group") + " (mode " + mode +
+        "); chmod 600 it, or give it to another owner with keymig's own group and mode 0440"
+        " (a Kubernetes secret: fsGroup and defaultMode 0440)");
   }
   return KeySetting{std::move(text), origin, file};
 }

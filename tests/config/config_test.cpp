@@ -275,6 +275,31 @@ TEST_CASE("a key file readable by group or others gives a warning", "[config]") 
   }
 }
 
+TEST_CASE("a key file another owner shares with keymig's own group alone is not warned about",
+          "[config]") {
+  if (::geteuid() != 0) {
+    WARN("not root: cannot give a file to another owner; case left to the root run (CI)");
+    return;
+  }
+  TempDir dir;
+  const auto active = dir.write("active.key", kActive + "\n", 0440);
+  const auto rolling = dir.write("rolling.key", kRolling + "\n", 0444);
+  // As a Kubernetes secret volume: owned by root (here: nobody), group = the pod's group.
+  REQUIRE(::chown(active.c_str(), 65534, ::getegid()) == 0);
+  REQUIRE(::chown(rolling.c_str(), 65534, ::getegid()) == 0);
+  const auto file = dir.write(
+      "values.yaml", "secretStore: {activeKeyFile: active.key, rollingKeyFile: rolling.key}\n");
+  const cfg::Config c = cfg::load({file}, kNoEnv);
+  // Readable by others is still too open, whoever owns it.
+  REQUIRE(c.warnings.size() == 1);
+  CHECK(c.warnings[0].find("rolling.key is readable by others (mode 0444)") != std::string::npos);
+  // Another owner, but a group that is not keymig's: warned.
+  REQUIRE(::chown(active.c_str(), 65534, ::getegid() + 1) == 0);
+  const cfg::Config d = cfg::load({file}, kNoEnv);
+  REQUIRE(d.warnings.size() == 2);
+  CHECK(d.warnings[0].find("active.key is readable by its group (mode 0440)") != std::string::npos);
+}
+
 TEST_CASE("key file problems name the file and the setting", "[config]") {
   TempDir dir;
   SECTION("a missing key file") {
