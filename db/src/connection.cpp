@@ -1,6 +1,5 @@
 #include "keymig/db/connection.hpp"
 
-#include <cstring>
 #include <functional>
 #include <utility>
 
@@ -26,32 +25,31 @@ std::string first_line(std::string_view text) {
 // another language stays retryable, as any failure to connect was before.
 struct Refusal {
   const char* text;
+  const char* also;  // a second part the message must hold, or null
   const char* sqlstate;
   const char* reason;
 };
 constexpr Refusal kRefusals[] = {
-    {"database \"", "3D000", "the database does not exist"},
-    {"role \"", "28000", "the role does not exist"},
-    {"password authentication failed", "28P01", "password authentication failed"},
-    {"authentication failed for user", "28000", "authentication failed"},
-    {"no pg_hba.conf entry", "28000", "pg_hba.conf has no entry for this host, user and database"},
-    {"permission denied for database", "42501", "no CONNECT privilege on the database"},
-    {"is not permitted to log in", "28000", "the role may not log in"},
-    {"server does not support SSL", "08004",
+    {"database \"", "does not exist", "3D000", "the database does not exist"},
+    {"role \"", "does not exist", "28000", "the role does not exist"},
+    {"password authentication failed", nullptr, "28P01", "password authentication failed"},
+    {"authentication failed for user", nullptr, "28000", "authentication failed"},
+    {"no pg_hba.conf entry", nullptr, "28000",
+     "pg_hba.conf has no entry for this host, user and database"},
+    {"permission denied for database", nullptr, "42501", "no CONNECT privilege on the database"},
+    {"is not permitted to log in", nullptr, "28000", "the role may not log in"},
+    {"server does not support SSL", nullptr, "08004",
      "the server does not support SSL, which sslmode requires"},
-    {"invalid connection option", "22023", "invalid connection option in the DSN"},
-    {"invalid URI", "22023", "invalid connection URI"},
-    {"invalid sslmode value", "22023", "invalid sslmode in the DSN"},
+    {"invalid connection option", nullptr, "22023", "invalid connection option in the DSN"},
+    {"invalid URI", nullptr, "22023", "invalid connection URI"},
+    {"invalid sslmode value", nullptr, "22023", "invalid sslmode in the DSN"},
 };
 
 const Refusal* refusal(std::string_view message) {
   for (const auto& r : kRefusals) {
-    if (message.find(r.text) == std::string_view::npos) continue;
-    // "database ... does not exist" and "role ... does not exist" need both halves.
-    if ((r.text[0] == 'd' || r.text[0] == 'r') && r.text[std::strlen(r.text) - 1] == '"' &&
-        message.find("does not exist") == std::string_view::npos)
-      continue;
-    return &r;
+    if (message.find(r.text) != std::string_view::npos &&
+        (r.also == nullptr || message.find(r.also) != std::string_view::npos))
+      return &r;
   }
   return nullptr;
 }
