@@ -286,7 +286,8 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     }
   };
 
-  // One lane: its own reading and writing sessions; the first lane uses the ones open.
+  // One lane: its session (or its reading and writing sessions, with more than one thread);
+  // the first lane uses the ones already open.
   auto run_lane = [&](int lane, db::Connection& rconn, db::Connection& wconn, Outcome& lane_out,
                       bool& lane_stopped) {
     PageSource source(rconn, table, opts);
