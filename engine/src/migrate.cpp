@@ -160,9 +160,9 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   const bool lane_shares_session = cores / max_lanes <= 1;
   std::vector<std::pair<std::future<db::Connection>, std::future<db::Connection>>> lanes_later;
   for (int lane = 1; lane < max_lanes; ++lane)
-    lanes_later.emplace_back(lane_shares_session ? std::future<db::Connection>()
-                                                 : open_later(options.metrics),
-                             open_later(options.metrics));
+    lanes_later.emplace_back(
+        lane_shares_session ? std::future<db::Connection>() : open_later(options.metrics),
+        open_later(options.metrics));
 
   db::ensure_schema(reader);
   const db::Table table = db::check_target(reader, target_spec(options.target));
