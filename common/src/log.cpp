@@ -15,10 +15,14 @@ std::mutex g_mutex;
 
 const char* level_name(Level level) {
   switch (level) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "info";
 }
@@ -27,11 +31,21 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -79,8 +93,12 @@ void configure(Level min_level, Format fmt) {
   g_format.store(static_cast<int>(fmt));
 }
 
-bool enabled(Level level) noexcept { return static_cast<int>(level) >= g_level.load(); }
-Format format() noexcept { return static_cast<Format>(g_format.load()); }
+bool enabled(Level level) noexcept {
+  return static_cast<int>(level) >= g_level.load();
+}
+Format format() noexcept {
+  return static_cast<Format>(g_format.load());
+}
 
 void write(Level level, std::string_view module, std::string_view event,
            std::initializer_list<Field> fields) {
@@ -131,18 +149,26 @@ void write(Level level, std::string_view module, std::string_view event,
 }
 
 bool parse_level(std::string_view text, Level& out) noexcept {
-  if (text == "debug") out = Level::debug;
-  else if (text == "info") out = Level::info;
-  else if (text == "warn") out = Level::warn;
-  else if (text == "error") out = Level::error;
-  else return false;
+  if (text == "debug")
+    out = Level::debug;
+  else if (text == "info")
+    out = Level::info;
+  else if (text == "warn")
+    out = Level::warn;
+  else if (text == "error")
+    out = Level::error;
+  else
+    return false;
   return true;
 }
 
 bool parse_format(std::string_view text, Format& out) noexcept {
-  if (text == "text") out = Format::text;
-  else if (text == "json") out = Format::json;
-  else return false;
+  if (text == "text")
+    out = Format::text;
+  else if (text == "json")
+    out = Format::json;
+  else
+    return false;
   return true;
 }
 

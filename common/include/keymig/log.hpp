@@ -19,7 +19,8 @@ struct Field {
   Field(std::string_view k, const std::string& v) : key(k), value(v), quoted(true) {}
   Field(std::string_view k, bool v) : key(k), value(v ? "true" : "false"), quoted(false) {}
   Field(std::string_view k, double v);
-  template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
+  template <typename T,
+            std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
   Field(std::string_view k, T v) : key(k), value(std::to_string(v)), quoted(false) {}
 
   std::string_view key;
@@ -41,8 +42,8 @@ void write(Level level, std::string_view module, std::string_view event,
 }  // namespace keymig::log
 
 // The level is checked before any field is formatted.
-#define KEYMIG_LOG(level, module, event, ...)                                     \
-  do {                                                                            \
-    if (::keymig::log::enabled(::keymig::log::Level::level))                      \
+#define KEYMIG_LOG(level, module, event, ...)                                          \
+  do {                                                                                 \
+    if (::keymig::log::enabled(::keymig::log::Level::level))                           \
       ::keymig::log::write(::keymig::log::Level::level, module, event, {__VA_ARGS__}); \
   } while (0)
