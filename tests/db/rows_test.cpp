@@ -239,3 +239,19 @@ TEST_CASE("chunks are leased once while their holder's session lives", "[db][run
   CHECK(again->chunk_no == 1);
   CHECK_FALSE(keymig::db::complete_run_if_done(a, run.run_id));
 }
+
+TEST_CASE("autovacuum leaves a growing journal alone but still vacuums after deletes",
+          "[db][runs]") {
+  KEYMIG_REQUIRE_DB();
+  keymig::db::Connection conn(test_options());
+  keymig::db::ensure_schema(conn);
+  CHECK(sql_value("SELECT max(version) FROM keymig.schema_version") ==
+        std::to_string(keymig::db::kSchemaVersion));
+  const std::string options =
+      sql_value("SELECT array_to_string(reloptions, ',') FROM pg_class"
+                " WHERE oid = 'keymig.journal'::regclass");
+  CHECK(options.find("autovacuum_vacuum_insert_threshold=-1") != std::string::npos);
+  CHECK(options.find("autovacuum_analyze_threshold=2147483647") != std::string::npos);
+  // The vacuum that reclaims finalize's and purge's deletes is not switched off.
+  CHECK(options.find("autovacuum_enabled") == std::string::npos);
+}
