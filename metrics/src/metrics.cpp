@@ -1,10 +1,9 @@
 #include "keymig/metrics/metrics.hpp"
 
-#include <fcntl.h>
+#include <curl/curl.h>
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
-#include <prometheus/gateway.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
@@ -19,11 +18,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <future>
 #include <map>
 #include <mutex>
 #include <set>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -104,32 +101,6 @@ class GroupFilter : public prometheus::Collectable {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::map<std::string, std::string> group_;  // label name -> value, not URL-encoded
-};
-
-// prometheus-cpp 1.0 sets no CURLOPT_WRITEFUNCTION, so curl prints the gateway's reply
-// (an HTML or text error page) on stdout, where `--json` promises one JSON object. For the
-// length of a push, fd 1 points at /dev/null. Pushes happen at the end of one-shot runs,
-// when nothing else writes stdout.
-class StdoutSilenced {
- public:
-  StdoutSilenced() {
-    std::fflush(stdout);
-    saved_ = ::dup(STDOUT_FILENO);
-    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (saved_ >= 0 && null >= 0) ::dup2(null, STDOUT_FILENO);
-    if (null >= 0) ::close(null);
-  }
-  ~StdoutSilenced() {
-    if (saved_ < 0) return;
-    std::fflush(stdout);
-    ::dup2(saved_, STDOUT_FILENO);
-    ::close(saved_);
-  }
-  StdoutSilenced(const StdoutSilenced&) = delete;
-  StdoutSilenced& operator=(const StdoutSilenced&) = delete;
-
- private:
-  int saved_ = -1;
 };
 
 std::string curl_cause(int code) {
@@ -393,48 +364,56 @@ void Metrics::push(const std::string& gateway_url, std::string_view target,
 void Metrics::push_grouped(const std::string& gateway_url,
                            const std::map<std::string, std::string>& group) const {
   const PushUrl url = parse_push_url(gateway_url);  // throws UsageError
-  prometheus::Labels path;
-  for (const auto& [name, value] : group) path.insert(grouping_label(name, value));
-  auto filter = std::make_shared<GroupFilter>(impl_->registry, group);
-
-  // prometheus-cpp 1.0 sets no curl timeout, so a gateway that accepts and never answers
-  // would hang a one-shot run forever. The push runs on its own thread, which owns every
-  // object it touches; past the deadline we give up on it and report.
-  auto result = std::make_shared<std::promise<int>>();
-  auto done = result->get_future();
-  std::future_status state;
-  {
-    const StdoutSilenced silenced;
-    std::thread([url, path, filter, result] {
-      try {
-        prometheus::Gateway gateway(url.scheme_host, url.port, "keymig", path, url.username,
-                                    url.password);
-        gateway.RegisterCollectable(filter);
-        const int status = gateway.Push();
-        std::fflush(stdout);  // any reply body goes to /dev/null before fd 1 is restored
-        result->set_value(status);
-      } catch (...) {
-        result->set_exception(std::current_exception());
-      }
-    }).detach();
-    state = done.wait_for(std::chrono::seconds(kPushTimeoutSeconds));
+  std::string uri = url.scheme_host + ":" + url.port + "/metrics/job/keymig";
+  for (const auto& [name, value] : group) {
+    const auto [key, encoded] = grouping_label(name, value);
+    uri += "/" + key + "/" + encoded;
   }
+  const std::string body = prometheus::TextSerializer().Serialize(
+      GroupFilter(impl_->registry, group).Collect());
 
+  // Our own request rather than prometheus::Gateway: 1.0 sets no timeout (a gateway that
+  // accepts and never answers hung a one-shot run) and no write callback (curl printed
+  // the gateway's reply on stdout, where `--json` promises one object). Here curl gives
+  // up after the deadline itself, so no thread outlives the call.
   const std::string where = "push to Pushgateway " + url.display;
-  if (state != std::future_status::ready) {
+  static std::once_flag curl_ready;
+  std::call_once(curl_ready, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  const std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(),
+                                                                  &curl_easy_cleanup);
+  if (!curl) throw MetricsError(where + " failed: cannot start an HTTP request");
+  const std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(
+      curl_slist_append(nullptr, "Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+      &curl_slist_free_all);
+  CURL* const h = curl.get();
+  curl_easy_setopt(h, CURLOPT_URL, uri.c_str());
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM for timeouts in a threaded process
+  curl_easy_setopt(h, CURLOPT_TIMEOUT, static_cast<long>(kPushTimeoutSeconds));
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
+  // POST: replaces the families it sends within the group, as Gateway::Push did.
+  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.data());
+  if (!url.username.empty()) {
+    curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(h, CURLOPT_USERNAME, url.username.c_str());
+    curl_easy_setopt(h, CURLOPT_PASSWORD, url.password.c_str());
+  }
+  using Discard = std::size_t (*)(char*, std::size_t, std::size_t, void*);
+  const Discard discard = [](char*, std::size_t size, std::size_t n, void*) { return size * n; };
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+
+  const CURLcode code = curl_easy_perform(h);
+  if (code == CURLE_OPERATION_TIMEDOUT) {
     throw MetricsError(where + " failed: no answer within " + std::to_string(kPushTimeoutSeconds) +
                        " s");
   }
-  int status = 0;
-  try {
-    status = done.get();
-  } catch (const std::exception& e) {
-    throw MetricsError(where + " failed: " + e.what());
+  if (code != CURLE_OK) {
+    throw MetricsError(where + " failed: " + curl_cause(static_cast<int>(code)) + " (curl error " +
+                       std::to_string(static_cast<int>(code)) + ")");
   }
-  if (status < 0) {
-    throw MetricsError(where + " failed: " + curl_cause(-status) + " (curl error " +
-                       std::to_string(-status) + ")");
-  }
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
   if (status < 100 || status >= 400) {
     throw MetricsError(where + " failed: HTTP status " + std::to_string(status));
   }

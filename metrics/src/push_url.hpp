@@ -1,7 +1,7 @@
 #pragma once
 
-// Parsing a Pushgateway URL into what prometheus::Gateway wants (it pastes
-// `host:port/metrics/job/...` together itself), and encoding grouping label values.
+// Parsing a Pushgateway URL into the parts a push needs (the push pastes
+// `host:port/metrics/job/...` together), and encoding grouping label values.
 
 #include <string>
 #include <string_view>
@@ -17,8 +17,8 @@ struct PushUrl {
   std::string display;  // the URL without credentials, for messages and logs
 };
 
-/// `http[s]://[user[:password]@]host[:port][/]`. A path prefix is refused, since
-/// prometheus::Gateway cannot put one before /metrics/job. Throws keymig::UsageError
+/// `http[s]://[user[:password]@]host[:port][/]`. A path prefix is refused: the
+/// Pushgateway serves /metrics/job at its root. Throws keymig::UsageError
 /// (the message never repeats the password).
 [[nodiscard]] PushUrl parse_push_url(const std::string& url);
 

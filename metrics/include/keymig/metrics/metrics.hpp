@@ -65,9 +65,7 @@ class Metrics {
   /// migrate` into one group would erase migrate's last-success time. Only the series of
   /// that target and command (and those without these labels) are sent. Bounded by
   /// kPushTimeoutSeconds. Throws keymig::UsageError for a malformed URL, MetricsError when
-  /// the push fails (URL and HTTP status or cause). Not to be called while another thread
-  /// writes stdout: during the push, fd 1 points at /dev/null (prometheus-cpp 1.0 lets
-  /// curl print the gateway's reply there).
+  /// the push fails (URL and HTTP status or cause). The gateway's reply is discarded.
   void push(const std::string& gateway_url, std::string_view target) const;
   /// As above, with the command named explicitly.
   void push(const std::string& gateway_url, std::string_view target,
