@@ -369,8 +369,8 @@ void Metrics::push_grouped(const std::string& gateway_url,
     const auto [key, encoded] = grouping_label(name, value);
     uri += "/" + key + "/" + encoded;
   }
-  const std::string body = prometheus::TextSerializer().Serialize(
-      GroupFilter(impl_->registry, group).Collect());
+  const std::string body =
+      prometheus::TextSerializer().Serialize(GroupFilter(impl_->registry, group).Collect());
 
   // Our own request rather than prometheus::Gateway: 1.0 sets no timeout (a gateway that
   // accepts and never answers hung a one-shot run) and no write callback (curl printed
@@ -380,7 +380,7 @@ void Metrics::push_grouped(const std::string& gateway_url,
   static std::once_flag curl_ready;
   std::call_once(curl_ready, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   const std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(),
-                                                                  &curl_easy_cleanup);
+                                                                 &curl_easy_cleanup);
   if (!curl) throw MetricsError(where + " failed: cannot start an HTTP request");
   const std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(
       curl_slist_append(nullptr, "Content-Type: text/plain; version=0.0.4; charset=utf-8"),

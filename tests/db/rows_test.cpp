@@ -247,9 +247,9 @@ TEST_CASE("autovacuum leaves a growing journal alone but still vacuums after del
   keymig::db::ensure_schema(conn);
   CHECK(sql_value("SELECT max(version) FROM keymig.schema_version") ==
         std::to_string(keymig::db::kSchemaVersion));
-  const std::string options =
-      sql_value("SELECT array_to_string(reloptions, ',') FROM pg_class"
-                " WHERE oid = 'keymig.journal'::regclass");
+  const std::string options = sql_value(
+      "SELECT array_to_string(reloptions, ',') FROM pg_class"
+      " WHERE oid = 'keymig.journal'::regclass");
   CHECK(options.find("autovacuum_vacuum_insert_threshold=-1") != std::string::npos);
   CHECK(options.find("autovacuum_analyze_threshold=2147483647") != std::string::npos);
   // The vacuum that reclaims finalize's and purge's deletes is not switched off.
