@@ -95,9 +95,12 @@ struct Service::Impl {
   asio::signal_set signals{io};
   std::unique_ptr<HttpServer> http;
   PGconn* listen_conn = nullptr;
-  asio::posix::stream_descriptor listen_socket{io};
+  asio::posix::stream_descriptor listen_socket{io};  // our dup() of libpq's socket
   asio::steady_timer reconnect_timer{io};
+  asio::steady_timer connect_deadline{io};
   int reconnect_attempt = 0;
+  int listen_generation = 0;  // bumped by close_listener: stale callbacks see a new value
+  bool listen_up = false;     // connected and LISTENing
   asio::steady_timer poll_timer{io};
   asio::steady_timer busy_timer{io};
   asio::steady_timer every_timer{io};
@@ -129,7 +132,8 @@ struct Service::Impl {
   std::string schema_ready_dsn;  // ensure_schema() done for this DSN
 
   // --- status, shared ---
-  std::atomic<bool> db_up{false};
+  std::atomic<bool> db_up{false};  // listen_up, and the schema exists for the listener's DSN
+  std::string schema_ok_dsn;       // under status_mu: the worker's ensure_schema() succeeded
   mutable std::mutex status_mu;
   json current = nullptr;
   json last = json::object();
@@ -224,23 +228,23 @@ struct Service::Impl {
         {"rolling_keys", static_cast<std::int64_t>(
                              fresh->fingerprints.empty() ? 0 : fresh->fingerprints.size() - 1)});
     arm_schedule();
-    if (dsn_changed) {
-      close_listener();
-      connect_listener();
-    }
+    if (dsn_changed) connect_listener();
   }
 
   // ---------------------------------------------------------------- LISTEN
   void close_listener() {
+    ++listen_generation;
+    connect_deadline.cancel();
     boost::system::error_code ignored;
     if (listen_socket.is_open()) {
       listen_socket.cancel(ignored);
-      listen_socket.close(ignored);  // our dup() of libpq's socket
+      listen_socket.close(ignored);
     }
     if (listen_conn) {
       PQfinish(listen_conn);
       listen_conn = nullptr;
     }
+    listen_up = false;
     db_up = false;
   }
 
@@ -259,54 +263,143 @@ struct Service::Impl {
     });
   }
 
-  // Blocking connect on the event loop: on loopback or a LAN it takes milliseconds, and
-  // connect_timeout (PGCONNECT_TIMEOUT, set by `serve`) bounds the worst case.
+  // The connect, the LISTEN and every wait in between run on the event loop without
+  // blocking it: a database that drops packets (a failover, a partition) used to hold the
+  // loop for connect_timeout at every attempt, and with it /metrics, /healthz and SIGTERM,
+  // just when the operator is watching. PQconnectPoll does not apply connect_timeout
+  // itself, so the deadline timer does.
   void connect_listener() {
     if (stop_begun) return;
-    auto s = current_settings();
-    listen_dsn = s->dsn;
-    listen_conn = PQconnectdb(listen_dsn.c_str());
-    if (PQstatus(listen_conn) != CONNECTION_OK) {
-      std::string why = one_line(PQerrorMessage(listen_conn));
-      PQfinish(listen_conn);
-      listen_conn = nullptr;
-      KEYMIG_LOG(warn, "service", "listen_connect_failed", {"error", why},
-                 {"attempt", reconnect_attempt});
-      schedule_reconnect();
+    close_listener();
+    listen_dsn = current_settings()->dsn;
+    listen_conn = PQconnectStart(listen_dsn.c_str());
+    if (!listen_conn || PQstatus(listen_conn) == CONNECTION_BAD) {
+      connect_failed(listen_conn ? one_line(PQerrorMessage(listen_conn)) : "out of memory");
       return;
     }
-    PGresult* res =
-        PQexec(listen_conn, "SET application_name = 'keymig-serve-listen'; LISTEN keymig_requests");
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    PQclear(res);
-    if (!ok) {
-      listener_lost(one_line(PQerrorMessage(listen_conn)));
-      return;
+    const int generation = listen_generation;
+    connect_deadline.expires_after(connect_timeout(listen_conn));
+    connect_deadline.async_wait([this, generation](const boost::system::error_code& ec) {
+      if (ec || generation != listen_generation || listen_up) return;
+      connect_failed("no answer within the connect timeout");
+    });
+    // libpq: after PQconnectStart, wait as if PQconnectPoll had returned WRITING.
+    await_socket(PGRES_POLLING_WRITING, [this] { poll_connect(); });
+  }
+
+  static std::chrono::seconds connect_timeout(PGconn* conn) {
+    // connect_timeout from the DSN or PGCONNECT_TIMEOUT (serve sets 10 s when unset).
+    long seconds = 0;
+    if (PQconninfoOption* info = PQconninfo(conn)) {
+      for (auto* o = info; o->keyword; ++o)
+        if (std::string_view(o->keyword) == "connect_timeout" && o->val && *o->val)
+          seconds = std::strtol(o->val, nullptr, 10);
+      PQconninfoFree(info);
     }
-    int fd = ::dup(PQsocket(listen_conn));
+    // libpq treats 0 as "wait forever"; a connect that never ends would never be retried.
+    return std::chrono::seconds(seconds >= 2 ? seconds : (seconds > 0 ? 2 : 10));
+  }
+
+  // Waits until libpq's current socket is readable or writable, then runs `next`. libpq
+  // may open a new socket between polls (another address, another host), so each wait
+  // takes a fresh dup() of whatever PQsocket is now.
+  template <typename Next>
+  void await_socket(PostgresPollingStatusType want, Next next) {
+    boost::system::error_code ignored;
+    if (listen_socket.is_open()) listen_socket.close(ignored);
+    const int fd = PQsocket(listen_conn) >= 0 ? ::dup(PQsocket(listen_conn)) : -1;
     if (fd < 0) {
-      listener_lost("dup() of the libpq socket failed");
+      connect_failed("the connection has no socket");
       return;
     }
     listen_socket.assign(fd);
-    // Ready means the application can queue requests, so keymig.requests must exist first
-    // (on a fresh database the worker would create it only at its first claim).
-    try {
-      db::ConnectOptions connect;
-      connect.dsn = listen_dsn;
-      connect.max_retries = 0;
-      db::Connection conn(connect);
-      db::ensure_schema(conn);
-    } catch (const std::exception& e) {
-      listener_lost(one_line(e.what()));
+    const int generation = listen_generation;
+    listen_socket.async_wait(
+        want == PGRES_POLLING_READING ? asio::posix::stream_descriptor::wait_read
+                                      : asio::posix::stream_descriptor::wait_write,
+        [this, generation, next](const boost::system::error_code& ec) {
+          if (ec == asio::error::operation_aborted || generation != listen_generation) return;
+          if (ec) {
+            connect_failed(ec.message());
+            return;
+          }
+          next();
+        });
+  }
+
+  void poll_connect() {
+    switch (PQconnectPoll(listen_conn)) {
+      case PGRES_POLLING_OK:
+        send_listen();
+        return;
+      case PGRES_POLLING_READING:
+        await_socket(PGRES_POLLING_READING, [this] { poll_connect(); });
+        return;
+      case PGRES_POLLING_WRITING:
+        await_socket(PGRES_POLLING_WRITING, [this] { poll_connect(); });
+        return;
+      default:
+        connect_failed(one_line(PQerrorMessage(listen_conn)));
+    }
+  }
+
+  void send_listen() {
+    if (!PQsendQuery(listen_conn,
+                     "SET application_name = 'keymig-serve-listen'; LISTEN keymig_requests")) {
+      connect_failed(one_line(PQerrorMessage(listen_conn)));
       return;
     }
+    await_socket(PGRES_POLLING_READING, [this] { read_listen_reply(); });
+  }
+
+  void read_listen_reply() {
+    if (!PQconsumeInput(listen_conn)) {
+      connect_failed(one_line(PQerrorMessage(listen_conn)));
+      return;
+    }
+    if (PQisBusy(listen_conn)) {
+      await_socket(PGRES_POLLING_READING, [this] { read_listen_reply(); });
+      return;
+    }
+    bool ok = true;
+    std::string why;
+    while (PGresult* res = PQgetResult(listen_conn)) {
+      if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        ok = false;
+        why = one_line(PQresultErrorMessage(res));
+      }
+      PQclear(res);
+    }
+    if (!ok) {
+      connect_failed(why);
+      return;
+    }
+    connect_deadline.cancel();
+    listen_up = true;
     reconnect_attempt = 0;
-    db_up = true;
     KEYMIG_LOG(info, "service", "listening_for_requests", {"channel", kChannel});
-    // Whatever was queued while we were away (or before we started) is claimed now.
+    // Ready once keymig.requests exists too, so that the application can queue requests:
+    // the worker creates the schema (ensure_schema) before it drains, which this asks for,
+    // along with whatever was queued while we were away (or before we started).
+    update_ready();
     want_drain();
     await_readable();
+  }
+
+  void connect_failed(const std::string& why) {
+    KEYMIG_LOG(warn, "service", "listen_connect_failed", {"error", why},
+               {"attempt", reconnect_attempt});
+    close_listener();
+    schedule_reconnect();
+  }
+
+  void update_ready() {
+    bool schema_ok = false;
+    {
+      std::lock_guard<std::mutex> lock(status_mu);
+      schema_ok = schema_ok_dsn == listen_dsn;
+    }
+    db_up = listen_up && schema_ok;
   }
 
   void await_readable() {
@@ -348,7 +441,7 @@ struct Service::Impl {
     poll_timer.async_wait([this](const boost::system::error_code& ec) {
       if (ec) return;
       // The fallback for a lost NOTIFY (e.g. sent while we were reconnecting).
-      if (db_up) want_drain();
+      if (listen_up) want_drain();
       arm_poll();
     });
   }
@@ -470,6 +563,11 @@ struct Service::Impl {
       db::Connection conn(connect);
       db::ensure_schema(conn);
       schema_ready_dsn = s.dsn;
+      {
+        std::lock_guard<std::mutex> lock(status_mu);
+        schema_ok_dsn = s.dsn;
+      }
+      asio::post(io, [this] { update_ready(); });
     }
     if (!work_conn) {
       work_conn = std::make_unique<pqxx::connection>(s.dsn);

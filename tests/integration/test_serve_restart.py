@@ -3,11 +3,13 @@ reconnects with backoff, re-LISTENs and claims what was queued meanwhile. Uses a
 of its own, since it stops and restarts PostgreSQL."""
 
 import os
+import socket
 import subprocess
+import time
 import unittest
 
-from keymig_testlib import (PG_SCRIPT, SOURCE_DIR, DbTestCase, KeySet, UserFixture, new_db,
-                            wait_until, write_config)
+from keymig_testlib import (PG_SCRIPT, SOURCE_DIR, DbTestCase, KeySet, Secrets, UserFixture,
+                            new_db, wait_until, write_config)
 from test_serve import ServeProcess, enqueue, http_get, wait_request
 
 PG_DIR = os.path.join(SOURCE_DIR, ".keymig", "h5-serve-restart-pg")
@@ -92,3 +94,80 @@ def enqueue_ok(dsn):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ServeSilentDatabaseTest(DbTestCase):
+    """A database host that accepts TCP and never answers (a failover in progress, a
+    firewall dropping the rest): the connect must not hold the service's event loop."""
+
+    def test_endpoints_and_sigterm_answer_while_the_connect_hangs(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        keys = KeySet(rolling=1)
+        secrets = Secrets()
+        secrets.add_key(keys.active)
+        secrets.add_key(keys.rolling[0])
+        config = write_config(self.tmp, keys.active, keys.rolling, name="silent.yaml")
+        dsn = "postgresql://keymig@127.0.0.1:%d/keymig" % port
+        # A long connect timeout: the old blocking connect held the loop for all of it.
+        serve = ServeProcess(config, dsn, secrets, env={"PGCONNECT_TIMEOUT": "60"})
+        try:
+            self.assertTrue(wait_until(lambda: http_get(serve.port, "/healthz")[0] == 200, 20),
+                            serve.stderr()[-2000:])
+            # keymig's connect is now waiting on a server that never speaks.
+            self.assertTrue(wait_until(lambda: accepted(listener), 10))
+            for _ in range(5):
+                started = time.monotonic()
+                status, body, _ = http_get(serve.port, "/metrics", timeout=5)
+                self.assertEqual(status, 200, body)
+                self.assertLess(time.monotonic() - started, 2.0)
+                status, _, _ = http_get(serve.port, "/readyz", timeout=5)
+                self.assertEqual(status, 503)
+                time.sleep(0.3)
+            started = time.monotonic()
+            code = serve.stop(timeout=30)
+            self.assertEqual(code, 0)
+            self.assertLess(time.monotonic() - started, 10.0,
+                            "SIGTERM waited for the hanging connect")
+        finally:
+            if serve.proc.poll() is None:
+                serve.proc.kill()
+            for conn in accepted.held:
+                conn.close()
+            accepted.held.clear()
+            listener.close()
+
+    def test_a_connect_that_never_answers_is_abandoned_and_retried(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        keys = KeySet(rolling=1)
+        secrets = Secrets()
+        config = write_config(self.tmp, keys.active, keys.rolling, name="silent2.yaml")
+        dsn = "postgresql://keymig@127.0.0.1:%d/keymig?connect_timeout=2" % port
+        serve = ServeProcess(config, dsn, secrets)
+        try:
+            self.assertTrue(wait_until(lambda: len(serve.events("listen_connect_failed")) >= 2,
+                                       30), serve.stderr()[-2000:])
+            failure = serve.events("listen_connect_failed")[0]
+            self.assertIn("timeout", failure["error"])
+        finally:
+            serve.stop(timeout=30)
+            listener.close()
+
+
+def accepted(listener):
+    """True once a client connection is waiting on (or was taken from) the listener."""
+    listener.setblocking(False)
+    try:
+        conn, _ = listener.accept()
+        accepted.held.append(conn)  # keep it open: the client must keep waiting
+        return True
+    except BlockingIOError:
+        return bool(accepted.held)
+
+
+accepted.held = []
