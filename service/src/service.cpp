@@ -129,11 +129,10 @@ struct Service::Impl {
   std::unique_ptr<pqxx::connection> work_conn;
   std::string work_dsn;
   bool table_missing_logged = false;
-  std::string schema_ready_dsn;  // ensure_schema() done for this DSN
 
   // --- status, shared ---
   std::atomic<bool> db_up{false};  // listen_up, and the schema exists for the listener's DSN
-  std::string schema_ok_dsn;       // under status_mu: the worker's ensure_schema() succeeded
+  std::string schema_ok_dsn;       // under status_mu: ensure_schema() done for this DSN
   mutable std::mutex status_mu;
   json current = nullptr;
   json last = json::object();
@@ -393,14 +392,12 @@ struct Service::Impl {
     schedule_reconnect();
   }
 
-  void update_ready() {
-    bool schema_ok = false;
-    {
-      std::lock_guard<std::mutex> lock(status_mu);
-      schema_ok = schema_ok_dsn == listen_dsn;
-    }
-    db_up = listen_up && schema_ok;
+  bool schema_ok_for(const std::string& dsn) const {
+    std::lock_guard<std::mutex> lock(status_mu);
+    return schema_ok_dsn == dsn;
   }
+
+  void update_ready() { db_up = listen_up && schema_ok_for(listen_dsn); }
 
   void await_readable() {
     listen_socket.async_wait(asio::posix::stream_descriptor::wait_read,
@@ -554,7 +551,7 @@ struct Service::Impl {
 
   pqxx::connection& work(const Settings& s) {
     if (work_conn && (work_dsn != s.dsn || !work_conn->is_open())) work_conn.reset();
-    if (schema_ready_dsn != s.dsn) {
+    if (!schema_ok_for(s.dsn)) {
       // keymig.requests must exist before the application can queue anything, so the
       // service creates the schema up front rather than at its first run.
       db::ConnectOptions connect;
@@ -562,7 +559,6 @@ struct Service::Impl {
       connect.max_retries = 0;
       db::Connection conn(connect);
       db::ensure_schema(conn);
-      schema_ready_dsn = s.dsn;
       {
         std::lock_guard<std::mutex> lock(status_mu);
         schema_ok_dsn = s.dsn;

@@ -92,19 +92,13 @@ def enqueue_ok(dsn):
         return False
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class ServeSilentDatabaseTest(DbTestCase):
     """A database host that accepts TCP and never answers (a failover in progress, a
     firewall dropping the rest): the connect must not hold the service's event loop."""
 
     def test_endpoints_and_sigterm_answer_while_the_connect_hangs(self):
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        port = listener.getsockname()[1]
+        listener, port = silent_server()
         keys = KeySet(rolling=1)
         secrets = Secrets()
         secrets.add_key(keys.active)
@@ -140,10 +134,7 @@ class ServeSilentDatabaseTest(DbTestCase):
             listener.close()
 
     def test_a_connect_that_never_answers_is_abandoned_and_retried(self):
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        port = listener.getsockname()[1]
+        listener, port = silent_server()
         keys = KeySet(rolling=1)
         secrets = Secrets()
         config = write_config(self.tmp, keys.active, keys.rolling, name="silent2.yaml")
@@ -159,6 +150,14 @@ class ServeSilentDatabaseTest(DbTestCase):
             listener.close()
 
 
+def silent_server():
+    """A listening socket that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener, listener.getsockname()[1]
+
+
 def accepted(listener):
     """True once a client connection is waiting on (or was taken from) the listener."""
     listener.setblocking(False)
@@ -171,3 +170,7 @@ def accepted(listener):
 
 
 accepted.held = []
+
+
+if __name__ == "__main__":
+    unittest.main()
