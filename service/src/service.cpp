@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -15,7 +16,9 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <random>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "keymig/db/connection.hpp"
 #include "keymig/db/runs.hpp"
@@ -100,7 +103,9 @@ struct Service::Impl {
   asio::steady_timer connect_deadline{io};
   int reconnect_attempt = 0;
   int listen_generation = 0;  // bumped by close_listener: stale callbacks see a new value
-  bool listen_up = false;     // connected and LISTENing
+  std::vector<std::vector<std::pair<std::string, std::string>>> host_attempts;
+  std::size_t host_attempt = 0;
+  bool listen_up = false;  // connected and LISTENing
   asio::steady_timer poll_timer{io};
   asio::steady_timer busy_timer{io};
   asio::steady_timer every_timer{io};
@@ -271,7 +276,24 @@ struct Service::Impl {
     if (stop_begun) return;
     close_listener();
     listen_dsn = current_settings()->dsn;
-    listen_conn = PQconnectStart(listen_dsn.c_str());
+    host_attempts = split_hosts(listen_dsn);
+    host_attempt = 0;
+    start_connect();
+  }
+
+  void start_connect() {
+    if (host_attempts.empty()) {
+      listen_conn = PQconnectStart(listen_dsn.c_str());
+    } else {
+      std::vector<const char*> keywords, values;
+      for (const auto& [k, v] : host_attempts[host_attempt]) {
+        keywords.push_back(k.c_str());
+        values.push_back(v.c_str());
+      }
+      keywords.push_back(nullptr);
+      values.push_back(nullptr);
+      listen_conn = PQconnectStartParams(keywords.data(), values.data(), 0);
+    }
     if (!listen_conn || PQstatus(listen_conn) == CONNECTION_BAD) {
       connect_failed(listen_conn ? one_line(PQerrorMessage(listen_conn)) : "out of memory");
       return;
@@ -284,6 +306,67 @@ struct Service::Impl {
     });
     // libpq: after PQconnectStart, wait as if PQconnectPoll had returned WRITING.
     await_socket(PGRES_POLLING_WRITING, [this] { poll_connect(); });
+  }
+
+  using ConnParams = std::vector<std::pair<std::string, std::string>>;
+
+  // One connect per host of a multi-host DSN (host=a,b, as HA setups list them), in
+  // order. PQconnectPoll applies no connect_timeout, so within one connect a silent first
+  // host would use up the deadline and the next never be tried; libpq's blocking connect
+  // gave each host connect_timeout, and so does this. Empty for a single host: the DSN is
+  // used as it is (a DSN libpq cannot parse is reported by that connect).
+  static std::vector<ConnParams> split_hosts(const std::string& dsn) {
+    char* error = nullptr;
+    PQconninfoOption* options = PQconninfoParse(dsn.c_str(), &error);
+    if (error) PQfreemem(error);
+    if (!options) return {};
+    ConnParams common;
+    std::string host, hostaddr, port;
+    for (auto* o = options; o->keyword; ++o) {
+      if (!o->val) continue;
+      const std::string_view k = o->keyword;
+      if (k == "host")
+        host = o->val;
+      else if (k == "hostaddr")
+        hostaddr = o->val;
+      else if (k == "port")
+        port = o->val;
+      else
+        common.emplace_back(o->keyword, o->val);
+    }
+    PQconninfoFree(options);
+    auto from_env = [](std::string& value, const char* name) {
+      const char* v = std::getenv(name);
+      if (value.empty() && v) value = v;
+    };
+    from_env(host, "PGHOST");
+    from_env(hostaddr, "PGHOSTADDR");
+    from_env(port, "PGPORT");
+    auto split = [](const std::string& list) {
+      std::vector<std::string> out;
+      if (list.empty()) return out;
+      for (std::size_t pos = 0;;) {
+        const auto comma = list.find(',', pos);
+        out.push_back(list.substr(pos, comma == std::string::npos ? comma : comma - pos));
+        if (comma == std::string::npos) return out;
+        pos = comma + 1;
+      }
+    };
+    const auto hosts = split(host), addrs = split(hostaddr), ports = split(port);
+    const std::size_t n = std::max(hosts.size(), addrs.size());
+    if (n <= 1) return {};
+    std::vector<ConnParams> attempts;
+    for (std::size_t i = 0; i < n; ++i) {
+      ConnParams p = common;
+      if (i < hosts.size()) p.emplace_back("host", hosts[i]);
+      if (i < addrs.size()) p.emplace_back("hostaddr", addrs[i]);
+      if (ports.size() == 1)
+        p.emplace_back("port", ports[0]);
+      else if (i < ports.size())
+        p.emplace_back("port", ports[i]);
+      attempts.push_back(std::move(p));
+    }
+    return attempts;
   }
 
   static std::chrono::seconds connect_timeout(PGconn* conn) {
@@ -387,9 +470,23 @@ struct Service::Impl {
 
   void connect_failed(const std::string& why) {
     KEYMIG_LOG(warn, "service", "listen_connect_failed", {"error", why},
-               {"attempt", reconnect_attempt});
+               {"attempt", reconnect_attempt},
+               {"host", host_attempts.empty() ? std::string() : host_label()});
     close_listener();
+    if (host_attempt + 1 < host_attempts.size()) {
+      ++host_attempt;  // the next host at once; the backoff is for a round of them all
+      start_connect();
+      return;
+    }
     schedule_reconnect();
+  }
+
+  std::string host_label() const {
+    std::string label;
+    for (const auto& [k, v] : host_attempts[host_attempt])
+      if (k == "host" || k == "hostaddr" || k == "port")
+        label += (label.empty() ? "" : " ") + k + "=" + v;
+    return label;
   }
 
   bool schema_ok_for(const std::string& dsn) const {

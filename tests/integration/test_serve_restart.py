@@ -149,6 +149,29 @@ class ServeSilentDatabaseTest(DbTestCase):
             serve.stop(timeout=30)
             listener.close()
 
+    def test_a_silent_first_host_gives_way_to_the_next(self):
+        """An HA DSN lists its hosts: the one that never answers is given its
+        connect_timeout, then the next is tried, as libpq's own connect does."""
+        listener, port = silent_server()
+        dsn = new_db("h5_serve_multihost")
+        scheme, rest = dsn.split("://", 1)
+        user, rest = rest.split("@", 1)
+        hostport, dbname = rest.split("/", 1)
+        multi = "%s://%s@127.0.0.1:%d,%s/%s?connect_timeout=2" % (scheme, user, port, hostport,
+                                                                dbname)
+        keys = KeySet(rolling=1)
+        config = write_config(self.tmp, keys.active, keys.rolling, name="multihost.yaml")
+        serve = ServeProcess(config, multi, Secrets())
+        try:
+            serve.wait_ready(timeout=30)
+            failed = serve.events("listen_connect_failed")
+            self.assertTrue(failed, "the silent host was not tried first")
+            self.assertIn("port=%d" % port, failed[0].get("host", ""))
+            self.assertIn("timeout", failed[0]["error"])
+        finally:
+            serve.stop(timeout=30)
+            listener.close()
+
 
 def silent_server():
     """A listening socket that accepts connections and never says a word."""
