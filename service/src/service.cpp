@@ -22,6 +22,7 @@
 
 #include "keymig/db/connection.hpp"
 #include "keymig/db/runs.hpp"
+#include "keymig/engine/mfa_admin.hpp"
 #include "keymig/log.hpp"
 #include "keymig/metrics/metrics.hpp"
 
@@ -103,7 +104,8 @@ struct Service::Impl {
   asio::steady_timer connect_deadline{io};
   int reconnect_attempt = 0;
   int listen_generation = 0;  // bumped by close_listener: stale callbacks see a new value
-  std::vector<std::vector<std::pair<std::string, std::string>>> host_attempts;
+  using ConnParams = std::vector<std::pair<std::string, std::string>>;  // keyword, value
+  std::vector<ConnParams> host_attempts;  // one connect per host of a multi-host DSN
   std::size_t host_attempt = 0;
   bool listen_up = false;  // connected and LISTENing
   asio::steady_timer poll_timer{io};
@@ -308,8 +310,6 @@ struct Service::Impl {
     await_socket(PGRES_POLLING_WRITING, [this] { poll_connect(); });
   }
 
-  using ConnParams = std::vector<std::pair<std::string, std::string>>;
-
   // One connect per host of a multi-host DSN (host=a,b, as HA setups list them), in
   // order. PQconnectPoll applies no connect_timeout, so within one connect a silent first
   // host would use up the deadline and the next never be tried; libpq's blocking connect
@@ -343,14 +343,7 @@ struct Service::Impl {
     from_env(hostaddr, "PGHOSTADDR");
     from_env(port, "PGPORT");
     auto split = [](const std::string& list) {
-      std::vector<std::string> out;
-      if (list.empty()) return out;
-      for (std::size_t pos = 0;;) {
-        const auto comma = list.find(',', pos);
-        out.push_back(list.substr(pos, comma == std::string::npos ? comma : comma - pos));
-        if (comma == std::string::npos) return out;
-        pos = comma + 1;
-      }
+      return list.empty() ? std::vector<std::string>() : engine::split_list(list);
     };
     const auto hosts = split(host), addrs = split(hostaddr), ports = split(port);
     const std::size_t n = std::max(hosts.size(), addrs.size());
