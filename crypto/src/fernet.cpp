@@ -83,6 +83,12 @@ std::atomic<std::uint64_t> next_ring_id{1};
 
 }  // namespace
 
+bool decode_canonical_base64url(std::string_view text, std::uint8_t* out,
+                                std::size_t& out_len) noexcept {
+  // decode_strict also takes unpadded text, which does not spell itself back.
+  return text.size() % 4 == 0 && detail::decode_strict(text, out, out_len);
+}
+
 // ---------------------------------------------------------------------------------------
 // Key
 

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "keymig/crypto/fernet.hpp"
 #include "pq.hpp"
 
 namespace keymig::db {
@@ -161,6 +162,7 @@ namespace {
 // without array_in's per-element parsing, which was a seventh of a batch's time.
 constexpr std::uint32_t kTextOid = 25;
 constexpr std::uint32_t kBoolOid = 16;
+constexpr std::uint32_t kByteaOid = 17;
 
 void put_u32(std::string& out, std::uint32_t v) {
   const char bytes[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
@@ -210,6 +212,39 @@ SecretString token_array(const std::vector<Change>& changes, Get get) {
   return SecretString(std::move(out));
 }
 
+// A bytea[] of tokens in the journal's form (docs/DESIGN.md section 4): the bytes a
+// canonical token spells (they start with Fernet's version byte 0x80), else a 0x00 tag
+// and the text as it was. keymig.journal_text() spells either back exactly. A token is
+// 3/4 of its text, which takes a fifth off each journal row, and so off the bytes a
+// large run writes.
+template <typename Get>
+SecretString journal_array(const std::vector<Change>& changes, Get get) {
+  std::size_t payload = 0;
+  for (const auto& ch : changes) payload += 4 + 1 + get(ch).size();
+  std::string out = array_header(kByteaOid, changes.size(), false, payload);
+  for (const auto& ch : changes) {
+    const std::string_view text = get(ch).view();
+    const std::size_t at = out.size();
+    put_u32(out, 0);
+    out.resize(at + 4 + text.size() / 4 * 3);  // within the reservation: no reallocation
+    std::size_t len = 0;
+    auto* raw = reinterpret_cast<std::uint8_t*>(&out[at + 4]);
+    if (!crypto::decode_canonical_base64url(text, raw, len) || len == 0 || raw[0] != 0x80) {
+      secure_wipe(raw, text.size() / 4 * 3);
+      out.resize(at + 4);
+      out.push_back('\0');
+      out.append(text);
+      len = 1 + text.size();
+    } else {
+      out.resize(at + 4 + len);
+    }
+    const char size[4] = {static_cast<char>(len >> 24), static_cast<char>(len >> 16),
+                          static_cast<char>(len >> 8), static_cast<char>(len)};
+    out.replace(at, 4, size, 4);
+  }
+  return SecretString(std::move(out));
+}
+
 }  // namespace
 
 BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Change>& changes,
@@ -235,6 +270,13 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       token_array(changes, [](const Change& c) -> const SecretString& { return c.old_token; });
   const SecretString new_arr =
       token_array(changes, [](const Change& c) -> const SecretString& { return c.new_token; });
+  SecretString old_journal, new_journal;
+  if (ctx.journal) {
+    old_journal =
+        journal_array(changes, [](const Change& c) -> const SecretString& { return c.old_token; });
+    new_journal =
+        journal_array(changes, [](const Change& c) -> const SecretString& { return c.new_token; });
+  }
 
   const std::string new_expr =
       t.secret_is_bytea ? "convert_to(s.new_token, 'UTF8')" : "s.new_token";
@@ -248,8 +290,10 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
   // ON CONFLICT: its speculative insertion was a tenth of a batch's database time. A
   // sweep batch (no chunk) has no checkpoint; it keeps the per-row guard.
   std::string sql =
-      "WITH s AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], "
-      "$5::boolean[]) AS s(row_id, old_token, new_token, old_flag)),"
+      "WITH s AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::boolean[]" +
+      std::string(ctx.journal ? ", $15::bytea[], $16::bytea[]) AS s(row_id, old_token, "
+                                "new_token, old_flag, old_journal, new_journal)),"
+                              : ") AS s(row_id, old_token, new_token, old_flag)),") +
       " chk AS (UPDATE keymig.chunks SET checkpoint = coalesce($8::text, "
       "checkpoint),"
       "          state = CASE WHEN $9::boolean THEN 'done' ELSE state END"
@@ -268,18 +312,19 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
     // (random IVs make it unique): it counts as applied.
     sql += " OR t." + t.q_secret + " = " + new_expr + ")";
   }
-  sql += "  RETURNING s.row_id, s.old_token, s.new_token, s.old_flag),";
+  sql += "  RETURNING s.row_id, s.new_token <> s.old_token AS rotated, s.old_flag" +
+         std::string(ctx.journal ? ", s.old_journal, s.new_journal)," : "),");
   if (ctx.journal) {
     sql +=
         " jn AS (INSERT INTO keymig.journal (run_id, row_id, old_token, new_token, old_flag, "
         "new_flag)"
-        "  SELECT $1, row_id, old_token, new_token, old_flag, " +
+        "  SELECT $1, row_id, old_journal, new_journal, old_flag, " +
         std::string(t.has_flag() ? "true" : "NULL::boolean") + "  FROM upd" +
         (chunked ? "" : " ON CONFLICT (run_id, row_id) DO NOTHING") + " RETURNING 1),";
   }
   sql +=
-      " cnt AS (SELECT count(*) FILTER (WHERE new_token <> old_token) AS rotated,"
-      "                count(*) FILTER (WHERE new_token = old_token) AS fixed,"
+      " cnt AS (SELECT count(*) FILTER (WHERE rotated) AS rotated,"
+      "                count(*) FILTER (WHERE NOT rotated) AS fixed,"
       "                count(*) AS applied," +
       // The run row is the one row every lane updates: locking it only once the journal
       // is written keeps the lock for the commit alone, instead of across the insert.
@@ -313,7 +358,8 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg(v), cnt";
 
   const std::string chunk_no = chunked ? std::to_string(*ctx.chunk_no) : std::string();
-  const BinaryParam ids_p(ids), old_p(old_arr.view()), new_p(new_arr.view()), flags_p(flags);
+  const BinaryParam ids_p(ids), old_p(old_arr.view()), new_p(new_arr.view()), flags_p(flags),
+      old_journal_p(old_journal.view()), new_journal_p(new_journal.view());
   auto collect = [](const pqxx::result& r, BatchResult& out) {
     const auto row = r.at(0);
     out.rotated = row[0].as<std::int64_t>();
@@ -326,12 +372,15 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
   return guarded(conn, "writing a batch", [&](pqxx::connection& c) {
     const std::string statement = prepared(conn.impl(), sql);
     pqxx::nontransaction tx(c);  // one statement = one transaction = one round trip
-    auto r =
-        tx.exec_prepared(statement, ctx.run_id, ids_p.get(), old_p.get(), new_p.get(),
-                         flags_p.get(), chunked ? chunk_no.c_str() : nullptr,
-                         opt_param(ctx.prev_checkpoint), opt_param(ctx.checkpoint), ctx.chunk_done,
-                         ctx.counts.rows_scanned, ctx.counts.already_active, ctx.counts.empty,
-                         ctx.counts.undecryptable, static_cast<std::int64_t>(changes.size()));
+    auto execute = [&](auto&&... journal) {
+      return tx.exec_prepared(statement, ctx.run_id, ids_p.get(), old_p.get(), new_p.get(),
+                              flags_p.get(), chunked ? chunk_no.c_str() : nullptr,
+                              opt_param(ctx.prev_checkpoint), opt_param(ctx.checkpoint),
+                              ctx.chunk_done, ctx.counts.rows_scanned, ctx.counts.already_active,
+                              ctx.counts.empty, ctx.counts.undecryptable,
+                              static_cast<std::int64_t>(changes.size()), journal...);
+    };
+    auto r = ctx.journal ? execute(old_journal_p.get(), new_journal_p.get()) : execute();
     BatchResult out;
     if (!chunked || r.at(0)[2].as<std::int64_t>() > 0) {
       collect(r, out);

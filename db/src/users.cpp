@@ -148,9 +148,12 @@ std::vector<ClearedUser> clear_mfa(Connection& conn, const UserTable& u,
   const std::string id_array = "$1::text[]::" + t.id_type + "[]";
   const std::string username = t.q_username.empty() ? "NULL::text" : "t." + t.q_username + "::text";
   const std::string flag = t.has_flag() ? "t." + t.q_flag : "NULL::boolean";
-  // The journal is text: a bytea secret is kept as its UTF-8 text, as migrate does.
-  const std::string secret_text = t.secret_is_bytea ? "convert_from(t." + t.q_secret + ", 'UTF8')"
-                                                    : "t." + t.q_secret + "::text";
+  // The journal keeps a secret as its text (a bytea secret as its UTF-8 text, as migrate
+  // does), in the journal's form: a tag byte, then the text.
+  const std::string secret_text = "keymig.journal_bytes(" +
+                                  (t.secret_is_bytea ? "convert_from(t." + t.q_secret + ", 'UTF8')"
+                                                     : "t." + t.q_secret + "::text") +
+                                  ")";
 
   const std::string lock_sql = "SELECT t." + t.q_id + "::text, " + username + ", t." + t.q_secret +
                                " IS NOT NULL, " + flag + " FROM " + t.q_table + " AS t WHERE t." +

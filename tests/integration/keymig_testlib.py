@@ -517,8 +517,9 @@ class DbTestCase(unittest.TestCase):
 def journal_of(dsn, run_id):
     """{row_id: [(old_token, new_token), ...]} of one run (a list, to see duplicates)."""
     out = {}
-    for rid, old, new in query(dsn, "SELECT row_id::text, old_token, new_token FROM "
-                               "keymig.journal WHERE run_id::text = '%s'" % run_id):
+    for rid, old, new in query(dsn, "SELECT row_id::text, keymig.journal_text(old_token),"
+                               " keymig.journal_text(new_token) FROM keymig.journal"
+                               " WHERE run_id::text = '%s'" % run_id):
         out.setdefault(rid, []).append((old, new))
     return out
 

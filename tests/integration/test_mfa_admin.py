@@ -207,7 +207,8 @@ class ResetMfaTest(DbTestCase):
         self.assertEqual(scalar(self.dsn, "SELECT kind || ' ' || state FROM keymig.runs "
                                 "WHERE run_id = '%s'" % run), "reset_mfa completed")
         journal = {row[0]: row[1:] for row in query(
-            self.dsn, "SELECT row_id, old_token, new_token, old_flag::text, new_flag::text "
+            self.dsn, "SELECT row_id, keymig.journal_text(old_token), keymig.journal_text(new_token),"
+            " old_flag::text, new_flag::text "
             "FROM keymig.journal WHERE run_id = '%s'" % run)}
         self.assertEqual(set(journal), {str(i) for i in chosen})
         for p in picks:

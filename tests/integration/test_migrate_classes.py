@@ -142,7 +142,8 @@ class MigrateClassesTest(DbTestCase):
         self.assertEqual(v["needs_rolling"], 0, _brief(v))
 
     def query_journal(self, run_id):
-        return query(self.dsn, "SELECT row_id::text, old_token, new_token FROM keymig.journal "
+        return query(self.dsn, "SELECT row_id::text, keymig.journal_text(old_token),"
+                     " keymig.journal_text(new_token) FROM keymig.journal "
                      "WHERE run_id::text = '%s'" % run_id)
 
     def test_keys_from_the_environment_and_a_missing_rolling_key(self):

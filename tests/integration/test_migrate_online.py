@@ -173,7 +173,7 @@ class OnlineTest(DbTestCase):
         self.assertEqual(decrypt_with(self.keys.active, token), (plain, ts),
                          "the application's write was lost or not rotated")
         self.assertTrue(flag)
-        self.assertEqual(scalar(self.dsn, "SELECT old_token FROM keymig.journal WHERE"
+        self.assertEqual(scalar(self.dsn, "SELECT keymig.journal_text(old_token) FROM keymig.journal WHERE"
                                 " row_id = '%d'" % row.id), app_token,
                          "the journal must hold the token the sweep replaced")
         self.km.run("verify", "--json", expect=EXIT_OK)

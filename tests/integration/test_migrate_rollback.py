@@ -96,8 +96,6 @@ class RollbackFinalizeTest(DbTestCase):
                           expect=EXIT_OK).json["run_id"]
         new = self.km.run("migrate", "--json", expect=EXIT_OK).json["run_id"]
         # A run's age is its last activity (keymig.runs timestamps), not the journal's.
-        psql(self.dsn, "UPDATE keymig.journal SET migrated_at = now() - interval '40 days' "
-             "WHERE run_id::text = '%s'" % old)
         psql(self.dsn, "UPDATE keymig.runs SET started_at = now() - interval '41 days', "
              "updated_at = now() - interval '40 days', finished_at = now() - interval '40 days' "
              "WHERE run_id::text = '%s'" % old)

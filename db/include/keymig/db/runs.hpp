@@ -13,7 +13,7 @@
 namespace keymig::db {
 
 /// The keymig schema version this build creates and understands.
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 /// Creates schema `keymig` (runs, journal, chunks, requests, schema_version) if missing.
 /// Idempotent and safe when several processes start at once (advisory lock).
