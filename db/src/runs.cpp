@@ -1,6 +1,7 @@
 #include "keymig/db/runs.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include "keymig/log.hpp"
 #include "pq.hpp"
@@ -139,6 +140,10 @@ ALTER TABLE keymig.journal
 INSERT INTO keymig.schema_version (version) VALUES (5);
 )SQL";
 
+// kMigrations[v - 1] takes the schema from version v - 1 to v.
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5};
+static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
+
 const char* const kRunColumns =
     "run_id, kind, target, state, coalesce(active_fingerprint, ''),"
     " coalesce(array_to_string(rolling_fingerprints, ','), ''), coalesce(selection::text, 'null'),"
@@ -233,25 +238,10 @@ void ensure_schema(Connection& conn) {
         " applied_at timestamptz NOT NULL DEFAULT now())");
     int version =
         tx.exec("SELECT coalesce(max(version), 0) FROM keymig.schema_version")[0][0].as<int>();
-    if (version < 1) {
-      tx.exec(kSchemaV1);
-      KEYMIG_LOG(info, "db", "schema_created", {"schema", "keymig"}, {"version", 1});
-    }
-    if (version < 2) {
-      tx.exec(kSchemaV2);
-      KEYMIG_LOG(info, "db", "schema_upgraded", {"schema", "keymig"}, {"version", 2});
-    }
-    if (version < 3) {
-      tx.exec(kSchemaV3);
-      KEYMIG_LOG(info, "db", "schema_upgraded", {"schema", "keymig"}, {"version", 3});
-    }
-    if (version < 4) {
-      tx.exec(kSchemaV4);
-      KEYMIG_LOG(info, "db", "schema_upgraded", {"schema", "keymig"}, {"version", 4});
-    }
-    if (version < 5) {
-      tx.exec(kSchemaV5);
-      KEYMIG_LOG(info, "db", "schema_upgraded", {"schema", "keymig"}, {"version", 5});
+    for (int v = version + 1; v <= kSchemaVersion; ++v) {
+      tx.exec(kMigrations[v - 1]);
+      KEYMIG_LOG(info, "db", v == 1 ? "schema_created" : "schema_upgraded", {"schema", "keymig"},
+                 {"version", v});
     }
     tx.commit();
   });
