@@ -164,10 +164,17 @@ constexpr std::uint32_t kTextOid = 25;
 constexpr std::uint32_t kBoolOid = 16;
 constexpr std::uint32_t kByteaOid = 17;
 
+// Writes v big-endian at out[at, at + 4), which must exist.
+void set_u32(std::string& out, std::size_t at, std::uint32_t v) {
+  out[at] = static_cast<char>(v >> 24);
+  out[at + 1] = static_cast<char>(v >> 16);
+  out[at + 2] = static_cast<char>(v >> 8);
+  out[at + 3] = static_cast<char>(v);
+}
+
 void put_u32(std::string& out, std::uint32_t v) {
-  const char bytes[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
-                         static_cast<char>(v >> 8), static_cast<char>(v)};
-  out.append(bytes, 4);
+  out.append(4, '\0');
+  set_u32(out, out.size() - 4, v);
 }
 
 std::string array_header(std::uint32_t elem_oid, std::size_t n, bool has_null,
@@ -224,8 +231,7 @@ SecretString journal_array(const std::vector<Change>& changes, Get get) {
   std::string out = array_header(kByteaOid, changes.size(), false, payload);
   for (const auto& ch : changes) {
     const std::string_view text = get(ch).view();
-    const std::size_t at = out.size();
-    put_u32(out, 0);
+    const std::size_t at = out.size();         // the element's length goes here once it is known
     out.resize(at + 4 + text.size() / 4 * 3);  // within the reservation: no reallocation
     std::size_t len = 0;
     auto* raw = reinterpret_cast<std::uint8_t*>(&out[at + 4]);
@@ -238,9 +244,7 @@ SecretString journal_array(const std::vector<Change>& changes, Get get) {
     } else {
       out.resize(at + 4 + len);
     }
-    const char size[4] = {static_cast<char>(len >> 24), static_cast<char>(len >> 16),
-                          static_cast<char>(len >> 8), static_cast<char>(len)};
-    out.replace(at, 4, size, 4);
+    set_u32(out, at, static_cast<std::uint32_t>(len));
   }
   return SecretString(std::move(out));
 }
