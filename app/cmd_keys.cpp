@@ -17,24 +17,13 @@
 #include "keymig/db/connection.hpp"
 #include "keymig/engine/keys.hpp"
 #include "keymig/engine/mfa_admin.hpp"
+#include "keymig/ids.hpp"
 #include "keymig/log.hpp"
 
 namespace keymig::app {
 namespace {
 
 using nlohmann::json;
-
-// Timestamps past year 9999 exist (a token may carry 2^64 - 1) but have no ISO form.
-std::string iso8601_utc(std::uint64_t seconds) {
-  constexpr std::uint64_t kMax = 253402300799;  // 9999-12-31T23:59:59Z
-  if (seconds > kMax) return "beyond-9999";
-  const std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 const char* reason_words(crypto::Reason reason) {
   switch (reason) {

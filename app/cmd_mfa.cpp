@@ -158,7 +158,7 @@ bool confirmed_on_terminal(const engine::ResetPlan& plan) {
 }
 
 int run_reset(const Common& common, const ResetFlags& flags) {
-  engine::UserSelection selection;
+  db::Selection selection;
   selection.usernames = joined_list(flags.usernames);
   selection.ids = joined_list(flags.ids);
   engine::validate_selection(selection, false);

@@ -1,7 +1,7 @@
 #pragma once
 
-// Private to crypto/: base64url as Fernet tokens use it, and the scratch buffer that
-// keeps the hot path off the heap.
+// Private to crypto/: the token decoder over keymig/base64.hpp, and the scratch buffer
+// that keeps the hot path off the heap.
 
 #include <openssl/crypto.h>
 
@@ -10,6 +10,7 @@
 #include <memory>
 #include <string_view>
 
+#include "keymig/base64.hpp"
 #include "keymig/crypto/fernet.hpp"
 
 namespace keymig::crypto::detail {
@@ -45,29 +46,9 @@ class Buffer {
   std::uint8_t inline_[kInline];
 };
 
-/// Length of the canonical padded encoding of `n` bytes.
-[[nodiscard]] constexpr std::size_t encoded_length(std::size_t n) {
-  return (n + 2) / 3 * 4;
-}
-/// Upper bound of the bytes `chars` characters decode to.
-[[nodiscard]] constexpr std::size_t decoded_capacity(std::size_t chars) {
-  return chars / 4 * 3 + 3;
-}
-
-/// Canonical padded base64url; writes exactly encoded_length(len) characters.
-void encode_base64url(const std::uint8_t* data, std::size_t len, char* out) noexcept;
-
-/// Strict base64url: URL-safe alphabet only, padding either canonical or absent, unused
-/// bits zero. `out` holds decoded_capacity(text.size()) bytes. False if not canonical.
-[[nodiscard]] bool decode_strict(std::string_view text, std::uint8_t* out,
-                                 std::size_t& out_len) noexcept;
-
-/// What Python 3.11's `base64.urlsafe_b64decode` (binascii, non-strict) makes of a `str`
-/// token, as cryptography 48 decodes it: skips non-alphabet characters, accepts '+' and
-/// '/', stops at the first complete padding, ignores unused bits; refuses non-ASCII, a
-/// missing padding and a lone trailing character. False if Python raises.
-[[nodiscard]] bool decode_python_lenient(std::string_view text, std::uint8_t* out,
-                                         std::size_t& out_len) noexcept;
+using keymig::decoded_capacity;
+using keymig::encode_base64url;
+using keymig::encoded_length;
 
 /// ok (strict), non_canonical (only the lenient decoder takes it) or not_base64.
 /// `out` is resized to the decoded bytes when ok or non_canonical.

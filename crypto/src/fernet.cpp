@@ -83,12 +83,6 @@ std::atomic<std::uint64_t> next_ring_id{1};
 
 }  // namespace
 
-bool decode_canonical_base64url(std::string_view text, std::uint8_t* out,
-                                std::size_t& out_len) noexcept {
-  // decode_strict also takes unpadded text, which does not spell itself back.
-  return text.size() % 4 == 0 && detail::decode_strict(text, out, out_len);
-}
-
 // ---------------------------------------------------------------------------------------
 // Key
 
@@ -98,7 +92,7 @@ Key Key::parse(std::string_view text) {
                    std::to_string(text.size()) + " characters");
   std::uint8_t decoded[detail::decoded_capacity(44)];
   std::size_t len = 0;
-  const bool ok = detail::decode_strict(text, decoded, len) && len == 32;
+  const bool ok = decode_base64url_strict(text, decoded, len) && len == 32;
   Key key;
   if (ok) std::memcpy(key.bytes_.data(), decoded, 32);
   OPENSSL_cleanse(decoded, sizeof decoded);

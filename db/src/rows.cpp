@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "keymig/crypto/fernet.hpp"
+#include "keymig/base64.hpp"
 #include "pq.hpp"
 
 namespace keymig::db {
@@ -43,7 +43,7 @@ Row to_row(const pqxx::row& r, const Table& t) {
 }
 
 // "AND <id> = ANY(...)" or "AND <username> = ANY(...)" with the next parameter number.
-std::string filter_clause(const Table& t, const RowFilter& f, int param) {
+std::string filter_clause(const Table& t, const Selection& f, int param) {
   const std::string p = "$" + std::to_string(param);
   if (!f.ids.empty()) return " AND t." + t.q_id + " = ANY(" + p + "::text[]::" + t.id_type + "[])";
   if (t.q_username.empty())
@@ -54,7 +54,7 @@ std::string filter_clause(const Table& t, const RowFilter& f, int param) {
   return " AND t." + t.q_username + " = ANY(" + p + "::text[])";
 }
 
-const std::vector<std::string>& filter_values(const RowFilter& f) {
+const std::vector<std::string>& filter_values(const Selection& f) {
   return f.ids.empty() ? f.usernames : f.ids;
 }
 
@@ -111,7 +111,7 @@ std::vector<Row> read_rows(Connection& conn, const Table& t, const std::vector<s
   });
 }
 
-std::vector<std::string> missing_selection(Connection& conn, const Table& t, const RowFilter& f) {
+std::vector<std::string> missing_selection(Connection& conn, const Table& t, const Selection& f) {
   if (f.empty()) return {};
   if (f.ids.empty() && t.q_username.empty()) (void)filter_clause(t, f, 1);  // throws why
   const std::string col = f.ids.empty() ? t.q_username : t.q_id;
@@ -142,7 +142,7 @@ std::int64_t estimated_rows(Connection& conn, const Table& t) {
   });
 }
 
-std::int64_t count_rows(Connection& conn, const Table& t, const RowFilter* f) {
+std::int64_t count_rows(Connection& conn, const Table& t, const Selection* f) {
   std::string sql = "SELECT count(*) FROM " + t.q_table + " AS t WHERE true";
   std::vector<std::string> params;
   if (f && !f->empty()) {
@@ -235,7 +235,7 @@ SecretString journal_array(const std::vector<Change>& changes, Get get) {
     out.resize(at + 4 + text.size() / 4 * 3);  // within the reservation: no reallocation
     std::size_t len = 0;
     auto* raw = reinterpret_cast<std::uint8_t*>(&out[at + 4]);
-    if (!crypto::decode_canonical_base64url(text, raw, len) || len == 0 || raw[0] != 0x80) {
+    if (!decode_canonical_base64url(text, raw, len) || len == 0 || raw[0] != 0x80) {
       secure_wipe(raw, text.size() / 4 * 3);
       out.resize(at + 4);
       out.push_back('\0');
@@ -286,7 +286,11 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       t.secret_is_bytea ? "convert_to(s.new_token, 'UTF8')" : "s.new_token";
   const std::string old_expr =
       t.secret_is_bytea ? "convert_to(s.old_token, 'UTF8')" : "s.old_token";
-  const bool chunked = ctx.chunk_no.has_value();
+  const bool chunked = ctx.chunk.has_value();
+  const std::optional<std::string> no_checkpoint;
+  const auto& from = chunked ? ctx.chunk->from : no_checkpoint;
+  const auto& to = chunked ? ctx.chunk->to : no_checkpoint;
+  const bool chunk_done = chunked && ctx.chunk->done;
 
   // A chunk batch is all or nothing on its chunk's checkpoint: the rows change only
   // when the checkpoint moves from where this worker left it. So a repeated batch whose
@@ -361,7 +365,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       "     WHERE x NOT IN (SELECT row_id FROM upd)) END"
       " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg(v), cnt";
 
-  const std::string chunk_no = chunked ? std::to_string(*ctx.chunk_no) : std::string();
+  const std::string chunk_no = chunked ? std::to_string(ctx.chunk->chunk_no) : std::string();
   const BinaryParam ids_p(ids), old_p(old_arr.view()), new_p(new_arr.view()), flags_p(flags),
       old_journal_p(old_journal.view()), new_journal_p(new_journal.view());
   auto collect = [](const pqxx::result& r, BatchResult& out) {
@@ -378,10 +382,9 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
     pqxx::nontransaction tx(c);  // one statement = one transaction = one round trip
     auto execute = [&](auto&&... journal) {
       return tx.exec_prepared(statement, ctx.run_id, ids_p.get(), old_p.get(), new_p.get(),
-                              flags_p.get(), chunked ? chunk_no.c_str() : nullptr,
-                              opt_param(ctx.prev_checkpoint), opt_param(ctx.checkpoint),
-                              ctx.chunk_done, ctx.counts.rows_scanned, ctx.counts.already_active,
-                              ctx.counts.empty, ctx.counts.undecryptable,
+                              flags_p.get(), chunked ? chunk_no.c_str() : nullptr, opt_param(from),
+                              opt_param(to), chunk_done, ctx.counts.rows_scanned,
+                              ctx.counts.already_active, ctx.counts.empty, ctx.counts.undecryptable,
                               static_cast<std::int64_t>(changes.size()), journal...);
     };
     auto r = ctx.journal ? execute(old_journal_p.get(), new_journal_p.get()) : execute();
@@ -399,8 +402,7 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
         "SELECT checkpoint IS NOT DISTINCT FROM coalesce($3::text, $4::text)"
         "   AND (NOT $5::boolean OR state = 'done')"
         " FROM keymig.chunks WHERE run_id = $1 AND chunk_no = $2::int",
-        ctx.run_id, chunk_no, opt_param(ctx.checkpoint), opt_param(ctx.prev_checkpoint),
-        ctx.chunk_done);
+        ctx.run_id, chunk_no, opt_param(to), opt_param(from), chunk_done);
     if (state.empty() || !state[0][0].as<bool>())
       throw DbError("chunk " + chunk_no + " of run " + ctx.run_id +
                         " moved under this worker (another worker holds it, or the server "

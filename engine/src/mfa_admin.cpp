@@ -7,17 +7,17 @@
 
 #include <algorithm>
 #include <chrono>
-#include <iomanip>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <set>
 #include <sstream>
 
+#include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/db/users.hpp"
 #include "keymig/error.hpp"
+#include "keymig/ids.hpp"
 #include "keymig/log.hpp"
 
 namespace keymig::engine {
@@ -55,7 +55,7 @@ int effective_threads(int configured) {
 
 // The selected values no user matched (ids compared in their text form as the database
 // prints them, usernames exactly).
-std::vector<std::string> unmatched(const UserSelection& selection,
+std::vector<std::string> unmatched(const db::Selection& selection,
                                    const std::vector<db::UserRow>& rows) {
   std::set<std::string> ids, names;
   for (const auto& r : rows) {
@@ -68,24 +68,6 @@ std::vector<std::string> unmatched(const UserSelection& selection,
   for (const auto& name : selection.usernames)
     if (!names.count(name)) out.push_back(name);
   return out;
-}
-
-std::string new_run_id() {
-  auto now = std::chrono::system_clock::now();
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::random_device rd;
-  std::ostringstream out;
-  out << "reset-" << std::put_time(&tm, "%Y%m%dT%H%M%SZ") << "-" << std::hex << std::setw(6)
-      << std::setfill('0') << (rd() & 0xffffffu);
-  return out.str();
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
-  return buf;
 }
 
 nlohmann::json status_json(const StatusReport& s) {
@@ -136,7 +118,7 @@ std::vector<std::string> split_list(const std::string& text) {
   return out;
 }
 
-void validate_selection(const UserSelection& selection, bool allow_empty) {
+void validate_selection(const db::Selection& selection, bool allow_empty) {
   if (selection.empty()) {
     if (allow_empty) return;
     throw UsageError("no users selected: name them with --usernames a,b or --ids 1,2");
@@ -264,7 +246,7 @@ StatusReport mfa_status(db::Connection& conn, const config::Config& config,
 }
 
 ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
-                         const crypto::KeyRing& keys, const UserSelection& selection) {
+                         const crypto::KeyRing& keys, const db::Selection& selection) {
   validate_selection(selection, false);
   const db::UserTable users = open_user_table(conn, config);
   auto rows = db::read_selected_users(conn, users, selection.ids, selection.usernames);
@@ -291,7 +273,7 @@ ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
   db::ensure_schema(conn);
 
   db::ResetRecord record;
-  record.run_id = new_run_id();
+  record.run_id = new_run_id("reset-", 6);
   record.active_fingerprint = keys.fingerprint(0);
   for (int i = 1; i <= static_cast<int>(keys.rolling_count()); ++i)
     record.rolling_fingerprints.push_back(keys.fingerprint(i));

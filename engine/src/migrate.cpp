@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <future>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <thread>
 
 #include "keymig/db/runs.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
+#include "keymig/ids.hpp"
 #include "keymig/log.hpp"
 #include "pipeline.hpp"
 
@@ -18,26 +18,7 @@ using namespace detail;
 
 namespace {
 
-std::string hostname() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
-  return buf;
-}
-
-std::string new_run_id() {
-  // Time-ordered and unique enough across hosts: UTC timestamp plus 32 random bits.
-  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-  std::random_device rd;
-  char suffix[16];
-  std::snprintf(suffix, sizeof suffix, "%08x", rd());
-  return std::string("m") + stamp + "-" + suffix;
-}
-
-std::string selection_json(const db::RowFilter& f) {
+std::string selection_json(const db::Selection& f) {
   if (f.empty()) return "null";
   nlohmann::json j;
   if (!f.ids.empty()) j["ids"] = f.ids;
@@ -45,8 +26,8 @@ std::string selection_json(const db::RowFilter& f) {
   return j.dump();
 }
 
-db::RowFilter selection_from_json(const std::string& text) {
-  db::RowFilter f;
+db::Selection selection_from_json(const std::string& text) {
+  db::Selection f;
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (!j.is_object()) return f;
   if (j.contains("ids")) f.ids = j["ids"].get<std::vector<std::string>>();
@@ -84,10 +65,7 @@ void write_and_count(db::Connection& conn, const db::Table& table, const Options
   ctx.run_id = run_id;
   ctx.journal = options.journal;
   if (count_in_run) {
-    ctx.chunk_no = b.chunk_no;
-    ctx.prev_checkpoint = b.prev_checkpoint;
-    ctx.checkpoint = b.checkpoint;
-    ctx.chunk_done = b.chunk_done;
+    ctx.chunk = b.chunk;
     ctx.counts = {b.tally.rows, b.tally.active_ok, b.tally.empty, b.tally.undecryptable};
   }
   db::BatchResult res;
@@ -235,7 +213,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
 
   if (new_run) {
     db::Run fresh;
-    fresh.run_id = opts.run_id.empty() ? new_run_id() : opts.run_id;
+    fresh.run_id = opts.run_id.empty() ? new_run_id("m", 8) : opts.run_id;
     fresh.kind = "migrate";
     fresh.target = table.label();
     fresh.active_fingerprint = active_fp;
@@ -243,7 +221,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
       fresh.rolling_fingerprints.push_back(keys.fingerprint(static_cast<int>(i)));
     fresh.selection_json = selection_json(opts.selection);
     fresh.journal = opts.journal;
-    fresh.host = hostname();
+    fresh.host = host_name();
     fresh.pid = static_cast<int>(getpid());
     if (!db::create_run(reader, fresh, bounds)) {
       // Another worker created it a moment ago: join it.
@@ -258,7 +236,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   if (run) {
     report.run_id = run->run_id;
     opts.journal = run->journal;
-    db::claim_run(reader, run->run_id, hostname(), static_cast<int>(getpid()));
+    db::claim_run(reader, run->run_id, host_name(), static_cast<int>(getpid()));
   }
 
   if (opts.metrics) opts.metrics->set_run_in_progress(true);
@@ -295,7 +273,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     source.share_pacer(pacer);
     if (run)
       source.use_run(run->run_id,
-                     hostname() + ":" + std::to_string(getpid()) + ":" + std::to_string(lane));
+                     host_name() + ":" + std::to_string(getpid()) + ":" + std::to_string(lane));
     run_pipeline(
         std::max(1, cores / lanes), [&] { return source.next(); },
         [&](Batch& b) { transform(b, keys, Mode::migrate, has_flag); },

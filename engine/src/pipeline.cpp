@@ -126,23 +126,14 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
 }
 
 db::Connection open_connection(const db::ConnectOptions& options, metrics::Metrics* metrics) {
-  auto delay = options.retry_base_delay;
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return db::Connection(options);
-    } catch (const db::DbError& e) {
-      if (!e.retryable() || attempt > options.max_retries) throw;
-      if (metrics) metrics->add_db_retry();
-      KEYMIG_LOG(warn, "engine", "connect_retry", {"attempt", attempt}, {"sqlstate", e.sqlstate()},
-                 {"error", e.what()});
-      std::this_thread::sleep_for(delay);
-      delay = std::min(delay * 2, options.retry_max_delay);
-    }
-  }
+  return db::connect_with_retry(options, [metrics](const db::DbError& e, int attempt) {
+    if (metrics) metrics->add_db_retry();
+    KEYMIG_LOG(warn, "engine", "connect_retry", {"attempt", attempt}, {"sqlstate", e.sqlstate()},
+               {"error", e.what()});
+  });
 }
 
-std::function<void(const db::DbError&, int)> retry_hook(metrics::Metrics* metrics,
-                                                        const char* what) {
+db::RetryHook retry_hook(metrics::Metrics* metrics, const char* what) {
   return [metrics, what](const db::DbError& e, int attempt) {
     if (metrics) metrics->add_db_retry();
     KEYMIG_LOG(warn, "engine", "db_retry", {"during", what}, {"attempt", attempt},
@@ -240,24 +231,25 @@ std::unique_ptr<Batch> PageSource::next() {
     auto batch = std::make_unique<Batch>();
     // A short page ends the chunk, and so does reaching its upper bound (the bounds are
     // the same id::text as the rows'): no extra empty read and write per chunk.
-    batch->chunk_done = static_cast<std::int64_t>(rows.size()) < limit ||
-                        (chunk_ && chunk_->hi && !rows.empty() && rows.back().id == *chunk_->hi);
-    if (chunk_) {
-      batch->chunk_no = chunk_->chunk_no;
-      batch->prev_checkpoint = db_checkpoint_;
-    }
+    const bool range_done =
+        static_cast<std::int64_t>(rows.size()) < limit ||
+        (chunk_ && chunk_->hi && !rows.empty() && rows.back().id == *chunk_->hi);
+    std::optional<std::string> moved_to;
     if (!rows.empty()) {
       cursor_ = rows.back().id;
-      batch->checkpoint = cursor_;
-      db_checkpoint_ = cursor_;
+      moved_to = cursor_;
     }
-    if (batch->chunk_done) {
+    if (chunk_) {
+      batch->chunk = db::ChunkStep{chunk_->chunk_no, db_checkpoint_, moved_to, range_done};
+      if (moved_to) db_checkpoint_ = moved_to;
+    }
+    if (range_done) {
       have_range_ = false;
       if (!run_mode_) finished_ = true;
     }
     batch->rows = std::move(rows);
     // An empty page still travels when it closes a chunk: the writer marks it done.
-    if (batch->rows.empty() && !(run_mode_ && batch->chunk_done)) continue;
+    if (batch->rows.empty() && !(run_mode_ && range_done)) continue;
     return batch;
   }
 }

@@ -17,6 +17,7 @@
 
 #include "keymig/crypto/fernet.hpp"
 #include "keymig/db/connection.hpp"
+#include "keymig/db/retry.hpp"
 #include "keymig/db/rows.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/target.hpp"
@@ -47,11 +48,7 @@ struct Batch {
   std::vector<UndecryptableRow> undecryptable;
   std::vector<std::string> needs_rolling;  // verify: ids
   Tally tally;
-  // Where the batch belongs (run mode).
-  std::optional<int> chunk_no;
-  std::optional<std::string> prev_checkpoint;
-  std::optional<std::string> checkpoint;
-  bool chunk_done = false;
+  std::optional<db::ChunkStep> chunk;  // run mode: the checkpoint step this batch makes
 };
 
 enum class Mode { scan, migrate, verify };
@@ -65,8 +62,7 @@ void transform(Batch& batch, const crypto::KeyRing& keys, Mode mode, bool has_fl
                                              metrics::Metrics* metrics);
 
 /// The retry hook: a log line and keymig_db_retries_total.
-[[nodiscard]] std::function<void(const db::DbError&, int)> retry_hook(metrics::Metrics* metrics,
-                                                                      const char* what);
+[[nodiscard]] db::RetryHook retry_hook(metrics::Metrics* metrics, const char* what);
 
 /// Paces reads to options.max_rows_per_second across every lane that shares it: the
 /// limit is the process's, not each lane's. Thread-safe.

@@ -16,8 +16,7 @@ engine::Options engine_options(const Job& job, const Settings& settings, std::at
                                metrics::Metrics& metrics) {
   engine::Options options = engine::options_from_config(settings.config);
   options.connect.dsn = settings.dsn;
-  options.selection.ids = job.ids;
-  options.selection.usernames = job.usernames;
+  options.selection = job.selection;
   options.stop = &stop;
   options.metrics = &metrics;
   return options;
@@ -34,9 +33,7 @@ RunOutcome from_report(int exit_code, std::string summary, bool stopped) {
 }
 
 RunOutcome reset(const Job& job, const Settings& settings) {
-  engine::UserSelection selection;
-  selection.ids = job.ids;
-  selection.usernames = job.usernames;
+  const db::Selection& selection = job.selection;
   // The request queue is an admin surface: the same refusal as the CLI, before any write.
   engine::validate_selection(selection, /*allow_empty=*/false);
   db::ConnectOptions connect;

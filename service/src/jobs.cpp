@@ -78,12 +78,12 @@ ParsedRequest parse_request(std::string_view kind, std::string_view params_json)
           return out;
         }
       }
-      if (!read_list(params, "ids", true, job.ids, out.error) ||
-          !read_list(params, "usernames", false, job.usernames, out.error))
+      if (!read_list(params, "ids", true, job.selection.ids, out.error) ||
+          !read_list(params, "usernames", false, job.selection.usernames, out.error))
         return out;
     }
   }
-  if (job.kind == JobKind::reset_mfa && job.ids.empty() && job.usernames.empty()) {
+  if (job.kind == JobKind::reset_mfa && job.selection.empty()) {
     out.error = "reset_mfa needs params.ids or params.usernames: it never resets everyone";
     return out;
   }
@@ -101,14 +101,6 @@ std::chrono::system_clock::time_point next_daily_run(std::chrono::system_clock::
   auto candidate = system_clock::time_point(day_start + minutes(minute_of_day));
   while (candidate <= now) candidate += hours(24);
   return candidate;
-}
-
-std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds min,
-                                        std::chrono::milliseconds max) noexcept {
-  if (attempt < 0) attempt = 0;
-  auto delay = min;
-  for (int i = 0; i < attempt && delay < max; ++i) delay *= 2;
-  return delay < max ? delay : max;
 }
 
 }  // namespace keymig::service

@@ -11,18 +11,18 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
-#include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
-#include <random>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "keymig/db/connection.hpp"
+#include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/engine/mfa_admin.hpp"
+#include "keymig/ids.hpp"
 #include "keymig/log.hpp"
 #include "keymig/metrics/metrics.hpp"
 
@@ -41,28 +41,14 @@ constexpr const char* kChannel = "keymig_requests";
 // releases it, which is the behaviour we want from a crashed process.
 constexpr const char* kLockPrefix = "keymig serve run: ";
 
-std::string iso_time(system_clock::time_point t) {
-  std::time_t tt = system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 double unix_seconds(system_clock::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
 }
 
 std::string default_instance() {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
-  std::string name(host);
+  std::string name = host_name();
   if (name.size() > 40) name.resize(40);
-  std::random_device rd;
-  char suffix[16];
-  std::snprintf(suffix, sizeof suffix, "%06x", rd() & 0xffffffu);
-  return name + ":" + std::to_string(::getpid()) + ":" + suffix;
+  return name + ":" + std::to_string(::getpid()) + ":" + random_hex(6);
 }
 
 // libpq messages end with a newline and may span lines; logs want one line.
@@ -262,7 +248,8 @@ struct Service::Impl {
 
   void schedule_reconnect() {
     if (stop_begun) return;
-    auto delay = backoff_delay(reconnect_attempt++, options.reconnect_min, options.reconnect_max);
+    auto delay =
+        db::backoff_delay(reconnect_attempt++, options.reconnect_min, options.reconnect_max);
     reconnect_timer.expires_after(delay);
     reconnect_timer.async_wait([this](const boost::system::error_code& ec) {
       if (!ec) connect_listener();
@@ -846,7 +833,8 @@ struct Service::Impl {
                      {"error", one_line(e.what())});
           throw;
         }
-        std::this_thread::sleep_for(backoff_delay(attempt, milliseconds(250), milliseconds(4000)));
+        std::this_thread::sleep_for(
+            db::backoff_delay(attempt, milliseconds(250), milliseconds(4000)));
         work_conn.reset();
         try {
           c = &work(*current_settings());
@@ -876,9 +864,9 @@ struct Service::Impl {
       std::lock_guard<std::mutex> lock(status_mu);
       current = {{"kind", kind},
                  {"source", job.source},
-                 {"started_at", iso_time(start)},
-                 {"selected_ids", job.ids.size()},
-                 {"selected_usernames", job.usernames.size()}};
+                 {"started_at", iso8601_utc(start)},
+                 {"selected_ids", job.selection.ids.size()},
+                 {"selected_usernames", job.selection.usernames.size()}};
       if (job.request_id) current["request_id"] = job.request_id;
     }
     metrics.set_run_in_progress(true);
@@ -906,8 +894,8 @@ struct Service::Impl {
     json record = result_json(out);
     record["source"] = job.source;
     if (job.request_id) record["request_id"] = job.request_id;
-    record["started_at"] = iso_time(start);
-    record["finished_at"] = iso_time(end);
+    record["started_at"] = iso8601_utc(start);
+    record["finished_at"] = iso8601_utc(end);
     record["duration_seconds"] = seconds;
     std::lock_guard<std::mutex> lock(status_mu);
     current = nullptr;
@@ -945,7 +933,7 @@ struct Service::Impl {
         schedule["at_utc"] = at;
       }
       doc["config"] = {{"generation", generation},
-                       {"loaded_at", iso_time(loaded_at)},
+                       {"loaded_at", iso8601_utc(loaded_at)},
                        {"files", settings->config.files},
                        {"target", m.target.table},
                        {"key_fingerprints", settings->fingerprints}};
@@ -954,13 +942,13 @@ struct Service::Impl {
     }
     std::lock_guard<std::mutex> lock(status_mu);
     doc["instance"] = instance;
-    doc["started_at"] = iso_time(started_at);
+    doc["started_at"] = iso8601_utc(started_at);
     doc["ready"] = db_up.load();
     doc["database"] = db_up ? "up" : "down";
     doc["draining"] = stop_flag.load();
     doc["current_run"] = current;
     doc["last"] = last;
-    if (next_scheduled) doc["schedule"]["next_run_at"] = iso_time(*next_scheduled);
+    if (next_scheduled) doc["schedule"]["next_run_at"] = iso8601_utc(*next_scheduled);
     doc["requests"] = {
         {"done", requests_done}, {"failed", requests_failed}, {"requeued", requests_requeued}};
     return doc.dump();

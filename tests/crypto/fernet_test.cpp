@@ -373,24 +373,3 @@ TEST_CASE("reason names are stable labels", "[crypto]") {
   CHECK(std::string(reason_name(Reason::unknown_key)) == "unknown_key");
   CHECK(std::string(reason_name(Reason::from_future)) == "from_future");
 }
-
-TEST_CASE("only canonical padded base64url decodes canonically", "[crypto]") {
-  auto decode = [](std::string_view text) -> std::optional<std::string> {
-    std::string out(text.size() / 4 * 3, '\0');
-    std::size_t len = 0;
-    if (!decode_canonical_base64url(text, reinterpret_cast<std::uint8_t*>(out.data()), len))
-      return std::nullopt;
-    out.resize(len);
-    return out;
-  };
-  CHECK(decode("") == std::string());
-  CHECK(decode("gA==") == std::string("\x80"));
-  CHECK(decode("gAA=") == std::string("\x80\x00", 2));
-  CHECK(decode("-_-_") == std::string("\xfb\xff\xbf"));
-  CHECK_FALSE(decode("gA"));        // unpadded
-  CHECK_FALSE(decode("gB=="));      // unused bits set: "gA==" is the spelling of 0x80
-  CHECK_FALSE(decode("+/+/"));      // the standard alphabet
-  CHECK_FALSE(decode("gA= "));      // whitespace
-  CHECK_FALSE(decode("g==="));      // too much padding
-  CHECK_FALSE(decode("gA==gA=="));  // padding inside
-}

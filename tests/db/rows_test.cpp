@@ -66,7 +66,7 @@ TEST_CASE("keyset pages visit every row once in the id's own order", "[db][rows]
   }
   SECTION("a selection filters pages and reports what matched nothing") {
     auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.b", "id", "s", "", ""});
-    keymig::db::RowFilter f;
+    keymig::db::Selection f;
     f.ids = {"5", "900", "77777"};
     keymig::db::PageQuery q;
     q.filter = &f;
@@ -76,7 +76,7 @@ TEST_CASE("keyset pages visit every row once in the id's own order", "[db][rows]
     CHECK(keymig::db::missing_selection(conn, t, f) == std::vector<std::string>{"77777"});
     f.ids = {"not-a-number"};
     CHECK_THROWS_AS(keymig::db::missing_selection(conn, t, f), keymig::db::TargetError);
-    keymig::db::RowFilter by_name;
+    keymig::db::Selection by_name;
     by_name.usernames = {"ann"};
     CHECK_THROWS_AS(keymig::db::count_rows(conn, t, &by_name), keymig::db::TargetError);
   }
@@ -115,8 +115,7 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
   change("3", "act3", "act3");  // flag-only fix
   keymig::db::BatchContext ctx;
   ctx.run_id = run_id;
-  ctx.chunk_no = 0;
-  ctx.checkpoint = "3";
+  ctx.chunk = keymig::db::ChunkStep{0, std::nullopt, "3", false};
   ctx.counts.rows_scanned = 3;
   auto res = keymig::db::write_batch(conn, t, changes, ctx);
   CHECK(res.missed == std::vector<std::string>{"2"});
@@ -130,7 +129,7 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
   CHECK(sql_value("SELECT checkpoint FROM keymig.chunks WHERE run_id = '" + run_id + "'") == "3");
 
   SECTION("repeating a batch after an ambiguous commit counts it once") {
-    ctx.prev_checkpoint = std::nullopt;  // as the first attempt saw it
+    ctx.chunk->from = std::nullopt;  // as the first attempt saw it
     auto again = keymig::db::write_batch(conn, t, changes, ctx);
     // Row 1 holds our new token and row 3 its flag: applied before; row 2 missed again.
     CHECK(again.missed == std::vector<std::string>{"2"});
@@ -151,9 +150,10 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
     c.new_token = SecretString(std::string_view("new4"));
     c.old_flag = false;
     next.push_back(std::move(c));
-    keymig::db::BatchContext later = ctx;
-    later.prev_checkpoint = "7";
-    later.checkpoint = "9";
+    keymig::db::BatchContext later;
+    later.run_id = ctx.run_id;
+    later.counts = ctx.counts;
+    later.chunk = keymig::db::ChunkStep{0, "7", "9", false};
     try {
       (void)keymig::db::write_batch(conn, t, next, later);
       FAIL("write_batch accepted a batch whose chunk moved");
@@ -305,8 +305,7 @@ TEST_CASE("the journal keeps a canonical token as its bytes and any other text a
     keymig::db::BatchContext ctx;
     ctx.run_id = run_id;
     ctx.journal = true;
-    ctx.chunk_no = 0;
-    ctx.checkpoint = "7";
+    ctx.chunk = keymig::db::ChunkStep{0, std::nullopt, "7", false};
     ctx.counts.rows_scanned = static_cast<std::int64_t>(olds.size());
     auto res = keymig::db::write_batch(conn, t, changes, ctx);
     CHECK(res.missed.empty());

@@ -21,34 +21,6 @@ TEST_CASE("retryable SQLSTATEs are exactly the transient ones", "[db][errors]") 
   CHECK_FALSE(deadlock.connection_lost());
 }
 
-TEST_CASE("with_retry repeats retryable errors and gives up on the others", "[db][errors]") {
-  KEYMIG_REQUIRE_DB();
-  keymig::db::Connection conn(test_options());
-  int calls = 0;
-  auto value = keymig::db::with_retry(conn, [&] {
-    if (++calls < 3) throw keymig::db::DbError("serialization failure", "40001", true);
-    return 7;
-  });
-  CHECK(value == 7);
-  CHECK(calls == 3);
-  calls = 0;
-  CHECK_THROWS_AS(keymig::db::with_retry(conn,
-                                         [&]() -> int {
-                                           ++calls;
-                                           throw keymig::db::DbError("unique", "23505", false);
-                                         }),
-                  keymig::db::DbError);
-  CHECK(calls == 1);
-  calls = 0;
-  CHECK_THROWS_AS(keymig::db::with_retry(conn,
-                                         [&]() -> int {
-                                           ++calls;
-                                           throw keymig::db::DbError("deadlock", "40P01", true);
-                                         }),
-                  keymig::db::DbError);
-  CHECK(calls == 3);  // max_retries 2: the first try and two more
-}
-
 TEST_CASE("an unreachable server is a retryable DbError", "[db][errors]") {
   keymig::db::ConnectOptions o;
   o.dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2";

@@ -10,7 +10,7 @@
 #include "keymig/db/runs.hpp"
 #include "keymig/db/target.hpp"
 
-using keymig::engine::UserSelection;
+using keymig::db::Selection;
 using keymig::engine::UserStatus;
 
 namespace {
@@ -50,7 +50,7 @@ TEST_CASE("a user list splits on commas and keeps empty items for refusal", "[en
 
 TEST_CASE("a selection with patterns, empty items or both kinds is refused", "[engine][mfa]") {
   using keymig::engine::validate_selection;
-  UserSelection s;
+  keymig::db::Selection s;
   SECTION("empty") {
     CHECK_THROWS_AS(validate_selection(s, false), keymig::UsageError);
     CHECK_NOTHROW(validate_selection(s, true));
@@ -193,12 +193,12 @@ TEST_CASE("reset-mfa clears exactly the named users and rollback restores them",
   CHECK(status.sysadmins == 2);
   CHECK(status.sysadmins_without_mfa == 1);
 
-  UserSelection unknown;
+  keymig::db::Selection unknown;
   unknown.usernames = {"ann", "nobody"};
   CHECK_THROWS_AS(keymig::engine::plan_reset_mfa(conn, config, r.ring, unknown),
                   keymig::UsageError);
 
-  UserSelection sel;
+  keymig::db::Selection sel;
   sel.usernames = {"ann", "bob"};
   auto plan = keymig::engine::plan_reset_mfa(conn, config, r.ring, sel);
   REQUIRE(plan.users.size() == 2);

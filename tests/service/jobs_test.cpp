@@ -12,8 +12,8 @@ TEST_CASE("a migrate request without params selects the whole target", "[service
     REQUIRE(parsed.job);
     CHECK(parsed.error.empty());
     CHECK(parsed.job->kind == JobKind::migrate);
-    CHECK(parsed.job->ids.empty());
-    CHECK(parsed.job->usernames.empty());
+    CHECK(parsed.job->selection.ids.empty());
+    CHECK(parsed.job->selection.usernames.empty());
     CHECK(parsed.job->source == "request");
   }
 }
@@ -22,8 +22,8 @@ TEST_CASE("ids may be numbers or strings and usernames are strings", "[service][
   auto parsed = parse_request("verify", R"({"ids": [1, "22", 333], "usernames": ["alice"]})");
   REQUIRE(parsed.job);
   CHECK(parsed.job->kind == JobKind::verify);
-  CHECK(parsed.job->ids == std::vector<std::string>{"1", "22", "333"});
-  CHECK(parsed.job->usernames == std::vector<std::string>{"alice"});
+  CHECK(parsed.job->selection.ids == std::vector<std::string>{"1", "22", "333"});
+  CHECK(parsed.job->selection.usernames == std::vector<std::string>{"alice"});
 }
 
 TEST_CASE("reset_mfa refuses to reset everyone", "[service][jobs]") {
@@ -80,14 +80,4 @@ TEST_CASE("the daily run is the next HH:MM in UTC strictly after now", "[service
         midnight + hours(2));
   CHECK(next_daily_run(midnight, 0) == midnight + hours(24));
   CHECK(next_daily_run(midnight + hours(23), 23 * 60 + 59) == midnight + hours(23) + minutes(59));
-}
-
-TEST_CASE("reconnect backoff doubles up to its cap", "[service][backoff]") {
-  milliseconds lo(250), hi(30000);
-  CHECK(backoff_delay(0, lo, hi) == milliseconds(250));
-  CHECK(backoff_delay(1, lo, hi) == milliseconds(500));
-  CHECK(backoff_delay(4, lo, hi) == milliseconds(4000));
-  CHECK(backoff_delay(7, lo, hi) == milliseconds(30000));
-  CHECK(backoff_delay(1000, lo, hi) == milliseconds(30000));
-  CHECK(backoff_delay(-3, lo, hi) == milliseconds(250));
 }

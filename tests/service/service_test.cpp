@@ -183,7 +183,7 @@ TEST_CASE("the service claims NOTIFY'd requests at once and writes their results
     CHECK(result["run_id"] == "fake-run");
     CHECK(result["claimed_by"] == "unit-test");
     REQUIRE(fake.count() == 1);
-    CHECK(fake.jobs[0].ids == std::vector<std::string>{"1", "2"});
+    CHECK(fake.jobs[0].selection.ids == std::vector<std::string>{"1", "2"});
     auto status = json::parse(service.status_json());
     CHECK(status["last"]["migrate"]["succeeded"] == true);
     CHECK(status["requests"]["done"] == 1);

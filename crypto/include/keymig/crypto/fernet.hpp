@@ -44,12 +44,6 @@ enum class Reason : std::uint8_t {
 /// Stable lower-case name, used in reports, JSON and metrics labels.
 [[nodiscard]] const char* reason_name(Reason reason) noexcept;
 
-/// The bytes `text` spells when it is canonical padded base64url (the only spelling
-/// Fernet implementations write), so that encoding them again gives `text` back; false
-/// for any other text. `out` must hold text.size() / 4 * 3 bytes.
-[[nodiscard]] bool decode_canonical_base64url(std::string_view text, std::uint8_t* out,
-                                              std::size_t& out_len) noexcept;
-
 /// A Fernet key: 16-byte signing key and 16-byte encryption key. Move-only, wiped on
 /// destruction, never printable.
 class Key {

@@ -1,10 +1,8 @@
 #pragma once
 
 #include <chrono>
-#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "keymig/db/error.hpp"
 
@@ -44,34 +42,5 @@ class Connection {
  private:
   std::unique_ptr<Impl> impl_;
 };
-
-/// Runs `work()` and repeats it after retryable DbErrors with exponential backoff,
-/// re-opening the session when it was lost, up to options().max_retries times; then
-/// rethrows. Only for work that is safe to repeat (keymig's writes are compare-and-swap).
-/// `on_retry` (may be empty) sees each error before the pause, for logs and metrics.
-template <typename Work>
-auto with_retry(Connection& conn, Work&& work,
-                const std::function<void(const DbError&, int attempt)>& on_retry = {}) {
-  const auto& opts = conn.options();
-  auto delay = opts.retry_base_delay;
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return work();
-    } catch (const DbError& e) {
-      if (!e.retryable() || attempt > opts.max_retries) throw;
-      if (on_retry) on_retry(e, attempt);
-      std::this_thread::sleep_for(delay);
-      delay = std::min(delay * 2, opts.retry_max_delay);
-      if (e.connection_lost()) {
-        try {
-          conn.reconnect();
-        } catch (const DbError& again) {
-          // The server may still be starting: the next attempt fails fast and waits longer.
-          if (!again.retryable()) throw;
-        }
-      }
-    }
-  }
-}
 
 }  // namespace keymig::db

@@ -19,8 +19,10 @@ struct Row {
   std::optional<bool> flag;  // nullopt: no flag column, or NULL
 };
 
-/// Restricts reading to some rows (the admin action on named users).
-struct RowFilter {
+/// The rows an operator or an admin action names: exact ids and/or exact usernames, never
+/// patterns. Empty: the whole target. The one selection type of every command, request and
+/// run (keymig.runs.selection).
+struct Selection {
   std::vector<std::string> ids;        // id values as text
   std::vector<std::string> usernames;  // values of the username column
   [[nodiscard]] bool empty() const noexcept { return ids.empty() && usernames.empty(); }
@@ -32,7 +34,7 @@ struct PageQuery {
   std::optional<std::string> after;
   std::optional<std::string> upto;
   std::int64_t limit = 2000;
-  const RowFilter* filter = nullptr;
+  const Selection* filter = nullptr;
 };
 
 /// Throws DbError (retryable ones may be repeated), TargetError when a filter needs a
@@ -46,7 +48,7 @@ struct PageQuery {
 
 /// The selected ids or usernames that match no row (reported, not an error).
 [[nodiscard]] std::vector<std::string> missing_selection(Connection& conn, const Table& table,
-                                                         const RowFilter& filter);
+                                                         const Selection& filter);
 
 /// PostgreSQL's own estimate of the table's rows (pg_class.reltuples, kept by VACUUM and
 /// ANALYZE), without reading the table; -1 when it has none yet.
@@ -54,7 +56,7 @@ struct PageQuery {
 
 /// Number of rows (optionally filtered): for progress and ETA.
 [[nodiscard]] std::int64_t count_rows(Connection& conn, const Table& table,
-                                      const RowFilter* filter);
+                                      const Selection* filter);
 
 /// One row to write: the token it held when read (the compare-and-swap condition) and
 /// what it gets. new_token equal to old_token: only the flag is fixed.
@@ -73,16 +75,24 @@ struct CountsDelta {
   std::int64_t undecryptable = 0;
 };
 
-/// Where a batch belongs: run, chunk and checkpoints. Counts are added to the run only
-/// when the chunk checkpoint moves from prev_checkpoint to checkpoint, so repeating a
-/// batch whose commit was ambiguous never counts it twice.
+/// One step of a chunk's checkpoint (docs/DESIGN.md section 2): the batch commits only if
+/// the chunk's checkpoint still stands at `from`, where this worker left it, and moves it
+/// to `to` in the same transaction; `done` closes the chunk. The page source makes each
+/// step, the batch statement applies it.
+struct ChunkStep {
+  int chunk_no = 0;
+  std::optional<std::string> from;  // nullopt: the chunk had no checkpoint yet
+  std::optional<std::string> to;    // nullopt: an empty page that only closes the chunk
+  bool done = false;
+};
+
+/// Where a batch belongs: run and chunk step. Counts are added to the run only when the
+/// chunk checkpoint moves, so repeating a batch whose commit was ambiguous never counts
+/// it twice.
 struct BatchContext {
   std::string run_id;
   bool journal = true;
-  std::optional<int> chunk_no;  // nullopt: sweep batches (no checkpoint, no counts)
-  std::optional<std::string> prev_checkpoint;
-  std::optional<std::string> checkpoint;
-  bool chunk_done = false;
+  std::optional<ChunkStep> chunk;  // nullopt: sweep batches (no checkpoint, no counts)
   CountsDelta counts;
 };
 
@@ -96,7 +106,7 @@ struct BatchResult {
 
 /// One statement, one transaction, one round trip: the CAS update, the journal rows of
 /// exactly the rows changed, the run checkpoint and counts. A chunk batch writes only if
-/// its chunk checkpoint is still prev_checkpoint; repeated after a commit whose reply was
+/// its chunk checkpoint is still chunk->from; repeated after a commit whose reply was
 /// lost it writes nothing and reports what that commit applied. Safe to repeat. Throws
 /// DbError, non-retryable when the chunk's checkpoint moved under this worker.
 [[nodiscard]] BatchResult write_batch(Connection& conn, const Table& table,

@@ -44,7 +44,7 @@ struct Options {
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
   bool journal = true;                   // keep old tokens for rollback until finalize
   bool dry_run = false;                  // migrate: count what would change, write nothing
-  db::RowFilter selection;               // ids or usernames; empty: the whole target
+  db::Selection selection;               // ids or usernames; empty: the whole target
   std::string run_id;  // migrate: resume/join this run (created if new); empty: see migrate
   bool resume = true;  // migrate without run_id: resume the newest unfinished run
   std::int64_t rows_per_chunk = 0;  // id range leased at a time; 0: 10 x batch_size

@@ -13,15 +13,9 @@
 #include "keymig/config/config.hpp"
 #include "keymig/crypto/fernet.hpp"
 #include "keymig/db/connection.hpp"
+#include "keymig/db/rows.hpp"
 
 namespace keymig::engine {
-
-/// Users named by an admin action: exact ids and/or exact usernames, never patterns.
-struct UserSelection {
-  std::vector<std::string> ids;
-  std::vector<std::string> usernames;
-  [[nodiscard]] bool empty() const noexcept { return ids.empty() && usernames.empty(); }
-};
 
 /// Splits "a,b, c" into trimmed items. Empty items are kept (as "") so that
 /// validate_selection can refuse them.
@@ -29,7 +23,7 @@ struct UserSelection {
 
 /// Refuses what could select more users than the operator named: an empty selection
 /// (unless allow_empty), empty items, and pattern characters (% * ?). Throws UsageError.
-void validate_selection(const UserSelection& selection, bool allow_empty);
+void validate_selection(const db::Selection& selection, bool allow_empty);
 
 /// One user as the admin page shows it. Carries no secret.
 struct UserStatus {
@@ -86,7 +80,7 @@ struct StatusReport {
 };
 
 struct StatusOptions {
-  UserSelection selection;  // empty: every user
+  db::Selection selection;  // empty: every user
   std::int64_t page_size = 5000;
   int threads = 0;  // 0: all cores
 };
@@ -101,14 +95,14 @@ struct StatusOptions {
 /// The users a reset would clear, resolved and checked, for the confirmation prompt.
 struct ResetPlan {
   std::string target;
-  UserSelection selection;
+  db::Selection selection;
   std::vector<UserStatus> users;  // in id order
 };
 
 /// Resolves the selection. Throws UsageError (exit 2) for an empty selection, a pattern,
 /// or any id/username that matches no user (all or nothing), db::DbError.
 [[nodiscard]] ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
-                                       const crypto::KeyRing& keys, const UserSelection& selection);
+                                       const crypto::KeyRing& keys, const db::Selection& selection);
 
 struct ResetResult {
   std::string run_id;

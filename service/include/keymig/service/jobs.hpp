@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "keymig/db/rows.hpp"
+
 namespace keymig::service {
 
 enum class JobKind { migrate, verify, reset_mfa };
@@ -17,11 +19,11 @@ enum class JobKind { migrate, verify, reset_mfa };
 /// "migrate", "verify", "reset_mfa".
 [[nodiscard]] const char* job_kind_name(JobKind kind) noexcept;
 
-/// One unit of work for the runner. Empty `ids` and `usernames`: the whole target.
+/// One unit of work for the runner.
 struct Job {
   JobKind kind = JobKind::migrate;
-  std::vector<std::string> ids;  // as text: the id column may be any orderable type
-  std::vector<std::string> usernames;
+  db::Selection
+      selection;  // ids as text (the id column may be any orderable type); empty: the whole target
   std::string source;           // "schedule", "request"
   std::int64_t request_id = 0;  // keymig.requests.id when source == "request"
   std::string run_id;           // verify: also check this migrate run's journal
@@ -42,9 +44,5 @@ struct ParsedRequest {
 /// The next "HH:MM" (UTC, minute_of_day) strictly after `now`.
 [[nodiscard]] std::chrono::system_clock::time_point next_daily_run(
     std::chrono::system_clock::time_point now, int minute_of_day);
-
-/// Exponential backoff with a cap: min * 2^attempt, at most max.
-[[nodiscard]] std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds min,
-                                                      std::chrono::milliseconds max) noexcept;
 
 }  // namespace keymig::service
