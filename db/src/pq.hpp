@@ -1,17 +1,20 @@
 #pragma once
 
-// db internals: the libpqxx session behind db::Connection, and the translation of
-// libpqxx exceptions into db::DbError at the module boundary.
+// db internals: the libpqxx session behind db::Connection, the translation of libpqxx
+// exceptions into db::DbError at the module boundary (error.cpp), and the small helpers
+// that turn values into statement parameters and fields back into values.
 
 #include <memory>
 #include <optional>
 #include <pqxx/pqxx>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_set>
+#include <vector>
 
 #include "keymig/db/connection.hpp"
-#include "keymig/secure.hpp"
+#include "keymig/db/target.hpp"
 
 namespace keymig::db {
 
@@ -46,10 +49,42 @@ auto guarded(Connection& conn, std::string_view context, F&& f) {
 /// generic plan that refers to them instead.
 [[nodiscard]] std::string prepared(Connection::Impl& impl, const std::string& sql);
 
-/// A PostgreSQL array literal of text elements ("{...}", each element quoted).
-/// nullptr elements are NULL.
-void append_array_element(std::string& out, std::string_view value, bool first);
-[[nodiscard]] std::string text_array(const std::vector<std::string>& values);
+namespace detail {
+inline void append_array_element(std::string& out, std::string_view value, bool first) {
+  if (!first) out.push_back(',');
+  out.push_back('"');
+  for (char c : value) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+}
+}  // namespace detail
+
+/// A PostgreSQL array literal of text elements ("{...}", each element quoted), for a
+/// `$n::text[]` parameter; nullopt elements are NULL.
+template <typename Value>  // std::string or std::optional<std::string>
+[[nodiscard]] std::string text_array(const std::vector<Value>& values) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& v : values) {
+    if constexpr (std::is_same_v<Value, std::string>) {
+      detail::append_array_element(out, v, first);
+    } else if (v) {
+      detail::append_array_element(out, *v, first);
+    } else {
+      out += first ? "NULL" : ",NULL";
+    }
+    first = false;
+  }
+  out.push_back('}');
+  return out;
+}
+
+/// A text expression as a value of the secret column (bytea: its UTF-8 bytes).
+[[nodiscard]] inline std::string secret_value(const Table& t, const std::string& text_expr) {
+  return t.secret_is_bytea ? "convert_to(" + text_expr + ", 'UTF8')" : text_expr;
+}
 
 /// Nullable text parameter for exec_params.
 [[nodiscard]] inline const char* opt_param(const std::optional<std::string>& v) {

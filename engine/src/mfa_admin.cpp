@@ -14,6 +14,7 @@
 
 #include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
+#include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/db/users.hpp"
 #include "keymig/error.hpp"

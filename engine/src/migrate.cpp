@@ -5,7 +5,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "keymig/db/batch.hpp"
+#include "keymig/db/chunks.hpp"
 #include "keymig/db/runs.hpp"
+#include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/ids.hpp"

@@ -2,7 +2,10 @@
 
 #include <oneapi/tbb/parallel_for.h>
 
+#include "keymig/db/chunks.hpp"
+#include "keymig/db/journal.hpp"
 #include "keymig/db/runs.hpp"
+#include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/log.hpp"

@@ -16,10 +16,11 @@
 #include <vector>
 
 #include "keymig/crypto/fernet.hpp"
+#include "keymig/db/batch.hpp"
+#include "keymig/db/chunks.hpp"
 #include "keymig/db/connection.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/db/rows.hpp"
-#include "keymig/db/runs.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
 

@@ -20,7 +20,7 @@
 
 #include "keymig/db/connection.hpp"
 #include "keymig/db/retry.hpp"
-#include "keymig/db/runs.hpp"
+#include "keymig/db/schema.hpp"
 #include "keymig/engine/mfa_admin.hpp"
 #include "keymig/ids.hpp"
 #include "keymig/log.hpp"

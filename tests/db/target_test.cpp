@@ -9,61 +9,6 @@ using keymig::db::TargetError;
 using keymig::db::TargetSpec;
 using namespace keymig::testing;
 
-TEST_CASE("retryable SQLSTATEs are exactly the transient ones", "[db][errors]") {
-  for (const char* s : {"40001", "40P01", "55P03", "57P01", "57P03", "08006", "08003", "08001"})
-    CHECK(keymig::db::is_retryable_sqlstate(s));
-  for (const char* s :
-       {"23505", "42P01", "42703", "22P02", "57014", "XX000", "08004", "3D000", "28P01", ""})
-    CHECK_FALSE(keymig::db::is_retryable_sqlstate(s));
-  keymig::db::DbError lost("x", "08006", true);
-  CHECK(lost.connection_lost());
-  keymig::db::DbError deadlock("x", "40P01", true);
-  CHECK_FALSE(deadlock.connection_lost());
-}
-
-TEST_CASE("an unreachable server is a retryable DbError", "[db][errors]") {
-  keymig::db::ConnectOptions o;
-  o.dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2";
-  try {
-    keymig::db::Connection conn(o);
-    FAIL("connected to port 1");
-  } catch (const keymig::db::DbError& e) {
-    CHECK(e.retryable());
-    CHECK(e.connection_lost());
-  }
-}
-
-TEST_CASE("a server that refuses the session is reported at once, not retried", "[db][errors]") {
-  KEYMIG_REQUIRE_DB();
-  const std::string dsn = test_dsn();
-  const auto slash = dsn.rfind('/');
-  REQUIRE(slash != std::string::npos);
-  struct Case {
-    std::string dsn, sqlstate, says;
-  };
-  const Case cases[] = {
-      {dsn.substr(0, slash + 1) + "keymig_no_such_database", "3D000",
-       "the database does not exist"},
-      {dsn + (dsn.find('?') == std::string::npos ? "?" : "&") + "no_such_option=1", "22023",
-       "no_such_option"},
-  };
-  for (const auto& c : cases) {
-    keymig::db::ConnectOptions o = test_options();
-    o.dsn = c.dsn;
-    try {
-      keymig::db::Connection conn(o);
-      FAIL("connected with " << c.sqlstate);
-    } catch (const keymig::db::DbError& e) {
-      INFO(e.what());
-      CHECK(e.sqlstate() == c.sqlstate);
-      CHECK_FALSE(e.retryable());
-      CHECK_FALSE(e.connection_lost());
-      CHECK(std::string(e.what()).find(c.says) != std::string::npos);
-      CHECK(std::string(e.what()).find("connection lost") == std::string::npos);
-    }
-  }
-}
-
 TEST_CASE("the target check names each problem and accepts good targets", "[db][target]") {
   KEYMIG_REQUIRE_DB();
   sql("DROP SCHEMA IF EXISTS h3a_target CASCADE; CREATE SCHEMA h3a_target;"

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "keymig/db/connection.hpp"
-#include "keymig/db/runs.hpp"
+#include "keymig/db/journal.hpp"
 #include "keymig/db/target.hpp"
 
 using keymig::db::Selection;
