@@ -47,8 +47,7 @@ struct Options {
   db::Selection selection;               // ids or usernames; empty: the whole target
   std::string run_id;  // migrate: resume/join this run (created if new); empty: see migrate
   bool resume = true;  // migrate without run_id: resume the newest unfinished run
-  std::int64_t rows_per_chunk = 0;  // id range leased at a time; 0: 10 x batch_size
-  int lanes = 0;  // migrate: parallel reader -> writer pipelines; 0: one per thread (max 8)
+  std::int64_t rows_per_chunk = 0;                // id range leased at a time; 0: 10 x batch_size
   std::function<void(const Progress&)> progress;  // may be empty
   /// Set to true (from any thread or a signal handler) to drain: batches in flight
   /// commit, checkpoints are written, the run stays resumable. May be null.
