@@ -165,7 +165,7 @@ class OneShotMetricsTest(DbTestCase):
 
     def test_rollback_and_finalize_push_their_result(self):
         result = self.km.run("migrate", "--json", expect=EXIT_OK)
-        run_id = result.json()["run_id"]
+        run_id = result.json["run_id"]
         self.km.run("finalize", "--run", run_id, "--push-gateway", self.gateway, expect=EXIT_OK)
         self.km.run("rollback", "--run", "no-such-run", "--push-gateway", self.gateway,
                     expect=EXIT_USAGE)
