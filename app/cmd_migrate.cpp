@@ -143,14 +143,14 @@ void add_metrics_flags(CLI::App& sub, MetricsFlags& f) {
       ->type_name("PATH");
 }
 
-// Publishes on every way out, failures included: an alert on "last run failed" needs the
-// failed run's push as much as a dashboard needs the successful one.
+// Exports on every way out, failures included: an alert on "last run failed" needs the
+// failed run's push as much as a dashboard needs the successful one. The engine records
+// the run's result and its target; this only exposes them (one Pushgateway group per
+// target and command, whichever way the run ended).
 class OneShotMetrics {
  public:
-  OneShotMetrics(const config::Config& config, const MetricsFlags& flags, std::string command)
-      : command_(std::move(command)),
-        target_(config.migration.target.table),
-        push_gateway_(flags.push_gateway.empty() ? config.migration.metrics.push_gateway
+  OneShotMetrics(const config::Config& config, const MetricsFlags& flags)
+      : push_gateway_(flags.push_gateway.empty() ? config.migration.metrics.push_gateway
                                                  : flags.push_gateway),
         textfile_(flags.textfile.empty() ? config.migration.metrics.textfile : flags.textfile) {
     if (flags.listen.empty() && push_gateway_.empty() && textfile_.empty()) return;
@@ -169,20 +169,18 @@ class OneShotMetrics {
   OneShotMetrics(const OneShotMetrics&) = delete;
   OneShotMetrics& operator=(const OneShotMetrics&) = delete;
   ~OneShotMetrics() {
-    if (!published_) publish(false);
+    if (!published_) publish();
   }
 
   [[nodiscard]] metrics::Metrics* get() const { return metrics_.get(); }
 
-  /// `target` as the engine reports it; `ok` false records a failed run.
-  void publish(bool ok, const std::string& target = {}) noexcept {
+  /// Writes the textfile and pushes what the engine recorded.
+  void publish() noexcept {
     published_ = true;
     if (!metrics_) return;
-    if (!target.empty()) target_ = target;
     try {
-      if (!ok) metrics_->set_last_failure(command_);
       if (!textfile_.empty()) metrics_->write_textfile(textfile_);
-      if (!push_gateway_.empty()) metrics_->push(push_gateway_, target_, command_);
+      if (!push_gateway_.empty()) metrics_->push(push_gateway_);
     } catch (const std::exception& e) {
       KEYMIG_LOG(warn, "app", "metrics_export_failed", {"error", e.what()});
     }
@@ -190,8 +188,6 @@ class OneShotMetrics {
   }
 
  private:
-  std::string command_;
-  std::string target_;
   std::string push_gateway_;
   std::string textfile_;
   std::unique_ptr<metrics::Metrics> metrics_;
@@ -245,18 +241,18 @@ void add_walk_flags(CLI::App& sub, Common& common, PassFlags& f) {
 // What a pass needs before it starts: config, keys, engine options with progress and
 // metrics attached. Members in construction order.
 struct Walk {
-  Walk(const Common& common, const PassFlags& f, const char* command)
+  Walk(const Common& common, const PassFlags& f)
       : config(load_config(common)),
         keys(load_keyring(config)),
         options(make_options(common, config, f)),
-        metrics(config, f.metrics, command) {
+        metrics(config, f.metrics) {
     options.metrics = metrics.get();
     attach_progress(options);
   }
   /// After the engine returned: ends the progress line and publishes the metrics.
-  void done(const std::string& target) {
+  void done() {
     end_progress(options);
-    metrics.publish(true, target);
+    metrics.publish();
   }
 
   config::Config config;
@@ -272,9 +268,9 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
   add_walk_flags(sub, common, *f);
   add_selection_flags(sub, *f);
   return [f, &common] {
-    Walk w(common, *f, "scan");
+    Walk w(common, *f);
     auto r = engine::scan(w.keys, w.options);
-    w.done(r.target);
+    w.done();
     std::ostringstream text;
     text << "scan of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s";
     for (const auto& k : r.by_key)
@@ -301,11 +297,11 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
                  "resume this run, or join it as another worker (created if new)")
       ->type_name("ID");
   return [f, &common] {
-    Walk w(common, *f, "migrate");
+    Walk w(common, *f);
     w.options.stop = &g_stop;
     install_stop_handlers();
     auto r = engine::migrate(w.keys, w.options);
-    w.done(r.target);
+    w.done();
     std::ostringstream text;
     if (r.dry_run) {
       text << "dry run on " << r.target << " (nothing written)";
@@ -355,9 +351,9 @@ std::function<int()> setup_verify(CLI::App& sub, Common& common) {
   sub.add_option("--run", f->run_id, "also check this run's journal: old and new plaintexts equal")
       ->type_name("ID");
   return [f, &common] {
-    Walk w(common, *f, "verify");
+    Walk w(common, *f);
     auto r = engine::verify(w.keys, w.options, f->run_id);
-    w.done(r.target);
+    w.done();
     print(common, r.to_json(), verify_text(r));
     return r.exit_code();
   };
@@ -373,13 +369,17 @@ std::function<int()> setup_rollback(CLI::App& sub, Common& common) {
   sub.add_option("--batch-size", f->batch_size, "journal rows per transaction")
       ->check(CLI::PositiveNumber);
   sub.add_option("--run", f->run_id, "the run to undo")->type_name("ID")->required();
+  add_metrics_flags(sub, f->metrics);
   return [f, &common] {
     auto config = load_config(common);
     auto options = make_options(common, config, *f);
     options.run_id.clear();
     options.stop = &g_stop;
+    OneShotMetrics metrics(config, f->metrics);
+    options.metrics = metrics.get();
     install_stop_handlers();
     auto r = engine::rollback(options, f->run_id);
+    metrics.publish();
     std::ostringstream text;
     text << "rollback of run " << r.run_id << " on " << r.target << ": " << r.state
          << "\n  journal rows " << r.journal_rows << ", restored " << r.restored << ", left "
@@ -399,12 +399,16 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
   add_output_flags(sub, common);
   add_pass_flags(sub, *f);
   sub.add_option("--run", f->run_id, "the run to finalize")->type_name("ID")->required();
+  add_metrics_flags(sub, f->metrics);
   return [f, &common] {
     auto config = load_config(common);
     auto keys = load_keyring(config);
     auto options = make_options(common, config, *f);
     options.run_id.clear();
+    OneShotMetrics metrics(config, f->metrics);
+    options.metrics = metrics.get();
     auto r = engine::finalize(keys, options, f->run_id);
+    metrics.publish();
     std::ostringstream text;
     text << verify_text(r.verify) << "\n";
     if (r.finalized)

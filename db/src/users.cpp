@@ -3,52 +3,12 @@
 #include <algorithm>
 #include <set>
 
+#include "catalog.hpp"
 #include "pq.hpp"
 
 namespace keymig::db {
 
 namespace {
-
-constexpr unsigned kOidBool = 16;
-
-std::string select_list(const UserTable& u) {
-  const Table& t = u.table;
-  std::string admin = "false";
-  if (!u.q_sysadmin.empty()) {
-    admin.clear();
-    for (const auto& col : u.q_sysadmin) {
-      if (!admin.empty()) admin += " OR ";
-      admin += "coalesce(" + col + ", false)";
-    }
-  }
-  return t.q_id + "::text, " + (t.q_username.empty() ? "NULL::text" : t.q_username + "::text") +
-         ", " + t.q_secret + ", " + (t.has_flag() ? t.q_flag : "NULL::boolean") + ", (" + admin +
-         ")";
-}
-
-UserRow to_user(const pqxx::row& r, const Table& t) {
-  UserRow u;
-  u.id = r[0].as<std::string>();
-  if (!r[1].is_null()) u.username = r[1].as<std::string>();
-  if (r[2].is_null()) {
-    u.is_null = true;
-  } else if (t.secret_is_bytea) {
-    pqxx::binarystring bytes(r[2]);
-    u.token = SecretString(std::string_view(bytes.get(), bytes.size()));
-  } else {
-    u.token = SecretString(std::string_view(r[2].c_str(), r[2].size()));
-  }
-  u.flag = opt_bool(r[3]);
-  u.sysadmin = r[4].as<bool>();
-  return u;
-}
-
-std::vector<UserRow> to_users(const pqxx::result& r, const Table& t) {
-  std::vector<UserRow> out;
-  out.reserve(r.size());
-  for (const auto& row : r) out.push_back(to_user(row, t));
-  return out;
-}
 
 // A selected id that does not parse as the id type is the operator's mistake, not ours.
 bool is_bad_value(const DbError& e) {
@@ -65,75 +25,21 @@ UserTable check_user_table(Connection& conn, const Table& table,
   guarded(conn, "checking the sysadmin columns", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     const std::string rel = tx.quote_name(table.schema) + "." + tx.quote_name(table.name);
+    const auto oid = tx.exec_params("SELECT $1::regclass::oid::int8", rel)[0][0].as<unsigned>();
     for (const auto& name : sysadmin_columns) {
-      auto r = tx.exec_params(
-          "SELECT coalesce(nullif(t.typbasetype, 0), a.atttypid)::int8, format_type(a.atttypid, "
-          "NULL)"
-          "  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
-          " WHERE a.attrelid = $1::regclass AND a.attname = $2 AND a.attnum > 0"
-          "   AND NOT a.attisdropped",
-          rel, name);
-      if (r.empty()) {
+      const auto col = find_column(tx, oid, name);
+      if (!col) {
         u.missing_sysadmin_columns.push_back(name);
         continue;
       }
-      if (r[0][0].as<unsigned>() != kOidBool)
+      if (col->base_oid != kOidBool)
         throw TargetError("target: sysadmin column \"" + name + "\" of " + table.schema + "." +
-                          table.name + " is " + r[0][1].as<std::string>() + " (needs boolean)");
+                          table.name + " is " + col->type_name + " (needs boolean)");
       u.sysadmin_columns.push_back(name);
       u.q_sysadmin.push_back(tx.quote_name(name));
     }
   });
   return u;
-}
-
-std::vector<UserRow> read_user_page(Connection& conn, const UserTable& u,
-                                    const std::optional<std::string>& after, std::int64_t limit) {
-  const Table& t = u.table;
-  // Qualified: a bare ORDER BY "id" would sort by the output column "id" (the id as text).
-  std::string sql = "SELECT " + select_list(u) + " FROM " + t.q_table + " AS u";
-  // The bound takes the column's own type, so the order is the id's order, not text order.
-  if (after) sql += " WHERE u." + t.q_id + " > $1::" + t.id_type;
-  sql += " ORDER BY u." + t.q_id + " LIMIT " + std::to_string(limit);
-  return guarded(conn, "reading users", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    auto r = after ? tx.exec_params(sql, *after) : tx.exec(sql);
-    return to_users(r, t);
-  });
-}
-
-std::vector<UserRow> read_selected_users(Connection& conn, const UserTable& u,
-                                         const std::vector<std::string>& ids,
-                                         const std::vector<std::string>& usernames) {
-  const Table& t = u.table;
-  if (ids.empty() && usernames.empty()) return {};
-  if (!usernames.empty() && t.q_username.empty())
-    throw TargetError(
-        "target: selecting by username needs keyMigration.target.usernameColumn "
-        "naming an existing column of " +
-        t.schema + "." + t.name);
-  std::string sql = "SELECT " + select_list(u) + " FROM " + t.q_table + " AS u WHERE false";
-  std::vector<std::string> params;
-  if (!ids.empty()) {
-    params.push_back(text_array(ids));
-    sql += " OR u." + t.q_id + " = ANY($" + std::to_string(params.size()) +
-           "::text[]::" + t.id_type + "[])";
-  }
-  if (!usernames.empty()) {
-    params.push_back(text_array(usernames));
-    sql += " OR " + t.q_username + "::text = ANY($" + std::to_string(params.size()) + "::text[])";
-  }
-  sql += " ORDER BY u." + t.q_id;  // qualified: the input column, not the text output
-  try {
-    return guarded(conn, "reading the selected users", [&](pqxx::connection& c) {
-      pqxx::nontransaction tx(c);
-      return to_users(tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params)), t);
-    });
-  } catch (const DbError& e) {
-    if (is_bad_value(e))
-      throw TargetError("selection: an id is not a valid " + t.id_type + " (" + e.what() + ")");
-    throw;
-  }
 }
 
 std::vector<ClearedUser> clear_mfa(Connection& conn, const UserTable& u,

@@ -1,18 +1,19 @@
+// MFA administration on the engine's one pipeline and row type: `status` and the
+// pre-flight stream the target's users through the page source and the status
+// transform; reset-mfa resolves its users the same way, then clears them in one
+// journaled transaction.
+
 #include "keymig/engine/mfa_admin.hpp"
 
-#include <oneapi/tbb/info.h>
-#include <oneapi/tbb/parallel_pipeline.h>
-#include <oneapi/tbb/task_arena.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
-#include "keymig/db/retry.hpp"
+#include "command_record.hpp"
+#include "connect.hpp"
+#include "keymig/db/rows.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
@@ -20,21 +21,22 @@
 #include "keymig/error.hpp"
 #include "keymig/ids.hpp"
 #include "keymig/log.hpp"
+#include "page_source.hpp"
+#include "pipeline.hpp"
+#include "progress.hpp"
+#include "run_plan.hpp"
+#include "transform.hpp"
 
 namespace keymig::engine {
+
+using namespace detail;
 
 namespace {
 
 db::UserTable open_user_table(db::Connection& conn, const config::Config& config) {
   const auto& t = config.migration.target;
-  db::TargetSpec spec{t.table, t.id_column, t.secret_column, t.flag_column, t.username_column};
-  db::Table table = db::check_target(conn, spec);
+  db::Table table = db::check_target(conn, target_spec(t));
   return db::check_user_table(conn, table, t.sysadmin_columns);
-}
-
-UserStatus to_status(const crypto::KeyRing& keys, const db::UserRow& row, bool has_flag) {
-  return classify_user(keys, row.id, row.username, row.token.view(), row.is_null, row.flag,
-                       has_flag, row.sysadmin);
 }
 
 StatusReport empty_report(const db::UserTable& users, const crypto::KeyRing& keys) {
@@ -49,129 +51,28 @@ StatusReport empty_report(const db::UserTable& users, const crypto::KeyRing& key
   return report;
 }
 
-int effective_threads(int configured) {
-  if (configured > 0) return configured;
-  return std::max(1, tbb::info::default_concurrency());
-}
-
-// The selected values no user matched (ids compared in their text form as the database
-// prints them, usernames exactly).
-std::vector<std::string> unmatched(const db::Selection& selection,
-                                   const std::vector<db::UserRow>& rows) {
-  std::set<std::string> ids, names;
-  for (const auto& r : rows) {
-    ids.insert(r.id);
-    names.insert(r.username);
-  }
-  std::vector<std::string> out;
-  for (const auto& id : selection.ids)
-    if (!ids.count(id)) out.push_back(id);
-  for (const auto& name : selection.usernames)
-    if (!names.count(name)) out.push_back(name);
-  return out;
-}
-
-nlohmann::json status_json(const StatusReport& s) {
-  nlohmann::json keys = nlohmann::json::array();
-  for (const auto& k : s.by_key)
-    keys.push_back({{"key", k.label}, {"fingerprint", k.fingerprint}, {"users", k.users}});
-  // "users_total", not "users": `status --list --json` puts the user rows under "users".
-  return {{"target", s.target},
-          {"users_total", s.users},
-          {"with_mfa", s.with_mfa},
-          {"without_mfa", s.without_mfa},
-          {"by_key", keys},
-          {"undecryptable", s.undecryptable_total},
-          {"undecryptable_by_reason", s.undecryptable},
-          {"wrong_flag", s.wrong_flag},
-          {"sysadmins", s.sysadmins},
-          {"sysadmins_without_mfa", s.sysadmins_without_mfa},
-          {"sysadmins_unreadable", s.sysadmins_unreadable},
-          {"not_found", s.not_found},
-          {"missing_sysadmin_columns", s.missing_sysadmin_columns},
-          {"seconds", s.seconds}};
-}
-
-nlohmann::json user_ref_json(const UserRef& u) {
-  return {{"id", u.id}, {"username", u.username}, {"reason", u.reason}, {"sysadmin", u.sysadmin}};
+// Reads the selected users (empty: all) by keyset pages (serial: one connection),
+// classifies them in parallel (HMAC only; the ring is immutable), and hands each status
+// to `emit` in id order from one thread while the next page is read.
+void walk_users(db::Connection& conn, const db::UserTable& users, const crypto::KeyRing& keys,
+                const db::Selection& selection, std::int64_t page_size, int threads,
+                const std::function<void(UserStatus&)>& emit) {
+  Options options;
+  options.batch_size = std::max<std::int64_t>(1, page_size);
+  options.threads = threads;
+  options.selection = selection;
+  PageSource source(conn, users.table, options);
+  source.read_users(users);
+  const bool has_flag = users.table.has_flag();
+  run_pipeline(
+      threads, [&] { return source.next(); },
+      [&](Batch& b) { transform(b, keys, Mode::status, has_flag); },
+      [&](std::unique_ptr<Batch> b) {
+        for (auto& u : b->users) emit(u);
+      });
 }
 
 }  // namespace
-
-std::string StatusReport::to_json() const {
-  return status_json(*this).dump();
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (true) {
-    auto comma = text.find(',', start);
-    std::string item =
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    auto first = item.find_first_not_of(" \t");
-    auto last = item.find_last_not_of(" \t");
-    out.push_back(first == std::string::npos ? std::string()
-                                             : item.substr(first, last - first + 1));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
-void validate_selection(const db::Selection& selection, bool allow_empty) {
-  if (selection.empty()) {
-    if (allow_empty) return;
-    throw UsageError("no users selected: name them with --usernames a,b or --ids 1,2");
-  }
-  for (const auto* list : {&selection.ids, &selection.usernames}) {
-    for (const auto& item : *list) {
-      if (item.empty()) throw UsageError("an empty name in the user list (check the commas)");
-      // keymig matches exactly, but an operator who types a pattern expects it to match
-      // many users: refuse rather than silently select nobody (or the wrong one).
-      if (item.find_first_of("%*?") != std::string::npos)
-        throw UsageError("\"" + item + "\" looks like a pattern (% * ?): name users exactly");
-    }
-  }
-}
-
-UserStatus classify_user(const crypto::KeyRing& keys, std::string id, std::string username,
-                         std::string_view token, bool is_null, std::optional<bool> stored_flag,
-                         bool has_flag, bool sysadmin) {
-  UserStatus u;
-  u.id = std::move(id);
-  u.username = std::move(username);
-  u.sysadmin = sysadmin;
-  u.stored_flag = stored_flag;
-  u.mfa = !is_null && !token.empty();
-  if (u.mfa) {
-    auto c = keys.classify(token);
-    u.key_index = c.reason == crypto::Reason::ok ? c.key_index : -1;
-    u.reason = c.reason;
-    u.fernet_active = u.key_index == 0;
-  }
-  u.flag_wrong = has_flag && stored_flag.value_or(false) != u.fernet_active;
-  return u;
-}
-
-void StatusReport::add(const UserStatus& u) {
-  ++users;
-  if (u.sysadmin) ++sysadmins;
-  if (u.flag_wrong) ++wrong_flag;
-  if (!u.mfa) {
-    ++without_mfa;
-    if (u.sysadmin) ++sysadmins_without_mfa;
-    return;
-  }
-  ++with_mfa;
-  if (u.key_index >= 0 && u.key_index < static_cast<int>(by_key.size())) {
-    ++by_key[u.key_index].users;
-    return;
-  }
-  ++undecryptable_total;
-  ++undecryptable[crypto::reason_name(u.reason)];
-  if (u.sysadmin) ++sysadmins_unreadable;
-}
 
 StatusReport mfa_status(db::Connection& conn, const config::Config& config,
                         const crypto::KeyRing& keys, const StatusOptions& options,
@@ -180,66 +81,13 @@ StatusReport mfa_status(db::Connection& conn, const config::Config& config,
   const auto started = std::chrono::steady_clock::now();
   const db::UserTable users = open_user_table(conn, config);
   StatusReport report = empty_report(users, keys);
-  const bool has_flag = users.table.has_flag();
-  auto emit = [&](const UserStatus& u) {
-    report.add(u);
-    if (on_user) on_user(u);
-  };
-
-  if (!options.selection.empty()) {
-    // A handful of named users: one query, no paging.
-    auto rows =
-        db::read_selected_users(conn, users, options.selection.ids, options.selection.usernames);
-    report.not_found = unmatched(options.selection, rows);
-    for (const auto& row : rows) emit(to_status(keys, row, has_flag));
-  } else {
-    // Read a page (serial: one connection), classify it in parallel (HMAC only; the
-    // ring is immutable), then count and print in id order while the next page is read.
-    struct Page {
-      std::vector<db::UserRow> rows;
-      std::vector<UserStatus> out;
-    };
-    const int threads = effective_threads(options.threads);
-    const std::int64_t page_size = std::max<std::int64_t>(1, options.page_size);
-    std::optional<std::string> after;
-    bool done = false;
-    tbb::task_arena arena(threads);
-    arena.execute([&] {
-      tbb::parallel_pipeline(
-          static_cast<std::size_t>(threads) * 2 + 1,
-          tbb::make_filter<void, std::shared_ptr<Page>>(
-              tbb::filter_mode::serial_in_order,
-              [&](tbb::flow_control& fc) -> std::shared_ptr<Page> {
-                if (done) {
-                  fc.stop();
-                  return nullptr;
-                }
-                auto page = std::make_shared<Page>();
-                page->rows = db::with_retry(
-                    conn, [&] { return db::read_user_page(conn, users, after, page_size); });
-                if (static_cast<std::int64_t>(page->rows.size()) < page_size) done = true;
-                if (!page->rows.empty()) after = page->rows.back().id;
-                return page;
-              }) &
-              tbb::make_filter<std::shared_ptr<Page>, std::shared_ptr<Page>>(
-                  tbb::filter_mode::parallel,
-                  [&](std::shared_ptr<Page> page) {
-                    page->out.reserve(page->rows.size());
-                    for (auto& row : page->rows) {
-                      page->out.push_back(to_status(keys, row, has_flag));
-                      row.token.wipe();
-                    }
-                    return page;
-                  }) &
-              tbb::make_filter<std::shared_ptr<Page>, void>(tbb::filter_mode::serial_in_order,
-                                                            [&](std::shared_ptr<Page> page) {
-                                                              for (const auto& u : page->out)
-                                                                emit(u);
-                                                            }));
-    });
-  }
-  report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  report.not_found = db::missing_selection(conn, users.table, options.selection);
+  walk_users(conn, users, keys, options.selection, options.page_size, options.threads,
+             [&](const UserStatus& u) {
+               report.add(u);
+               if (on_user) on_user(u);
+             });
+  report.seconds = seconds_since(started);
   KEYMIG_LOG(info, "mfa", "status", {"target", report.target}, {"users", report.users},
              {"with_mfa", report.with_mfa}, {"undecryptable", report.undecryptable_total},
              {"wrong_flag", report.wrong_flag}, {"seconds", report.seconds});
@@ -247,11 +95,14 @@ StatusReport mfa_status(db::Connection& conn, const config::Config& config,
 }
 
 ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
-                         const crypto::KeyRing& keys, const db::Selection& selection) {
+                         const crypto::KeyRing& keys, const db::Selection& selection,
+                         metrics::Metrics* metrics) {
+  // Only a refusal is recorded here: the reset itself records its success.
+  CommandRecord record(metrics, "reset_mfa", config.migration.target);
   validate_selection(selection, false);
   const db::UserTable users = open_user_table(conn, config);
-  auto rows = db::read_selected_users(conn, users, selection.ids, selection.usernames);
-  auto missing = unmatched(selection, rows);
+  record.on_target(users.table.label());
+  auto missing = db::missing_selection(conn, users.table, selection);
   if (!missing.empty()) {
     std::string list;
     for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
@@ -261,14 +112,19 @@ ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
   ResetPlan plan;
   plan.target = users.table.label();
   plan.selection = selection;
-  for (const auto& row : rows) plan.users.push_back(to_status(keys, row, users.table.has_flag()));
+  walk_users(conn, users, keys, selection, StatusOptions{}.page_size, 1,
+             [&](UserStatus& u) { plan.users.push_back(std::move(u)); });
+  record.unfinished();
   return plan;
 }
 
 ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
-                      const crypto::KeyRing& keys, const ResetPlan& plan) {
+                      const crypto::KeyRing& keys, const ResetPlan& plan,
+                      metrics::Metrics* metrics) {
+  CommandRecord recorded(metrics, "reset_mfa", config.migration.target);
   if (plan.users.empty()) throw UsageError("reset-mfa: no users selected");
   const db::UserTable users = open_user_table(conn, config);
+  recorded.on_target(users.table.label());
   if (users.table.label() != plan.target)
     throw UsageError("reset-mfa: the target changed since the plan was made");
   db::ensure_schema(conn);
@@ -278,10 +134,7 @@ ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
   record.active_fingerprint = keys.fingerprint(0);
   for (int i = 1; i <= static_cast<int>(keys.rolling_count()); ++i)
     record.rolling_fingerprints.push_back(keys.fingerprint(i));
-  nlohmann::json sel;
-  if (!plan.selection.ids.empty()) sel["ids"] = plan.selection.ids;
-  if (!plan.selection.usernames.empty()) sel["usernames"] = plan.selection.usernames;
-  record.selection_json = sel.dump();
+  record.selection_json = selection_json(plan.selection);
   record.host = host_name();
   record.pid = static_cast<int>(getpid());
 
@@ -296,11 +149,8 @@ ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
   result.users = plan.users;
   KEYMIG_LOG(warn, "mfa", "reset_mfa", {"run_id", result.run_id}, {"target", result.target},
              {"users", static_cast<std::int64_t>(cleared.size())});
+  recorded.succeeded();
   return result;
-}
-
-int PreflightReport::exit_code() const noexcept {
-  return locked_out > 0 ? kExitNeedsRolling : kExitOk;
 }
 
 PreflightReport lockout_preflight(db::Connection& conn, const config::Config& config,
@@ -370,42 +220,6 @@ PreflightReport lockout_preflight(db::Connection& conn, const config::Config& co
   for (const auto& col : report.status.missing_sysadmin_columns)
     report.warnings.push_back("sysAdminColumns: column \"" + col + "\" is not in the table");
   return report;
-}
-
-std::string format_preflight(const PreflightReport& r) {
-  std::ostringstream out;
-  const auto& s = r.status;
-  out << "database pre-flight (" << s.target << "): " << s.users << " users, " << s.with_mfa
-      << " with MFA, " << r.locked_out << " would be locked out\n";
-  for (const auto& k : s.by_key)
-    out << "  " << k.label << " (" << k.fingerprint << "): " << k.users << " users\n";
-  for (const auto& [reason, n] : s.undecryptable)
-    out << "  undecryptable (" << reason << "): " << n << " users\n";
-  for (const auto& u : r.locked_out_users)
-    out << "  locked out: id=" << u.id << (u.username.empty() ? "" : " username=" + u.username)
-        << " reason=" << u.reason << (u.sysadmin ? " sysadmin" : "") << "\n";
-  if (static_cast<std::int64_t>(r.locked_out_users.size()) < r.locked_out)
-    out << "  ... and " << r.locked_out - static_cast<std::int64_t>(r.locked_out_users.size())
-        << " more\n";
-  for (const auto& u : r.sysadmins_at_risk)
-    out << "  sysadmin at risk: id=" << u.id
-        << (u.username.empty() ? "" : " username=" + u.username) << " reason=" << u.reason << "\n";
-  for (const auto& w : r.warnings) out << "warning: " << w << "\n";
-  out << (r.exit_code() == kExitOk ? "pre-flight: nobody would be locked out\n"
-                                   : "pre-flight: deploying this config would lock users out\n");
-  return out.str();
-}
-
-std::string preflight_json(const PreflightReport& r) {
-  nlohmann::json locked = nlohmann::json::array(), admins = nlohmann::json::array();
-  for (const auto& u : r.locked_out_users) locked.push_back(user_ref_json(u));
-  for (const auto& u : r.sysadmins_at_risk) admins.push_back(user_ref_json(u));
-  nlohmann::json j = {
-      {"status", status_json(r.status)}, {"locked_out", r.locked_out},
-      {"missing_key", r.missing_key},    {"locked_out_users", locked},
-      {"sysadmins_at_risk", admins},     {"removed_fingerprints", r.removed_fingerprints},
-      {"warnings", r.warnings},          {"ok", r.exit_code() == kExitOk}};
-  return j.dump();
 }
 
 }  // namespace keymig::engine

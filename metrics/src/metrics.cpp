@@ -41,9 +41,8 @@ using prometheus::Histogram;
 
 constexpr std::array<std::string_view, 6> kOutcomes = {"rotated", "already_active", "flag_fixed",
                                                        "empty",   "undecryptable",  "conflict"};
-constexpr std::array<std::string_view, 4> kStatuses = {"ok", "failed", "retried", "dry_run"};
-// The statuses every batch of a run ends in; created at 0 with the target.
-constexpr std::array<std::string_view, 2> kBatchEnds = {"ok", "failed"};
+// The statuses a batch ends in; created at 0 with the target.
+constexpr std::array<std::string_view, 2> kStatuses = {"ok", "failed"};
 constexpr std::array<std::string_view, 4> kOps = {"classify", "decrypt", "encrypt", "verify"};
 constexpr std::array<std::string_view, 6> kCommands = {"migrate",  "verify",   "scan",
                                                        "rollback", "finalize", "reset_mfa"};
@@ -184,6 +183,7 @@ struct Metrics::Impl {
   std::set<std::string> targets;   // targets whose series exist
   std::set<std::string> warned;    // label values already reported as unknown
   std::set<std::string> commands;  // commands whose result was recorded
+  std::string target;              // set_target's last label
 
   Impl() {
     prometheus::BuildGauge()
@@ -205,7 +205,7 @@ struct Metrics::Impl {
     for (auto outcome : kOutcomes) {
       rows_total.Add({{"target", target}, {"outcome", std::string(outcome)}});
     }
-    for (auto status : kBatchEnds) {
+    for (auto status : kStatuses) {
       batches_total.Add({{"target", target}, {"status", std::string(status)}});
     }
   }
@@ -300,6 +300,16 @@ void Metrics::set_run_in_progress(bool running) {
   impl_->run_in_progress.Set(running ? 1 : 0);
 }
 
+void Metrics::set_target(std::string_view target) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->target = std::string(target);
+}
+
+std::string Metrics::target() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->target;
+}
+
 std::string Metrics::serialize() const {
   return prometheus::TextSerializer{}.Serialize(impl_->registry->Collect());
 }
@@ -352,6 +362,13 @@ void Metrics::push(const std::string& gateway_url, std::string_view target) cons
     if (impl_->commands.size() == 1) group.emplace("command", *impl_->commands.begin());
   }
   push_grouped(gateway_url, group);
+}
+
+void Metrics::push(const std::string& gateway_url) const {
+  const std::string recorded = target();
+  if (recorded.empty())
+    throw MetricsError("push to Pushgateway: no command recorded a target to group by");
+  push(gateway_url, recorded);
 }
 
 void Metrics::push(const std::string& gateway_url, std::string_view target,

@@ -10,7 +10,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from keymig_testlib import (EXIT_OK, EXIT_RUNTIME, DbTestCase, Keymig, KeySet, UserFixture,
+from keymig_testlib import (EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, DbTestCase, Keymig, KeySet, UserFixture,
                             drop_db, new_db, wait_until, write_config)
 
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
@@ -141,6 +141,39 @@ class OneShotMetricsTest(DbTestCase):
         pushed = http_get(self.gateway + "/metrics")
         self.assertEqual(sample(pushed, "keymig_last_run_success", job="keymig",
                                 command="migrate"), 0)
+
+    def test_a_failed_and_a_successful_run_of_one_target_share_one_group(self):
+        # The failed run never reached the database, so its target comes from the config
+        # ("users" is public.users.mfa_secret); the successful one resolved it. One group.
+        dead = "postgresql://keymig@127.0.0.1:%d/none?connect_timeout=2" % free_port()
+        Keymig(self, self.config, dead, self.fx.secrets).run(
+            "scan", "--push-gateway", self.gateway, expect=EXIT_RUNTIME,
+            env={"PGCONNECT_TIMEOUT": "2"}, timeout=300)
+        pushed = http_get(self.gateway + "/metrics")
+        self.assertEqual(sample(pushed, "keymig_last_run_success", job="keymig", command="scan",
+                                target="public.users.mfa_secret"), 0)
+        self.km.run("scan", "--push-gateway", self.gateway, expect=EXIT_OK)
+        pushed = http_get(self.gateway + "/metrics")
+        groups = [line for line in pushed.splitlines()
+                  if line.startswith("keymig_last_run_success{") and 'command="scan"' in line]
+        self.assertEqual(len(groups), 1, groups)
+        self.assertIn('target="public.users.mfa_secret"', groups[0])
+        self.assertEqual(sample(pushed, "keymig_last_run_success", job="keymig", command="scan"),
+                         1)
+        self.assertIsNotNone(sample(pushed, "keymig_last_success_timestamp_seconds",
+                                    job="keymig", command="scan"))
+
+    def test_rollback_and_finalize_push_their_result(self):
+        result = self.km.run("migrate", "--json", expect=EXIT_OK)
+        run_id = result.json["run_id"]
+        self.km.run("finalize", "--run", run_id, "--push-gateway", self.gateway, expect=EXIT_OK)
+        self.km.run("rollback", "--run", "no-such-run", "--push-gateway", self.gateway,
+                    expect=EXIT_USAGE)
+        pushed = http_get(self.gateway + "/metrics")
+        self.assertEqual(sample(pushed, "keymig_last_run_success", job="keymig",
+                                command="finalize", target="public.users.mfa_secret"), 1)
+        self.assertEqual(sample(pushed, "keymig_last_run_success", job="keymig",
+                                command="rollback", target="public.users.mfa_secret"), 0)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,18 @@ TEST_CASE("a push reaches a real Pushgateway under job keymig and its target",
             R"(keymig_rows_by_key{command="verify",instance="",job="keymig",key="active",target="users"})") ==
         42.0);
   }
+  SECTION("a push without a target groups by the one the engine recorded") {
+    Metrics failed_run;
+    CHECK_THROWS_AS(failed_run.push(base), MetricsError);  // nothing recorded yet
+    failed_run.set_target("public.accounts.mfa_secret");
+    failed_run.set_last_failure("scan");
+    failed_run.push(base);
+    CHECK(
+        sample(
+            keymig::test::http_get(base + "/metrics"),
+            R"(keymig_last_run_success{command="scan",instance="",job="keymig",target="public.accounts.mfa_secret"})") ==
+        0.0);
+  }
   SECTION("a target that is not URL-safe still lands under its own name") {
     m.add_rows("odd/schema.users", "empty", 3);
     m.push(base, "odd/schema.users");

@@ -11,12 +11,18 @@
 
 namespace keymig::db {
 
-/// One target row as read: id as text, the token (bytea: its bytes), the flag.
+struct UserTable;
+
+/// One target row as read: id as text, the token (bytea: its bytes), the flag, and for
+/// the admin view (PageQuery::users) the username and sysadmin columns. The token is a
+/// secret: it is classified or rotated and wiped, never printed.
 struct Row {
   std::string id;
   SecretString token;
   bool is_null = false;      // the secret is SQL NULL
   std::optional<bool> flag;  // nullopt: no flag column, or NULL
+  std::string username;      // admin view: empty without a username column (or when NULL)
+  bool sysadmin = false;     // admin view: any sysadmin column true
 };
 
 /// The rows an operator or an admin action names: exact ids and/or exact usernames, never
@@ -30,11 +36,15 @@ struct Selection {
 
 /// A keyset page: rows with after < id <= upto, in id order (the id's own type and
 /// collation), at most `limit`. One short autocommit statement: no snapshot is held.
+/// A filter with ids and usernames selects the rows matching either.
 struct PageQuery {
   std::optional<std::string> after;
   std::optional<std::string> upto;
   std::int64_t limit = 2000;
   const Selection* filter = nullptr;
+  /// The admin view: also read the username and sysadmin columns (users.hpp). Null for
+  /// the passes, which read only what they rotate.
+  const UserTable* users = nullptr;
 };
 
 /// Throws DbError (retryable ones may be repeated), TargetError when a filter needs a
@@ -46,7 +56,9 @@ struct PageQuery {
 [[nodiscard]] std::vector<Row> read_rows(Connection& conn, const Table& table,
                                          const std::vector<std::string>& ids);
 
-/// The selected ids or usernames that match no row (reported, not an error).
+/// The selected ids or usernames that match no row (reported, not an error): ids first,
+/// then usernames, each in the order given. An id matches a row whose id equals it as a
+/// value of the id's type ("007" matches 7), a username only exactly.
 [[nodiscard]] std::vector<std::string> missing_selection(Connection& conn, const Table& table,
                                                          const Selection& filter);
 

@@ -1,7 +1,8 @@
 #pragma once
 
-// The MFA administration view of the target table: users with their username and
-// sysadmin columns, and the journaled break-glass that clears some users' MFA.
+// The MFA administration view of the target table: its username and sysadmin columns
+// (read as db::Row's user fields by read_page with PageQuery::users), and the journaled
+// break-glass that clears some users' MFA.
 
 #include <cstdint>
 #include <optional>
@@ -28,30 +29,6 @@ struct UserTable {
 /// Throws DbError.
 [[nodiscard]] UserTable check_user_table(Connection& conn, const Table& table,
                                          const std::vector<std::string>& sysadmin_columns);
-
-/// One user as the admin view sees it. The token is a secret: it is classified and wiped,
-/// never printed.
-struct UserRow {
-  std::string id;            // as text
-  std::string username;      // empty without a username column (or when NULL)
-  SecretString token;        // bytea columns: their bytes
-  bool is_null = false;      // the secret is SQL NULL
-  std::optional<bool> flag;  // nullopt: no flag column, or NULL
-  bool sysadmin = false;     // any sysadmin column true
-};
-
-/// A keyset page: users with id > after in id order (the id's own type), at most limit.
-/// One short autocommit statement: no snapshot is held across pages. Throws DbError.
-[[nodiscard]] std::vector<UserRow> read_user_page(Connection& conn, const UserTable& users,
-                                                  const std::optional<std::string>& after,
-                                                  std::int64_t limit);
-
-/// The users with these ids or usernames, in id order. Exact matches only (no patterns).
-/// Ids that are not valid values of the id's type match nothing. Throws DbError;
-/// TargetError when usernames are given and the target has no username column.
-[[nodiscard]] std::vector<UserRow> read_selected_users(Connection& conn, const UserTable& users,
-                                                       const std::vector<std::string>& ids,
-                                                       const std::vector<std::string>& usernames);
 
 /// What a break-glass reset records in keymig.runs (kind reset_mfa).
 struct ResetRecord {

@@ -3,8 +3,11 @@
 // The rotation engine as a library: scan, migrate, verify, rollback, finalize and journal
 // purge over a target table. `keymig` commands and `keymig serve` both call these.
 //
-// Every function opens its own connections from Options::connect, checks the target
-// first (db::TargetError, exit 2, nothing written) and creates schema keymig if missing.
+// Every function opens its own connections from Options::connect. All but journal purge
+// check the target first (db::TargetError, exit 2, nothing written); all but scan (which
+// reads the target alone) create schema keymig if missing (verify only with a run).
+// Each records its result in Options::metrics (metrics::Metrics::set_last_success has the
+// rule per command), on every way out, exceptions included.
 // Errors that stop work are exceptions: db::DbError (exit 1; retryable ones were already
 // retried), UsageError (exit 2). Per-row problems are report entries, never exceptions.
 // Reports carry ids, counts and key fingerprints: never a key, a token or a plaintext.
@@ -47,8 +50,7 @@ struct Options {
   db::Selection selection;               // ids or usernames; empty: the whole target
   std::string run_id;  // migrate: resume/join this run (created if new); empty: see migrate
   bool resume = true;  // migrate without run_id: resume the newest unfinished run
-  std::int64_t rows_per_chunk = 0;  // id range leased at a time; 0: 10 x batch_size
-  int lanes = 0;  // migrate: parallel reader -> writer pipelines; 0: one per thread (max 8)
+  std::int64_t rows_per_chunk = 0;                // id range leased at a time; 0: 10 x batch_size
   std::function<void(const Progress&)> progress;  // may be empty
   /// Set to true (from any thread or a signal handler) to drain: batches in flight
   /// commit, checkpoints are written, the run stays resumable. May be null.
@@ -171,7 +173,8 @@ struct PurgeReport {
   [[nodiscard]] std::string to_json() const;
 };
 
-/// Counts classes by HMAC alone (no AES). Throws as described at the top.
+/// Counts classes by HMAC alone (no AES), writing nothing, not even schema keymig.
+/// Throws as described at the top.
 [[nodiscard]] ScanReport scan(const crypto::KeyRing& keys, const Options& options);
 
 /// Rotates every rolling-key token to the active key (docs/DESIGN.md section 2) as a
@@ -197,7 +200,8 @@ struct PurgeReport {
 [[nodiscard]] FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
                                       const std::string& run_id);
 
-/// Deletes the journals of runs idle for longer than older_than.
+/// Deletes the journals of runs whose last activity in keymig.runs is older than
+/// older_than. Touches no target (and records no command metrics).
 [[nodiscard]] PurgeReport purge_journals(const Options& options, std::chrono::seconds older_than);
 
 }  // namespace keymig::engine

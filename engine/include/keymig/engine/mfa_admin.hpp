@@ -14,6 +14,7 @@
 #include "keymig/crypto/fernet.hpp"
 #include "keymig/db/connection.hpp"
 #include "keymig/db/rows.hpp"
+#include "keymig/metrics/metrics.hpp"
 
 namespace keymig::engine {
 
@@ -101,8 +102,11 @@ struct ResetPlan {
 
 /// Resolves the selection. Throws UsageError (exit 2) for an empty selection, a pattern,
 /// or any id/username that matches no user (all or nothing), db::DbError.
+/// With `metrics`, a refusal is recorded as a failed reset_mfa
+/// (metrics::Metrics::set_last_success has the rule).
 [[nodiscard]] ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
-                                       const crypto::KeyRing& keys, const db::Selection& selection);
+                                       const crypto::KeyRing& keys, const db::Selection& selection,
+                                       metrics::Metrics* metrics = nullptr);
 
 struct ResetResult {
   std::string run_id;
@@ -112,9 +116,11 @@ struct ResetResult {
 
 /// Clears secret and flag of exactly the plan's users in one transaction, journaled as a
 /// run of kind reset_mfa that `keymig rollback --run ID` undoes. Throws UsageError when a
-/// planned user vanished meanwhile (nothing changed), db::DbError.
+/// planned user vanished meanwhile (nothing changed), db::DbError. With `metrics`, records
+/// the reset_mfa run's success or failure.
 [[nodiscard]] ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
-                                    const crypto::KeyRing& keys, const ResetPlan& plan);
+                                    const crypto::KeyRing& keys, const ResetPlan& plan,
+                                    metrics::Metrics* metrics = nullptr);
 
 /// A user the pre-flight found (no secret in it).
 struct UserRef {

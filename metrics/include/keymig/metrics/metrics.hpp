@@ -36,7 +36,7 @@ class Metrics {
   /// keymig_rows_by_key{target,key}; key: active, rolling_0.., undecryptable, empty.
   void set_rows_by_key(std::string_view target, std::string_view key, double rows);
   /// keymig_batches_total{target,status} and keymig_batch_duration_seconds;
-  /// status: ok (committed), failed (rolled back), retried, dry_run.
+  /// status: ok (committed), failed (rolled back after its retries).
   void observe_batch(std::string_view target, std::string_view status, double seconds);
   /// keymig_run_progress_ratio and keymig_rows_remaining.
   void set_progress(double ratio, double rows_remaining);
@@ -47,11 +47,33 @@ class Metrics {
   /// keymig_last_success_timestamp_seconds{command} and keymig_last_run_success{command}
   /// = 1; command: migrate, verify, scan, rollback, finalize, reset_mfa.
   /// (The label is not called `job`: that name belongs to Prometheus and the Pushgateway.)
+  ///
+  /// The engine records these, at every way out of each command, exceptions included
+  /// (app and service only expose them). A run succeeded when it did its job:
+  ///   scan     the pass ended (exit 0, or 3: undecryptable rows are data, with their
+  ///            own keymig_rows_by_key series and alert, not a failed run);
+  ///   migrate  the run completed (exit 0, or 3 with undecryptable rows left); a dry run
+  ///            and a run stopped by the stop flag (exit 1, resumable) record neither,
+  ///            a dry run that throws records a failure;
+  ///   verify   exit 0 or 3; exit 4 (rows need a rolling key, a check failed) is a
+  ///            failure; a verify cut short by the stop flag records neither;
+  ///   rollback every journal page was handled (exit 0); stopped: neither;
+  ///   finalize the journal was deleted (exit 0); not finalized (exit 4) is a failure;
+  ///   reset_mfa the users were cleared; a refused plan or a failed write is a failure.
+  /// Any exception out of a command is a failure.
   void set_last_success(std::string_view command, double unix_seconds);
   /// keymig_last_run_success{command} = 0: the command's latest run failed.
   void set_last_failure(std::string_view command);
   /// keymig_run_in_progress.
   void set_run_in_progress(bool running);
+  /// The target the commands of this process run on, as a `target` label value: the
+  /// label push(gateway_url) groups by. The engine sets it when a command starts, from
+  /// the configuration (an unqualified table taken as `public.`: "public.users.mfa_secret"),
+  /// and again with the resolved label once the target was checked, so that a run failing
+  /// before it reached the database pushes into the same group as its successful runs.
+  void set_target(std::string_view target);
+  /// The label set_target recorded last; empty when none was.
+  [[nodiscard]] std::string target() const;
 
   /// The Prometheus text exposition format (version 0.0.4).
   [[nodiscard]] std::string serialize() const;
@@ -67,6 +89,9 @@ class Metrics {
   /// kPushTimeoutSeconds. Throws keymig::UsageError for a malformed URL, MetricsError when
   /// the push fails (URL and HTTP status or cause). The gateway's reply is discarded.
   void push(const std::string& gateway_url, std::string_view target) const;
+  /// As above, grouped by the target set_target recorded: what a one-shot command pushes
+  /// at its end, whether it failed or not. Throws MetricsError when no target was recorded.
+  void push(const std::string& gateway_url) const;
   /// As above, with the command named explicitly.
   void push(const std::string& gateway_url, std::string_view target,
             std::string_view command) const;

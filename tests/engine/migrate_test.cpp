@@ -1,10 +1,9 @@
-#include "keymig/engine/engine.hpp"
-
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "../db/pg_fixture.hpp"
 #include "keymig/crypto/fernet.hpp"
+#include "keymig/engine/engine.hpp"
 
 using namespace keymig::testing;
 using keymig::crypto::Fernet;

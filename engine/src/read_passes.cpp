@@ -1,15 +1,25 @@
-// scan, verify, rollback, finalize and journal purge.
+// The read-only passes, scan and verify: the one pipeline over every selected row, a
+// transform per mode, counts and reports; verify also checks a run's journal.
+
+#include "read_passes.hpp"
 
 #include <oneapi/tbb/parallel_for.h>
 
+#include "command_record.hpp"
+#include "connect.hpp"
+#include "key_rows.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/journal.hpp"
+#include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/log.hpp"
+#include "page_source.hpp"
 #include "pipeline.hpp"
+#include "progress.hpp"
+#include "transform.hpp"
 
 namespace keymig::engine {
 
@@ -58,9 +68,11 @@ Tally read_pass(const crypto::KeyRing& keys, const Options& options, db::Connect
 }  // namespace
 
 ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
+  CommandRecord record(options.metrics, "scan", options.target);
   const auto start = std::chrono::steady_clock::now();
   db::Connection reader = open_connection(options.connect, options.metrics);
   const db::Table table = db::check_target(reader, target_spec(options.target));
+  record.on_target(table.label());
   ScanReport report;
   report.target = table.label();
   const Tally sum =
@@ -82,6 +94,11 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   KEYMIG_LOG(info, "engine", "scan_done", {"target", report.target}, {"rows", report.rows_scanned},
              {"active", report.active}, {"rolling", report.rolling},
              {"undecryptable", report.undecryptable});
+  // Undecryptable rows (exit 3) are data, not a failed scan; a scan cut short is neither.
+  if (options.stop && options.stop->load())
+    record.unfinished();
+  else
+    record.succeeded();
   return report;
 }
 
@@ -101,11 +118,14 @@ bool journal_entry_ok(const crypto::KeyRing& keys, const db::JournalEntry& e) {
 
 }  // namespace
 
-VerifyReport verify(const crypto::KeyRing& keys, const Options& options,
-                    const std::string& run_id) {
+namespace detail {
+
+VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
+                         const std::string& run_id, CommandRecord* record) {
   const auto start = std::chrono::steady_clock::now();
   db::Connection reader = open_connection(options.connect, options.metrics);
   const db::Table table = db::check_target(reader, target_spec(options.target));
+  if (record) record->on_target(table.label());
   VerifyReport report;
   report.target = table.label();
   report.run_id = run_id;
@@ -168,10 +188,6 @@ VerifyReport verify(const crypto::KeyRing& keys, const Options& options,
     for (std::size_t i = 1; i < sum.by_key.size(); ++i)
       m->set_rows_by_key(report.target, crypto::KeyRing::key_label(static_cast<int>(i)),
                          static_cast<double>(sum.by_key[i]));
-    if (report.exit_code() != kExitNeedsRolling)
-      m->set_last_success("verify", std::chrono::duration<double>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
   }
   KEYMIG_LOG(info, "engine", "verify_done", {"target", report.target},
              {"rows", report.rows_scanned}, {"ok", report.ok},
@@ -181,108 +197,18 @@ VerifyReport verify(const crypto::KeyRing& keys, const Options& options,
   return report;
 }
 
-RollbackReport rollback(const Options& options, const std::string& run_id) {
-  const auto start = std::chrono::steady_clock::now();
-  if (run_id.empty()) throw UsageError("rollback needs --run ID");
-  db::Connection conn = open_connection(options.connect, options.metrics);
-  db::ensure_schema(conn);
-  const db::Table table = db::check_target(conn, target_spec(options.target));
-  auto run = db::load_run(conn, run_id);
-  if (!run) throw UsageError("no run " + run_id + " in keymig.runs");
-  if (run->target != table.label())
-    throw UsageError("run " + run_id + " is on " + run->target + ", not the configured target " +
-                     table.label());
-  if (run->state == "finalized")
-    throw UsageError("run " + run_id +
-                     " is finalized: its journal was deleted, nothing to roll back");
-  if (!run->journal) throw UsageError("run " + run_id + " kept no journal (journal: false)");
-  if (db::live_foreign_leases(conn, run_id) > 0)
-    throw UsageError("run " + run_id + " is still being migrated by a live worker: stop it first");
+}  // namespace detail
 
-  RollbackReport report;
-  report.run_id = run_id;
-  report.target = table.label();
-  std::optional<std::string> after;
-  const std::int64_t page = std::max<std::int64_t>(1, options.batch_size);
-  while (true) {
-    if (options.stop && options.stop->load()) break;
-    auto p = db::with_retry(
-        conn, [&] { return db::rollback_page(conn, table, run_id, after, page); },
-        retry_hook(options.metrics, "rollback"));
-    if (p.rows == 0) break;
-    report.journal_rows += p.rows;
-    report.restored += static_cast<std::int64_t>(p.restored.size());
-    report.left += static_cast<std::int64_t>(p.left.size());
-    for (auto& id : p.left)
-      if (report.left_rows.size() < kMaxListedRows) report.left_rows.push_back(std::move(id));
-    after = p.last;
-    if (p.rows < page) break;
-  }
-  const bool stopped = options.stop && options.stop->load();
-  if (!stopped) db::with_retry(conn, [&] { db::set_run_state(conn, run_id, "rolled_back"); });
-  report.state = stopped ? run->state : "rolled_back";
-  report.seconds = seconds_since(start);
-  KEYMIG_LOG(info, "engine", "rollback_done", {"run_id", run_id}, {"restored", report.restored},
-             {"left", report.left});
+VerifyReport verify(const crypto::KeyRing& keys, const Options& options,
+                    const std::string& run_id) {
+  CommandRecord record(options.metrics, "verify", options.target);
+  VerifyReport report = verify_pass(keys, options, run_id, &record);
+  // A drain mid-way leaves nothing to resume and proves nothing: neither.
+  if (options.stop && options.stop->load())
+    record.unfinished();
+  else if (report.exit_code() != kExitNeedsRolling)
+    record.succeeded();  // 0, or 3: undecryptable rows are data (their own alert)
   return report;
-}
-
-FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
-                        const std::string& run_id) {
-  if (run_id.empty()) throw UsageError("finalize needs --run ID");
-  FinalizeReport report;
-  report.run_id = run_id;
-  std::string state;
-  {
-    db::Connection conn = open_connection(options.connect, options.metrics);
-    db::ensure_schema(conn);
-    auto run = db::load_run(conn, run_id);
-    if (!run) throw UsageError("no run " + run_id + " in keymig.runs");
-    state = run->state;
-  }
-  if (state == "rolled_back")
-    throw UsageError("run " + run_id + " was rolled back: nothing to finalize");
-  report.verify = verify(keys, options, state == "finalized" ? std::string() : run_id);
-  report.verify.run_id = run_id;
-  if (state != "completed" && state != "finalized") {
-    report.reason = "run " + run_id + " is " + state +
-                    ", not completed: run `keymig migrate --run-id " + run_id + "` first";
-    return report;
-  }
-  if (report.verify.needs_rolling > 0) {
-    report.reason = std::to_string(report.verify.needs_rolling) +
-                    " rows still need a rolling key: run `keymig migrate`, then finalize again";
-    return report;
-  }
-  if (report.verify.journal_failed > 0) {
-    report.reason = std::to_string(report.verify.journal_failed) +
-                    " journaled rows failed the old/new plaintext check: keep the journal and "
-                    "investigate (see `keymig verify --run " +
-                    run_id + "`)";
-    return report;
-  }
-  db::Connection conn = open_connection(options.connect, options.metrics);
-  report.journal_deleted = db::with_retry(conn, [&] { return db::delete_journal(conn, run_id); });
-  db::with_retry(conn, [&] { db::set_run_state(conn, run_id, "finalized"); });
-  report.finalized = true;
-  report.rolling_key_retirable = true;
-  report.reason = report.verify.undecryptable > 0
-                      ? "no row needs a rolling key; the rolling key can be retired (" +
-                            std::to_string(report.verify.undecryptable) +
-                            " rows are undecryptable by every configured key)"
-                      : "no row needs a rolling key; the rolling key can be retired";
-  KEYMIG_LOG(info, "engine", "run_finalized", {"run_id", run_id},
-             {"journal_deleted", report.journal_deleted});
-  return report;
-}
-
-PurgeReport purge_journals(const Options& options, std::chrono::seconds older_than) {
-  db::Connection conn = open_connection(options.connect, options.metrics);
-  db::ensure_schema(conn);
-  auto [runs, rows] = db::with_retry(conn, [&] { return db::purge_journals(conn, older_than); });
-  KEYMIG_LOG(info, "engine", "journal_purged", {"runs", runs}, {"rows", rows},
-             {"older_than_seconds", static_cast<std::int64_t>(older_than.count())});
-  return PurgeReport{runs, rows};
 }
 
 }  // namespace keymig::engine

@@ -1,0 +1,47 @@
+#pragma once
+
+// The item that flows through the pipeline: a page of rows and what the transform made of
+// it, owned by one stage at a time.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keymig/db/batch.hpp"
+#include "keymig/db/chunks.hpp"
+#include "keymig/db/rows.hpp"
+#include "keymig/engine/engine.hpp"
+#include "keymig/engine/mfa_admin.hpp"
+
+namespace keymig::engine::detail {
+
+/// Per-batch counts, summed by the serial sink.
+struct Tally {
+  std::int64_t rows = 0;
+  std::int64_t empty = 0;
+  std::int64_t undecryptable = 0;
+  std::int64_t active = 0;      // under the active key
+  std::int64_t active_ok = 0;   // active and nothing to write (flag fine or no flag)
+  std::int64_t rolling = 0;     // under a rolling key
+  std::int64_t flag_wrong = 0;  // active, flag column not true
+  std::int64_t verified_ok = 0;
+  std::vector<std::int64_t> by_key;  // index = key_index
+  std::map<std::string, std::int64_t> by_reason;
+  std::int64_t classify_ops = 0, decrypt_ops = 0, encrypt_ops = 0;
+  void add(const Tally& other);
+};
+
+/// A page of rows on its way through the pipeline.
+struct Batch {
+  std::vector<db::Row> rows;
+  std::vector<db::Change> changes;  // migrate: what to write
+  std::vector<UndecryptableRow> undecryptable;
+  std::vector<std::string> needs_rolling;  // verify: ids
+  std::vector<UserStatus> users;           // status: one per row, in row order
+  Tally tally;
+  std::optional<db::ChunkStep> chunk;  // run mode: the checkpoint step this batch makes
+};
+
+}  // namespace keymig::engine::detail

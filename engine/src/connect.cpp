@@ -1,0 +1,27 @@
+#include "connect.hpp"
+
+#include "keymig/log.hpp"
+
+namespace keymig::engine::detail {
+
+db::RetryHook retry_hook(metrics::Metrics* metrics, const char* what) {
+  return [metrics, what](const db::DbError& e, int attempt) {
+    if (metrics) metrics->add_db_retry();
+    KEYMIG_LOG(warn, "engine", "db_retry", {"during", what}, {"attempt", attempt},
+               {"sqlstate", e.sqlstate()}, {"error", e.what()});
+  };
+}
+
+db::Connection open_connection(const db::ConnectOptions& options, metrics::Metrics* metrics) {
+  return db::connect_with_retry(options, [metrics](const db::DbError& e, int attempt) {
+    if (metrics) metrics->add_db_retry();
+    KEYMIG_LOG(warn, "engine", "connect_retry", {"attempt", attempt}, {"sqlstate", e.sqlstate()},
+               {"error", e.what()});
+  });
+}
+
+db::TargetSpec target_spec(const config::Target& t) {
+  return db::TargetSpec{t.table, t.id_column, t.secret_column, t.flag_column, t.username_column};
+}
+
+}  // namespace keymig::engine::detail

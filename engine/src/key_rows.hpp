@@ -1,0 +1,24 @@
+#pragma once
+
+// Rows per configured key: in the reports and in keymig_rows_by_key.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "keymig/crypto/fernet.hpp"
+#include "keymig/engine/engine.hpp"
+#include "keymig/metrics/metrics.hpp"
+
+namespace keymig::engine::detail {
+
+/// One entry per configured key, in ring order, with the counts of `by_key` (by index).
+[[nodiscard]] std::vector<KeyRows> key_rows(const crypto::KeyRing& keys,
+                                            const std::vector<std::int64_t>& by_key);
+
+/// keymig_rows_by_key for every configured key plus undecryptable and empty rows.
+void publish_rows_by_key(metrics::Metrics* metrics, const std::string& target,
+                         const std::vector<KeyRows>& by_key, std::int64_t undecryptable,
+                         std::int64_t empty);
+
+}  // namespace keymig::engine::detail

@@ -1,0 +1,126 @@
+#include "page_source.hpp"
+
+#include <algorithm>
+#include <thread>
+
+#include "connect.hpp"
+#include "keymig/db/retry.hpp"
+#include "keymig/log.hpp"
+
+namespace keymig::engine::detail {
+
+PageSource::PageSource(db::Connection& conn, const db::Table& table, const Options& options)
+    : conn_(conn), table_(table), options_(options) {}
+
+void PageSource::use_run(std::string run_id, std::string worker) {
+  run_id_ = std::move(run_id);
+  worker_ = std::move(worker);
+  run_mode_ = true;
+}
+
+std::chrono::steady_clock::time_point Pacer::reserve(std::int64_t rows, double rows_per_second) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto due =
+      start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(static_cast<double>(reserved_) / rows_per_second));
+  reserved_ += rows;
+  return due;
+}
+
+void PageSource::throttle(std::int64_t rows) {
+  if (options_.max_rows_per_second <= 0) return;
+  // Pace page reads so that rows leave the sources no faster than the rate; the writers
+  // follow the sources, so this bounds the write rate too.
+  const auto due = pacer_->reserve(rows, static_cast<double>(options_.max_rows_per_second));
+  while (std::chrono::steady_clock::now() < due) {
+    if (stop_requested()) return;
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        due - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
+  }
+}
+
+std::unique_ptr<Batch> PageSource::next() {
+  const auto on_retry = retry_hook(options_.metrics, "read");
+  const std::int64_t limit = std::max<std::int64_t>(1, options_.batch_size);
+  while (true) {
+    if (stop_requested()) {
+      stopped_ = true;
+      return nullptr;
+    }
+    if (finished_) return nullptr;
+    if (!have_range_) {
+      if (!run_mode_) {
+        have_range_ = true;
+        chunk_.reset();
+        cursor_.reset();
+      } else {
+        chunk_ = db::with_retry(
+            conn_, [&] { return db::lease_chunk(conn_, run_id_, worker_); }, on_retry);
+        if (!chunk_) {
+          // Chunks held by live sessions of other processes (another worker, or the
+          // backend of a killed process that has not noticed yet) may still come free:
+          // wait for them. This process's other lanes finish theirs themselves; waiting
+          // on them added up to the poll interval to the end of every run.
+          const std::string this_process = worker_.substr(0, worker_.rfind(':') + 1);
+          auto live = db::with_retry(
+              conn_, [&] { return db::live_foreign_leases(conn_, run_id_, this_process); },
+              on_retry);
+          if (live == 0) {
+            finished_ = true;
+            return nullptr;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          continue;
+        }
+        lease_pid_ = conn_.backend_pid();
+        KEYMIG_LOG(debug, "engine", "chunk_leased", {"run_id", run_id_},
+                   {"chunk", chunk_->chunk_no});
+        have_range_ = true;
+        db_checkpoint_ = chunk_->checkpoint;
+        cursor_ = chunk_->checkpoint ? chunk_->checkpoint : chunk_->lo;
+      }
+    }
+    throttle(limit);
+    db::PageQuery q;
+    q.after = cursor_;
+    q.upto = chunk_ ? chunk_->hi : std::nullopt;
+    q.limit = limit;
+    q.filter = options_.selection.empty() ? nullptr : &options_.selection;
+    q.users = users_;
+    auto rows = db::with_retry(
+        conn_, [&] { return db::read_page(conn_, table_, q); }, on_retry);
+    // A lease names the session that holds it. After a reconnect, whether while reading
+    // or while writing on this same session, the new session takes its leases over
+    // before another worker finds them dead.
+    if (run_mode_ && conn_.backend_pid() != lease_pid_) {
+      db::with_retry(
+          conn_, [&] { db::renew_leases(conn_, run_id_, worker_); }, on_retry);
+      lease_pid_ = conn_.backend_pid();
+    }
+    auto batch = std::make_unique<Batch>();
+    // A short page ends the chunk, and so does reaching its upper bound (the bounds are
+    // the same id::text as the rows'): no extra empty read and write per chunk.
+    const bool range_done =
+        static_cast<std::int64_t>(rows.size()) < limit ||
+        (chunk_ && chunk_->hi && !rows.empty() && rows.back().id == *chunk_->hi);
+    std::optional<std::string> moved_to;
+    if (!rows.empty()) {
+      cursor_ = rows.back().id;
+      moved_to = cursor_;
+    }
+    if (chunk_) {
+      batch->chunk = db::ChunkStep{chunk_->chunk_no, db_checkpoint_, moved_to, range_done};
+      if (moved_to) db_checkpoint_ = moved_to;
+    }
+    if (range_done) {
+      have_range_ = false;
+      if (!run_mode_) finished_ = true;
+    }
+    batch->rows = std::move(rows);
+    // An empty page still travels when it closes a chunk: the writer marks it done.
+    if (batch->rows.empty() && !(run_mode_ && range_done)) continue;
+    return batch;
+  }
+}
+
+}  // namespace keymig::engine::detail

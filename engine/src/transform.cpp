@@ -1,0 +1,129 @@
+#include "transform.hpp"
+
+namespace keymig::engine::detail {
+
+void Tally::add(const Tally& o) {
+  rows += o.rows;
+  empty += o.empty;
+  undecryptable += o.undecryptable;
+  active += o.active;
+  active_ok += o.active_ok;
+  rolling += o.rolling;
+  flag_wrong += o.flag_wrong;
+  verified_ok += o.verified_ok;
+  if (by_key.size() < o.by_key.size()) by_key.resize(o.by_key.size(), 0);
+  for (std::size_t i = 0; i < o.by_key.size(); ++i) by_key[i] += o.by_key[i];
+  for (const auto& [reason, n] : o.by_reason) by_reason[reason] += n;
+  classify_ops += o.classify_ops;
+  decrypt_ops += o.decrypt_ops;
+  encrypt_ops += o.encrypt_ops;
+}
+
+namespace {
+
+void note_undecryptable(Batch& b, const db::Row& row, crypto::Reason reason) {
+  ++b.tally.undecryptable;
+  ++b.tally.by_reason[crypto::reason_name(reason)];
+  b.undecryptable.push_back({row.id, crypto::reason_name(reason)});
+}
+
+}  // namespace
+
+void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) {
+  if (mode == Mode::status) {
+    // The admin view counts users, not rows: the sink adds each status to its report.
+    b.users.reserve(b.rows.size());
+    for (auto& row : b.rows) {
+      b.users.push_back(classify_user(keys, std::move(row.id), std::move(row.username),
+                                      row.token.view(), row.is_null, row.flag, has_flag,
+                                      row.sysadmin));
+      row.token.wipe();
+    }
+    return;
+  }
+  b.tally.by_key.assign(keys.rolling_count() + 1, 0);
+  if (mode == Mode::migrate) b.changes.reserve(b.rows.size());
+  for (auto& row : b.rows) {
+    ++b.tally.rows;
+    if (row.is_null || row.token.empty()) {
+      ++b.tally.empty;
+      continue;
+    }
+    const bool flag_true = row.flag.value_or(false);
+    if (mode == Mode::verify) {
+      ++b.tally.decrypt_ops;
+      auto d = keys.decrypt_active(row.token.view());
+      if (d.ok()) {
+        ++b.tally.by_key[0];
+        ++b.tally.active;
+        ++b.tally.verified_ok;
+        if (has_flag && !flag_true) ++b.tally.flag_wrong;
+        continue;
+      }
+      ++b.tally.classify_ops;
+      auto c = keys.classify(row.token.view());
+      if (c.reason == crypto::Reason::ok && c.key_index > 0) {
+        ++b.tally.by_key[c.key_index];
+        ++b.tally.rolling;
+        b.needs_rolling.push_back(row.id);
+      } else {
+        note_undecryptable(b, row, c.reason == crypto::Reason::ok ? d.reason : c.reason);
+      }
+      continue;
+    }
+    if (mode == Mode::scan) {
+      ++b.tally.classify_ops;
+      auto c = keys.classify(row.token.view());
+      if (c.reason != crypto::Reason::ok || c.key_index < 0) {
+        note_undecryptable(b, row,
+                           c.reason == crypto::Reason::ok ? crypto::Reason::unknown_key : c.reason);
+        continue;
+      }
+      ++b.tally.by_key[c.key_index];
+      if (c.key_index == 0) {
+        ++b.tally.active;
+        if (has_flag && !flag_true) ++b.tally.flag_wrong;
+      } else {
+        ++b.tally.rolling;
+      }
+      continue;
+    }
+    // migrate
+    ++b.tally.classify_ops;
+    auto r = keys.rotate(row.token.view());
+    if (r.reason != crypto::Reason::ok || r.key_index < 0) {
+      note_undecryptable(b, row,
+                         r.reason == crypto::Reason::ok ? crypto::Reason::unknown_key : r.reason);
+      continue;
+    }
+    ++b.tally.by_key[r.key_index];
+    if (r.key_index == 0) {
+      ++b.tally.active;
+      if (has_flag && !flag_true) {
+        ++b.tally.flag_wrong;
+        db::Change ch;
+        ch.id = row.id;
+        ch.new_token = row.token.clone();
+        ch.old_token = std::move(row.token);
+        ch.old_flag = row.flag;
+        b.changes.push_back(std::move(ch));
+      } else {
+        ++b.tally.active_ok;
+      }
+      continue;
+    }
+    ++b.tally.rolling;
+    ++b.tally.decrypt_ops;
+    ++b.tally.encrypt_ops;
+    db::Change ch;
+    ch.id = row.id;
+    ch.old_token = std::move(row.token);
+    ch.new_token = std::move(r.token);
+    ch.old_flag = row.flag;
+    b.changes.push_back(std::move(ch));
+  }
+  // Tokens not moved into changes are wiped now rather than when the batch dies.
+  for (auto& row : b.rows) row.token.wipe();
+}
+
+}  // namespace keymig::engine::detail
