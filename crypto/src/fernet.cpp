@@ -426,10 +426,6 @@ SecretString KeyRing::encrypt(std::string_view plaintext) const {
   return impl_->keys[0].encrypt(plaintext);
 }
 
-const Fernet& KeyRing::active() const noexcept {
-  return impl_->keys[0];
-}
-
 std::size_t KeyRing::rolling_count() const noexcept {
   return impl_->keys.size() - 1;
 }
