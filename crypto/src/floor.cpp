@@ -7,17 +7,9 @@
 
 #include "codec.hpp"
 #include "openssl.hpp"
+#include "token.hpp"
 
 namespace keymig::crypto {
-
-namespace {
-
-// version(1) timestamp(8) IV(16) ciphertext(>= 16) tag(32)
-constexpr std::size_t kHeader = 25;
-constexpr std::size_t kTag = 32;
-constexpr std::size_t kSmallest = kHeader + 16 + kTag;
-
-}  // namespace
 
 std::vector<std::uint8_t> token_bytes(std::string_view token) {
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
@@ -52,20 +44,21 @@ RotationFloor::~RotationFloor() = default;
 
 bool RotationFloor::run(const std::vector<std::uint8_t>& token) {
   Impl& s = *impl_;
-  if (token.size() < kSmallest) throw CryptoError("floor: an input token is too short");
-  const std::size_t body = token.size() - kTag;
-  const std::size_t ct_len = body - kHeader;
+  if (token.size() < detail::kMinTokenSize) throw CryptoError("floor: an input token is too short");
+  const std::size_t body = token.size() - detail::kMacSize;
+  const std::size_t ct_len = body - detail::kHeaderSize;
   if (s.plain.size() < ct_len) s.plain.resize(ct_len);
   if (s.out.size() < token.size()) s.out.resize(token.size());
 
   const bool verified = s.from_mac.verify(token.data(), body, token.data() + body);
-  detail::aes_cbc_decrypt(s.from_enc.data(), token.data() + 9, token.data() + kHeader, ct_len,
-                          s.plain.data());
+  detail::aes_cbc_decrypt(s.from_enc.data(), token.data() + detail::kTimestampEnd,
+                          token.data() + detail::kHeaderSize, ct_len, s.plain.data());
 
   std::uint8_t* out = s.out.data();
-  std::memcpy(out, token.data(), 9);
-  detail::random_iv(out + 9);
-  detail::aes_cbc_encrypt(s.to_enc.data(), out + 9, s.plain.data(), ct_len, out + kHeader);
+  std::uint8_t* iv = out + detail::kTimestampEnd;
+  std::memcpy(out, token.data(), detail::kTimestampEnd);  // version and timestamp
+  detail::random_iv(iv);
+  detail::aes_cbc_encrypt(s.to_enc.data(), iv, s.plain.data(), ct_len, out + detail::kHeaderSize);
   s.to_mac.compute(out, body, out + body);
   return verified;
 }
