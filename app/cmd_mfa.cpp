@@ -25,14 +25,6 @@ db::Connection connect(const Common& common, const config::Config& config) {
   return db::Connection(options);
 }
 
-// Each flag may be repeated; every occurrence is a comma-separated list.
-std::vector<std::string> joined_list(const std::vector<std::string>& raw) {
-  std::vector<std::string> out;
-  for (const auto& r : raw)
-    for (auto& item : engine::split_list(r)) out.push_back(std::move(item));
-  return out;
-}
-
 std::string key_column(const engine::UserStatus& u) {
   if (!u.mfa) return "-";
   if (u.key_index >= 0) return crypto::KeyRing::key_label(u.key_index);
@@ -104,8 +96,8 @@ struct StatusFlags {
 
 int run_status(const Common& common, const StatusFlags& flags) {
   engine::StatusOptions options;
-  options.selection.usernames = joined_list(flags.usernames);
-  options.selection.ids = joined_list(flags.ids);
+  options.selection.usernames = flags.usernames;
+  options.selection.ids = flags.ids;
   options.page_size = flags.page_size;
   engine::validate_selection(options.selection, true);
   auto config = load_config(common);
@@ -159,8 +151,8 @@ bool confirmed_on_terminal(const engine::ResetPlan& plan) {
 
 int run_reset(const Common& common, const ResetFlags& flags) {
   db::Selection selection;
-  selection.usernames = joined_list(flags.usernames);
-  selection.ids = joined_list(flags.ids);
+  selection.usernames = flags.usernames;
+  selection.ids = flags.ids;
   engine::validate_selection(selection, false);
   const bool terminal = ::isatty(STDIN_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
   if (!flags.yes && !terminal)
@@ -217,12 +209,8 @@ const Registrar status_command{CommandSpec{
       add_output_flags(sub, common);
       sub.add_flag("--list", flags->list,
                    "one row per user: id, username, MFA, key, MFA fernet active, sysadmin");
-      sub.add_option("--usernames", flags->usernames, "only these users (comma-separated)")
-          ->type_name("A,B")
-          ->allow_extra_args(false);
-      sub.add_option("--ids", flags->ids, "only these ids (comma-separated)")
-          ->type_name("1,2")
-          ->allow_extra_args(false);
+      add_list_option(sub, "--usernames", flags->usernames, "only these users", "A,B");
+      add_list_option(sub, "--ids", flags->ids, "only these ids", "1,2");
       sub.add_option("--page-size", flags->page_size, "rows per keyset page")
           ->check(CLI::Range(1, 1000000));
       return [&common, flags] { return run_status(common, *flags); };
@@ -237,12 +225,8 @@ const Registrar reset_command{CommandSpec{
       add_config_flags(sub, common);
       add_db_flags(sub, common);
       add_output_flags(sub, common);
-      sub.add_option("--usernames", flags->usernames, "exact usernames (comma-separated)")
-          ->type_name("A,B")
-          ->allow_extra_args(false);
-      sub.add_option("--ids", flags->ids, "exact ids (comma-separated)")
-          ->type_name("1,2")
-          ->allow_extra_args(false);
+      add_list_option(sub, "--usernames", flags->usernames, "exact usernames", "A,B");
+      add_list_option(sub, "--ids", flags->ids, "exact ids", "1,2");
       sub.add_flag("--yes", flags->yes, "do not ask (required when not on a terminal)");
       return [&common, flags] { return run_reset(common, *flags); };
     }}};

@@ -56,28 +56,8 @@ void add_pass_flags(CLI::App& sub, PassFlags& f) {
 }
 
 void add_selection_flags(CLI::App& sub, PassFlags& f) {
-  sub.add_option("--ids", f.ids, "only these ids (comma-separated, repeatable)")
-      ->type_name("ID,...");
-  sub.add_option("--usernames", f.usernames, "only these users (comma-separated, repeatable)")
-      ->type_name("NAME,...");
-}
-
-std::vector<std::string> split_items(const std::vector<std::string>& raw, const char* flag) {
-  std::vector<std::string> out;
-  for (const auto& text : raw) {
-    std::stringstream ss(text);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      auto b = item.find_first_not_of(" \t");
-      auto e = item.find_last_not_of(" \t");
-      if (b == std::string::npos)
-        throw UsageError(std::string(flag) + ": empty item in \"" + text + "\"");
-      out.push_back(item.substr(b, e - b + 1));
-    }
-    if (!text.empty() && text.back() == ',')
-      throw UsageError(std::string(flag) + ": empty item in \"" + text + "\"");
-  }
-  return out;
+  add_list_option(sub, "--ids", f.ids, "only these ids", "ID,...");
+  add_list_option(sub, "--usernames", f.usernames, "only these users", "NAME,...");
 }
 
 engine::Options make_options(const Common& common, const config::Config& config,
@@ -87,8 +67,8 @@ engine::Options make_options(const Common& common, const config::Config& config,
   if (f.threads >= 0) o.threads = f.threads;
   if (f.batch_size > 0) o.batch_size = f.batch_size;
   if (f.max_rows_per_second >= 0) o.max_rows_per_second = f.max_rows_per_second;
-  o.selection.ids = split_items(f.ids, "--ids");
-  o.selection.usernames = split_items(f.usernames, "--usernames");
+  o.selection.ids = f.ids;
+  o.selection.usernames = f.usernames;
   if (!o.selection.ids.empty() && !o.selection.usernames.empty())
     throw UsageError("--ids and --usernames: give one or the other");
   o.dry_run = f.dry_run;

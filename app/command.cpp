@@ -58,6 +58,47 @@ void add_log_flags(CLI::App& sub, Common& common) {
       ->envname("KEYMIG_LOG_LEVEL");
 }
 
+namespace {
+
+constexpr const char* kListRule =
+    " (comma-separated, repeatable; spaces around items are ignored; an empty item is an "
+    "error)";
+
+// Not CLI11's delimiter(','): it drops empty items silently, and a refused empty item is
+// the rule.
+std::vector<std::string> split_list_value(const std::string& name, const std::string& value) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = value.find(',', start);
+    const std::string item =
+        value.substr(start, comma == std::string::npos ? comma : comma - start);
+    const std::size_t first = item.find_first_not_of(" \t");
+    if (first == std::string::npos)
+      throw CLI::ValidationError(name, "empty item in \"" + value + "\" (check the commas)");
+    items.push_back(item.substr(first, item.find_last_not_of(" \t") - first + 1));
+    if (comma == std::string::npos) return items;
+    start = comma + 1;
+  }
+}
+
+}  // namespace
+
+CLI::Option* add_list_option(CLI::App& sub, const std::string& name,
+                             std::vector<std::string>& items, const std::string& help,
+                             const std::string& type_name) {
+  return sub
+      .add_option_function<std::vector<std::string>>(
+          name,
+          [&items, name](const std::vector<std::string>& values) {
+            for (const auto& value : values)
+              for (auto& item : split_list_value(name, value)) items.push_back(std::move(item));
+          },
+          help + kListRule)
+      ->type_name(type_name)
+      ->allow_extra_args(false);
+}
+
 void configure_logging(const Common& common) {
   log::Level level{};
   log::Format format{};

@@ -28,6 +28,14 @@ void add_db_flags(CLI::App& sub, Common& common);      // --dsn
 void add_output_flags(CLI::App& sub, Common& common);  // --json, --log-format, --log-level
 void add_log_flags(CLI::App& sub, Common& common);     // --log-format, --log-level
 
+/// The rule of every user-list flag (--ids, --usernames), stated in its help: repeatable,
+/// each value split on commas, spaces and tabs around an item dropped, and an empty item
+/// ("", ",", "a,", "a,,b") refused as a usage error, since a stray comma must neither
+/// widen nor narrow a selection. Appends the items to `items`.
+CLI::Option* add_list_option(CLI::App& sub, const std::string& name,
+                             std::vector<std::string>& items, const std::string& help,
+                             const std::string& type_name);
+
 /// The files to load: --config, else ./values.yaml if present, else none when
 /// KEYMIG_ACTIVE_KEY is set (a configuration from the environment alone). Throws
 /// keymig::UsageError naming the flag to use when there is nothing.

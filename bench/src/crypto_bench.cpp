@@ -14,8 +14,8 @@
 #include <thread>
 #include <utility>
 
-#include "crypto_floor.hpp"
 #include "keymig/crypto/fernet.hpp"
+#include "keymig/crypto/floor.hpp"
 #include "keymig/secure.hpp"
 
 namespace keymig::bench {
@@ -153,7 +153,7 @@ struct Inputs {
       plaintexts.emplace_back(std::move(p));
       under_rolling.push_back(rolling.encrypt_at_time(plaintexts.back().view(), kTimestamp + i));
       under_active.push_back(active.encrypt_at_time(plaintexts.back().view(), kTimestamp + i));
-      raw_rolling.push_back(detail::decode_token(under_rolling.back().view()));
+      raw_rolling.push_back(crypto::token_bytes(under_rolling.back().view()));
     }
   }
   crypto::Key active_key;
@@ -228,8 +228,7 @@ Measurement measure_verify(const Inputs& in, int threads, double seconds) {
 }
 
 Measurement measure_floor(const Inputs& in, double seconds) {
-  detail::CryptoFloor floor(in.rolling_key.signing_key(), in.rolling_key.encryption_key(),
-                            in.active_key.signing_key(), in.active_key.encryption_key());
+  crypto::RotationFloor floor(in.rolling_key, in.active_key);
   return measure(
       1, seconds, [&](int, std::uint64_t i) { return floor.run(in.raw_rolling[i & kMask]); },
       "floor");

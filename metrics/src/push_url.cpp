@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "keymig/base64.hpp"
 #include "keymig/error.hpp"
 
 namespace keymig::metrics {
@@ -14,36 +15,6 @@ bool is_digits(std::string_view s) {
 bool url_safe(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '_' || c == '.' || c == '~';
-}
-
-std::string base64url(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) |
-                       (static_cast<unsigned char>(in[i + 1]) << 8) |
-                       static_cast<unsigned char>(in[i + 2]);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (i + 1 == in.size()) {
-    const unsigned v = static_cast<unsigned char>(in[i]) << 16;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    const unsigned v =
-        (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
 }
 
 }  // namespace
@@ -110,7 +81,10 @@ std::pair<std::string, std::string> grouping_label(std::string_view name, std::s
       std::all_of(value.begin(), value.end(), url_safe)) {
     return {std::string(name), std::string(value)};
   }
-  return {std::string(name) + "@base64", value.empty() ? std::string("=") : base64url(value)};
+  // The Pushgateway spells an empty value as a lone "=", since an empty path element
+  // would vanish; anything else is the canonical padded form, which it also accepts.
+  return {std::string(name) + "@base64",
+          value.empty() ? std::string("=") : encode_base64url(value)};
 }
 
 }  // namespace keymig::metrics

@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 #include <stdexcept>
 
-#include "../metrics/exposition.hpp"
+#include "exposition.hpp"
 
 using keymig::engine::detail::CommandRecord;
 using keymig::engine::detail::configured_label;

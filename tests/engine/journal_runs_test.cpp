@@ -2,8 +2,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "../db/pg_fixture.hpp"
-#include "../metrics/exposition.hpp"
+#include "pg_fixture.hpp"
+#include "exposition.hpp"
 #include "keymig/crypto/fernet.hpp"
 #include "keymig/engine/engine.hpp"
 

@@ -1,9 +1,9 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "../db/pg_fixture.hpp"
 #include "keymig/crypto/fernet.hpp"
 #include "keymig/engine/engine.hpp"
+#include "pg_fixture.hpp"
 
 using namespace keymig::testing;
 using keymig::crypto::Fernet;

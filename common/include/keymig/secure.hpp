@@ -10,9 +10,9 @@ namespace keymig {
 /// Overwrites memory in a way the optimiser cannot drop.
 void secure_wipe(void* data, std::size_t size) noexcept;
 
-/// A move-only string for keys, tokens and plaintexts: wiped on destruction and on
-/// reassignment, never printable. Reserve capacity up front where it may grow: a
-/// reallocation leaves the old buffer unwiped.
+/// A move-only string for keys, tokens and plaintexts: wiped on destruction, on
+/// reassignment and when moved from, never printable. Reserve capacity up front where it may grow:
+/// a reallocation leaves the old buffer unwiped.
 class SecretString {
  public:
   SecretString() = default;
@@ -37,6 +37,10 @@ class SecretString {
   /// Explicit copy, so that every duplicate of a secret is visible in the code.
   [[nodiscard]] SecretString clone() const { return SecretString(std::string_view(value_)); }
   void wipe() noexcept {
+    // The whole buffer, not only size(): moving a short string copies it out of the
+    // inline buffer and leaves all but its first byte behind, at size() 0. Growing to
+    // the capacity cannot reallocate.
+    value_.resize(value_.capacity());
     secure_wipe(value_.data(), value_.size());
     value_.clear();
   }

@@ -155,7 +155,6 @@ class KeyRing {
   [[nodiscard]] DecryptResult decrypt_with(std::string_view token, int key_index) const;
   [[nodiscard]] SecretString encrypt(std::string_view plaintext) const;
 
-  [[nodiscard]] const Fernet& active() const noexcept;
   [[nodiscard]] std::size_t rolling_count() const noexcept;
   /// Label for key_index: "active", "rolling_0", ...; "undecryptable" for -1.
   [[nodiscard]] static std::string key_label(int key_index);

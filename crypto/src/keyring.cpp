@@ -1,0 +1,154 @@
+// KeyRing: the active key and the rolling keys, as MultiFernet.
+
+#include <openssl/crypto.h>
+
+#include <atomic>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "keymig/crypto/fernet.hpp"
+#include "token.hpp"
+
+namespace keymig::crypto {
+
+using detail::kOverhead;
+using detail::parse;
+
+namespace {
+
+std::atomic<std::uint64_t> next_ring_id{1};
+
+}  // namespace
+
+struct KeyRing::Impl {
+  std::vector<Fernet> keys;  // [0] active, [i + 1] rolling[i]
+  std::uint64_t id = next_ring_id.fetch_add(1, std::memory_order_relaxed);
+
+  // The first key, in configured order, whose HMAC verifies. The thread's last match is
+  // tried first: in a migration nearly every row is under the same key, and this saves
+  // the active key's MAC on every rolling row. The answer is the ordered one because no
+  // two keys share a signing key (checked at construction), so a token verifying under
+  // two keys would be an HMAC-SHA256 forgery.
+  [[nodiscard]] int find_key(const detail::Buffer& bytes) const {
+    struct Hint {
+      std::uint64_t ring = 0;
+      int index = 0;
+    };
+    thread_local Hint hint;
+    const int count = static_cast<int>(keys.size());
+    const int first = hint.ring == id && hint.index < count ? hint.index : 0;
+    if (keys[first].impl_->verify(bytes)) return remember(hint, first);
+    for (int i = 0; i < count; ++i)
+      if (i != first && keys[i].impl_->verify(bytes)) return remember(hint, i);
+    return -1;
+  }
+
+  template <typename Hint>
+  int remember(Hint& hint, int index) const noexcept {
+    hint.ring = id;
+    hint.index = index;
+    return index;
+  }
+
+  [[nodiscard]] Rotation rotate(std::string_view token, bool always) const {
+    Rotation result;
+    detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
+    bool canonical = true;
+    result.reason = parse(token, bytes, result.timestamp, canonical);
+    if (result.reason != Reason::ok) return result;
+    result.key_index = find_key(bytes);
+    if (result.key_index < 0 || !canonical) {
+      result.reason = result.key_index < 0 ? Reason::unknown_key : Reason::non_canonical;
+      result.key_index = -1;
+      return result;
+    }
+    if (result.key_index == 0 && !always) return result;
+    detail::Buffer padded(bytes.size() - kOverhead, /*secret=*/true);
+    std::size_t plain_len = 0;
+    result.reason = keys[result.key_index].impl_->open(bytes, padded, plain_len);
+    if (result.reason != Reason::ok) return result;
+    // The decrypted block still carries its PKCS7 padding, which is exactly the padding
+    // the same plaintext gets again: re-encrypt it as is.
+    result.token = keys[0].impl_->seal_fresh(padded.data(), padded.size(), result.timestamp);
+    return result;
+  }
+};
+
+KeyRing::KeyRing(Key active, std::vector<Key> rolling) : impl_(std::make_unique<Impl>()) {
+  auto name = [](std::size_t index) {
+    return index == 0 ? std::string("the active key") : "rolling key " + std::to_string(index - 1);
+  };
+  std::vector<const Key*> all{&active};
+  for (const Key& key : rolling) all.push_back(&key);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (all[i]->same_as(*all[j])) throw KeyError(name(i) + " is the same key as " + name(j));
+      // Same signing half, different encryption half: a token would verify under both,
+      // and which one decrypts it would depend on the order tried.
+      if (CRYPTO_memcmp(all[i]->signing_key(), all[j]->signing_key(), 16) == 0)
+        throw KeyError(name(i) + " has the same signing half as " + name(j));
+    }
+  }
+  impl_->keys.reserve(all.size());
+  impl_->keys.emplace_back(std::move(active));
+  for (Key& key : rolling) impl_->keys.emplace_back(std::move(key));
+}
+
+KeyRing::KeyRing(KeyRing&&) noexcept = default;
+KeyRing& KeyRing::operator=(KeyRing&&) noexcept = default;
+KeyRing::~KeyRing() = default;
+
+Classification KeyRing::classify(std::string_view token) const {
+  Classification result;
+  detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
+  bool canonical = true;
+  result.reason = parse(token, bytes, result.timestamp, canonical);
+  if (result.reason != Reason::ok) return result;
+  result.key_index = impl_->find_key(bytes);
+  if (result.key_index < 0 || !canonical) {
+    result.reason = result.key_index < 0 ? Reason::unknown_key : Reason::non_canonical;
+    result.key_index = -1;
+  }
+  return result;
+}
+
+Rotation KeyRing::rotate(std::string_view token) const {
+  return impl_->rotate(token, false);
+}
+
+Rotation KeyRing::rotate_always(std::string_view token) const {
+  return impl_->rotate(token, true);
+}
+
+DecryptResult KeyRing::decrypt_active(std::string_view token) const {
+  return impl_->keys[0].decrypt(token);
+}
+
+DecryptResult KeyRing::decrypt_with(std::string_view token, int key_index) const {
+  if (key_index < 0 || static_cast<std::size_t>(key_index) >= impl_->keys.size())
+    throw CryptoError("key index " + std::to_string(key_index) + " is not configured");
+  return impl_->keys[static_cast<std::size_t>(key_index)].decrypt(token);
+}
+
+SecretString KeyRing::encrypt(std::string_view plaintext) const {
+  return impl_->keys[0].encrypt(plaintext);
+}
+
+std::size_t KeyRing::rolling_count() const noexcept {
+  return impl_->keys.size() - 1;
+}
+
+std::string KeyRing::key_label(int key_index) {
+  if (key_index < 0) return "undecryptable";
+  if (key_index == 0) return "active";
+  return "rolling_" + std::to_string(key_index - 1);
+}
+
+std::string KeyRing::fingerprint(int key_index) const {
+  if (key_index < 0 || static_cast<std::size_t>(key_index) >= impl_->keys.size())
+    throw CryptoError("key index " + std::to_string(key_index) + " is not configured");
+  return impl_->keys[static_cast<std::size_t>(key_index)].key().fingerprint();
+}
+
+}  // namespace keymig::crypto
