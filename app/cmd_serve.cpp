@@ -31,7 +31,7 @@ Runs until SIGTERM/SIGINT, on one event loop:
   HTTP       on --metrics-listen (default keyMigration.metrics.listen, 127.0.0.1:9464):
              /metrics  Prometheus text format (keymig_rows_total, ...)
              /healthz  200 while the process runs
-             /readyz   200 when the database is reachable and the config is valid, else 503
+             /readyz   200 once requests can be queued (LISTENing, keymig schema made), else 503
              /status   JSON: current run, last result per kind, schedule, config generation
   Signals    SIGTERM/SIGINT drain: the batch in flight commits, the checkpoint is written,
              exit 0 (a second signal exits at once; the run is still resumable).

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "keymig/engine/keys.hpp"
+#include "keymig/lists.hpp"
 #include "keymig/log.hpp"
 
 namespace keymig::app {
@@ -67,19 +68,11 @@ constexpr const char* kListRule =
 // Not CLI11's delimiter(','): it drops empty items silently, and a refused empty item is
 // the rule.
 std::vector<std::string> split_list_value(const std::string& name, const std::string& value) {
-  std::vector<std::string> items;
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t comma = value.find(',', start);
-    const std::string item =
-        value.substr(start, comma == std::string::npos ? comma : comma - start);
-    const std::size_t first = item.find_first_not_of(" \t");
-    if (first == std::string::npos)
+  auto items = split_list(value);
+  for (const auto& item : items)
+    if (item.empty())
       throw CLI::ValidationError(name, "empty item in \"" + value + "\" (check the commas)");
-    items.push_back(item.substr(first, item.find_last_not_of(" \t") - first + 1));
-    if (comma == std::string::npos) return items;
-    start = comma + 1;
-  }
+  return items;
 }
 
 }  // namespace

@@ -42,23 +42,6 @@ std::string StatusReport::to_json() const {
   return status_json(*this).dump();
 }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (true) {
-    auto comma = text.find(',', start);
-    std::string item =
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    auto first = item.find_first_not_of(" \t");
-    auto last = item.find_last_not_of(" \t");
-    out.push_back(first == std::string::npos ? std::string()
-                                             : item.substr(first, last - first + 1));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 void validate_selection(const db::Selection& selection, bool allow_empty) {
   if (selection.empty()) {
     if (allow_empty) return;

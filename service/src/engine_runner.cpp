@@ -32,17 +32,17 @@ RunOutcome from_report(int exit_code, std::string summary, bool stopped) {
   return out;
 }
 
-RunOutcome reset(const Job& job, const Settings& settings) {
+RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& metrics) {
+  // The request queue is an admin surface: plan_reset_mfa refuses what the CLI refuses
+  // (an empty selection, patterns), before any write, and records the refusal.
   const db::Selection& selection = job.selection;
-  // The request queue is an admin surface: the same refusal as the CLI, before any write.
-  engine::validate_selection(selection, /*allow_empty=*/false);
   db::ConnectOptions connect;
   connect.dsn = settings.dsn;
   connect.lock_timeout = settings.config.migration.lock_timeout;
   connect.statement_timeout = settings.config.migration.statement_timeout;
   db::Connection conn(connect);
-  auto plan = engine::plan_reset_mfa(conn, settings.config, *settings.keys, selection);
-  auto result = engine::reset_mfa(conn, settings.config, *settings.keys, plan);
+  auto plan = engine::plan_reset_mfa(conn, settings.config, *settings.keys, selection, &metrics);
+  auto result = engine::reset_mfa(conn, settings.config, *settings.keys, plan, &metrics);
   nlohmann::json users = nlohmann::json::array();
   for (const auto& u : result.users)
     users.push_back({{"id", u.id}, {"username", u.username}, {"had_mfa", u.mfa}});
@@ -72,7 +72,7 @@ Runner engine_runner() {
         return from_report(report.exit_code(), report.to_json(), stopped);
       }
       case JobKind::reset_mfa:
-        return reset(job, settings);
+        return reset(job, settings, metrics);
     }
     throw ServiceError("unknown job kind");
   };

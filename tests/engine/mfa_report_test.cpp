@@ -5,14 +5,6 @@
 #include "keymig/engine/mfa_admin.hpp"
 #include "mfa_ring.hpp"
 
-TEST_CASE("a user list splits on commas and keeps empty items for refusal", "[engine][mfa]") {
-  using keymig::engine::split_list;
-  CHECK(split_list("a,b, c ") == std::vector<std::string>{"a", "b", "c"});
-  CHECK(split_list("") == std::vector<std::string>{""});
-  CHECK(split_list("a,,b") == std::vector<std::string>{"a", "", "b"});
-  CHECK(split_list("a,") == std::vector<std::string>{"a", ""});
-}
-
 TEST_CASE("a selection with patterns, empty items or both kinds is refused", "[engine][mfa]") {
   using keymig::engine::validate_selection;
   keymig::db::Selection s;

@@ -20,11 +20,14 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.parse
+import urllib.request
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -363,6 +366,138 @@ def wait_until(predicate, timeout, interval=0.05):
         time.sleep(interval)
     return None
 
+
+
+# ---------------------------------------------------------------------------------------
+# keymig serve as a process: shared by the test_serve* modules
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, timeout=5):
+    """(status, body) of GET http://127.0.0.1:port/path; (None, error) if unreachable."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+            return r.status, r.read().decode(), r.headers.get("Content-Type")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.headers.get("Content-Type")
+    except (urllib.error.URLError, OSError) as e:
+        return None, str(e), None
+
+
+class ServeProcess:
+    """`keymig serve` in the background, with its stderr in a file we can search."""
+
+    def __init__(self, config, dsn, secrets, extra_args=(), env=None):
+        self.port = free_port()
+        self.secrets = secrets
+        self.log = tempfile.NamedTemporaryFile(mode="w+", prefix="keymig-serve-", delete=False)
+        args = [BINARY, "serve", "--config", config, "--metrics-listen",
+                "127.0.0.1:%d" % self.port, "--log-format", "json"]
+        if dsn:
+            args += ["--dsn", dsn]
+        self.proc = subprocess.Popen(args + list(extra_args), stdout=subprocess.PIPE,
+                                     stderr=self.log, env=clean_env(env))
+
+    def wait_ready(self, timeout=30):
+        ok = wait_until(lambda: http_get(self.port, "/readyz")[0] == 200 or
+                        self.proc.poll() is not None, timeout)
+        if self.proc.poll() is not None or not ok:
+            raise AssertionError("keymig serve did not become ready:\n" + self.stderr()[-3000:])
+
+    def stderr(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def events(self, name=None):
+        out = []
+        for line in self.stderr().splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or doc.get("event") == name:
+                out.append(doc)
+        return out
+
+    def signal(self, signo):
+        self.proc.send_signal(signo)
+
+    def stop(self, timeout=60):
+        """SIGTERM, wait, check outputs for secrets; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("keymig serve did not stop within %ds" % timeout)
+        stdout = self.proc.stdout.read().decode()
+        self.proc.stdout.close()
+        text = self.stderr()
+        os.unlink(self.log.name)
+        for stream, content in (("stdout", stdout), ("stderr", text)):
+            leaks = self.secrets.leaks(content)
+            if leaks:
+                raise AssertionError("keymig serve leaked %s on %s" % (sorted(set(leaks)), stream))
+        return code
+
+
+def enqueue(dsn, kind, params=None, notify=True):
+    """Inserts a request as the application does (one transaction with the NOTIFY)."""
+    p = "NULL" if params is None else "'%s'::jsonb" % json.dumps(params).replace("'", "''")
+    sql = "INSERT INTO keymig.requests(kind, params) VALUES ('%s', %s) RETURNING id" % (kind, p)
+    if notify:
+        sql = "BEGIN; %s; NOTIFY keymig_requests; COMMIT" % sql
+    out = psql(dsn, sql)
+    return int([l for l in out.splitlines() if l.strip().isdigit()][0])
+
+
+def request_row(dsn, rid):
+    state, result, latency = scalar(dsn, (
+        "SELECT state || '|' || coalesce(result::text, 'null') || '|' || "
+        "coalesce((extract(epoch FROM started_at - created_at) * 1000)::text, '') "
+        "FROM keymig.requests WHERE id = %d") % rid).split("|")
+    return state, json.loads(result), float(latency) if latency else None
+
+
+def wait_request(dsn, rid, states=("done", "failed"), timeout=60):
+    got = wait_until(lambda: request_row(dsn, rid)[0] in states, timeout)
+    if not got:
+        raise AssertionError("request %d still %s" % (rid, request_row(dsn, rid)))
+    return request_row(dsn, rid)
+
+
+def start_serve(tc, config, dsn, secrets, extra_args=(), env=None):
+    """A ready `keymig serve`, stopped when the test ends; its exit code must be 0."""
+    serve = ServeProcess(config, dsn, secrets, extra_args=extra_args, env=env)
+    try:
+        serve.wait_ready()
+    except AssertionError:
+        kill_hard(serve.proc)
+        raise
+
+    def stop():
+        if serve.proc.returncode is None:
+            tc.assertEqual(serve.stop(), 0, "keymig serve exit code")
+    tc.addCleanup(stop)
+    return serve
+
+
+def make_serve_schema(config, dsn, secrets):
+    """Runs a first `keymig serve` until it has made the keymig schema, then stops it."""
+    first = ServeProcess(config, dsn, secrets)
+    first.wait_ready()
+    made = wait_until(lambda: scalar(dsn, "SELECT to_regclass('keymig.requests') IS NOT NULL")
+                      == "t", 30)
+    code = first.stop()
+    assert made, "keymig serve did not create keymig.requests"
+    assert code == 0, "keymig serve exited %d" % code
 
 # ---------------------------------------------------------------------------------------
 # The default target (docs/DESIGN.md section 1) and its fixture

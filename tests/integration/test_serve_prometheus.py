@@ -9,8 +9,8 @@ import tempfile
 import unittest
 import urllib.parse
 
-from keymig_testlib import DbTestCase, KeySet, UserFixture, new_db, wait_until, write_config
-from test_serve import ServeProcess, enqueue, free_port, http_get, wait_request
+from keymig_testlib import (DbTestCase, KeySet, ServeProcess, UserFixture, enqueue, free_port,
+                            http_get, new_db, wait_request, wait_until, write_config)
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

@@ -8,9 +8,9 @@ import subprocess
 import time
 import unittest
 
-from keymig_testlib import (PG_SCRIPT, SOURCE_DIR, DbTestCase, KeySet, Secrets, UserFixture,
-                            new_db, wait_until, write_config)
-from test_serve import ServeProcess, enqueue, http_get, wait_request
+from keymig_testlib import (PG_SCRIPT, SOURCE_DIR, DbTestCase, KeySet, Secrets, ServeProcess,
+                            UserFixture, enqueue, http_get, new_db, wait_request, wait_until,
+                            write_config)
 
 PG_DIR = os.path.join(SOURCE_DIR, ".keymig", "h5-serve-restart-pg")
 

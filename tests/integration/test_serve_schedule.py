@@ -4,9 +4,8 @@ the interval; the runs show in /status and the rows end up under the active key.
 import json
 import unittest
 
-from keymig_testlib import (DbTestCase, KeySet, UserFixture, current_secrets, new_db,
-                            wait_until, write_config)
-from test_serve import ServeProcess, http_get
+from keymig_testlib import (DbTestCase, KeySet, ServeProcess, UserFixture, current_secrets,
+                            http_get, new_db, wait_until, write_config)
 
 
 class ServeScheduleTest(DbTestCase):

@@ -8,10 +8,10 @@ import signal
 import time
 import unittest
 
-from keymig_testlib import (DbTestCase, KeySet, UserFixture, check_consistent, current_secrets,
-                            decrypt_with, journal_count, new_db, running_run_id, scalar,
-                            wait_until, write_config)
-from test_serve import ServeProcess, enqueue, http_get, request_row, wait_request
+from keymig_testlib import (DbTestCase, KeySet, ServeProcess, UserFixture, check_consistent,
+                            current_secrets, decrypt_with, enqueue, http_get, journal_count, new_db,
+                            request_row, running_run_id, scalar, wait_request, wait_until,
+                            write_config)
 
 
 class ServeSigtermTest(DbTestCase):

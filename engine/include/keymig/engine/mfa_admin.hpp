@@ -18,10 +18,6 @@
 
 namespace keymig::engine {
 
-/// Splits "a,b, c" into trimmed items. Empty items are kept (as "") so that
-/// validate_selection can refuse them.
-[[nodiscard]] std::vector<std::string> split_list(const std::string& text);
-
 /// Refuses what could select more users than the operator named: an empty selection
 /// (unless allow_empty), empty items, and pattern characters (% * ?). Throws UsageError.
 void validate_selection(const db::Selection& selection, bool allow_empty);

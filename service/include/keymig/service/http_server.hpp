@@ -1,9 +1,11 @@
 #pragma once
 
-// A small HTTP/1.1 server for /metrics, /healthz, /readyz and /status. Deliberately
-// minimal: GET and HEAD only, one request per connection (`Connection: close`), bounded
-// request size, a deadline per connection and a cap on concurrent connections, so that a
-// slow or hostile client cannot pin the event loop or memory.
+// A small HTTP/1.1 server: `serve` routes /metrics, /healthz, /readyz and /status through
+// it, the one-shot commands /metrics and /healthz (metrics_handler). Deliberately minimal:
+// GET and HEAD only (405 otherwise), one request per connection (`Connection: close`),
+// bounded request head (431), one deadline per connection for the whole exchange and a
+// cap on concurrent connections, so that a slow or hostile client cannot pin the event
+// loop or memory.
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>

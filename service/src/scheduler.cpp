@@ -1,0 +1,95 @@
+// The schedule (keyMigration.schedule.every / .at) and the fallback poll of the request
+// queue: timers on the event loop that only hand work to the worker.
+
+#include <boost/asio/post.hpp>
+
+#include "keymig/log.hpp"
+#include "service_impl.hpp"
+
+namespace keymig::service {
+
+using std::chrono::milliseconds;
+using std::chrono::system_clock;
+
+void Service::Impl::arm_poll() {
+  poll_timer.expires_after(options.fallback_poll);
+  poll_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    // The fallback for a lost NOTIFY (e.g. sent while we were reconnecting).
+    if (listen_up) want_drain();
+    arm_poll();
+  });
+}
+
+void Service::Impl::retry_drain_later() {
+  asio::post(io, [this] {
+    if (stop_begun) return;
+    busy_timer.expires_after(options.busy_retry);
+    busy_timer.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) want_drain();
+    });
+  });
+}
+
+void Service::Impl::arm_schedule() {
+  every_timer.cancel();
+  at_timer.cancel();
+  auto s = current_settings();
+  const auto& schedule = s->config.migration.schedule;
+  std::optional<system_clock::time_point> next;
+  if (schedule.every) {
+    // First run at start: a fresh deployment converges (and fills the metrics) at once.
+    arm_every(milliseconds(0), *schedule.every, generation);
+    next = system_clock::now();
+  }
+  if (schedule.at_minute_of_day) {
+    auto at = next_daily_run(system_clock::now(), *schedule.at_minute_of_day);
+    arm_at(*schedule.at_minute_of_day, generation);
+    if (!next || at < *next) next = at;
+  }
+  std::lock_guard<std::mutex> lock(status_mu);
+  next_scheduled = next;
+}
+
+void Service::Impl::arm_every(milliseconds delay, std::chrono::seconds every, int gen) {
+  every_timer.expires_after(delay);
+  every_timer.async_wait([this, every, gen](const boost::system::error_code& ec) {
+    if (ec || gen != generation) return;
+    want_run("every");
+    {
+      std::lock_guard<std::mutex> lock(status_mu);
+      next_scheduled = system_clock::now() + every;
+    }
+    arm_every(std::chrono::duration_cast<milliseconds>(every), every, gen);
+  });
+}
+
+void Service::Impl::arm_at(int minute_of_day, int gen) {
+  auto now = system_clock::now();
+  auto at = next_daily_run(now, minute_of_day);
+  at_timer.expires_after(std::chrono::duration_cast<milliseconds>(at - now));
+  at_timer.async_wait([this, minute_of_day, gen](const boost::system::error_code& ec) {
+    if (ec || gen != generation) return;
+    want_run("at");
+    arm_at(minute_of_day, gen);
+  });
+}
+
+void Service::Impl::want_drain() {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    drain_wanted = true;
+  }
+  cv.notify_all();
+}
+
+void Service::Impl::want_run(const char* why) {
+  KEYMIG_LOG(info, "service", "scheduled_run_due", {"trigger", why});
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    run_wanted = true;
+  }
+  cv.notify_all();
+}
+
+}  // namespace keymig::service

@@ -1,0 +1,170 @@
+#pragma once
+
+// service internals: the state of one Service and the methods that work on it, split by
+// role across listener.cpp (LISTEN on the event loop), scheduler.cpp (timers),
+// worker.cpp (the worker thread), status.cpp (HTTP) and service.cpp (lifecycle).
+// Each member notes the thread that owns it.
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "keymig/db/connection.hpp"
+#include "keymig/db/listener.hpp"
+#include "keymig/db/lock.hpp"
+#include "keymig/db/requests.hpp"
+#include "keymig/db/retry.hpp"
+#include "keymig/service/service.hpp"
+
+namespace keymig::service {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+
+inline constexpr const char* kChannel = "keymig_requests";
+
+/// Exception messages and libpq errors may span lines; logs want one.
+[[nodiscard]] inline std::string one_line(std::string text) {
+  for (char& c : text)
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
+struct Service::Impl {
+  Impl(SettingsLoader l, Runner r, metrics::Metrics& m, ServiceOptions o)
+      : loader(std::move(l)), runner(std::move(r)), metrics(m), options(std::move(o)) {}
+
+  // --- fixed ---
+  SettingsLoader loader;
+  Runner runner;
+  metrics::Metrics& metrics;
+  ServiceOptions options;
+  std::string instance;
+  std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();
+
+  // --- io thread ---
+  asio::io_context io;
+  asio::signal_set signals{io};
+  std::unique_ptr<HttpServer> http;
+  db::ListenSession listen{kChannel, "keymig-serve-listen"};
+  asio::posix::stream_descriptor listen_socket{io};  // our dup() of libpq's socket
+  asio::steady_timer reconnect_timer{io};
+  asio::steady_timer connect_deadline{io};
+  int reconnect_attempt = 0;
+  int listen_generation = 0;  // bumped by close_listener: stale callbacks see a new value
+  bool listen_up = false;     // connected and LISTENing
+  std::string listen_dsn;     // the DSN the listener is connected with
+  asio::steady_timer poll_timer{io};
+  asio::steady_timer busy_timer{io};
+  asio::steady_timer every_timer{io};
+  asio::steady_timer at_timer{io};
+  bool stop_begun = false;
+  bool finished = false;
+
+  // --- settings: swapped on the io thread, read anywhere ---
+  mutable std::mutex settings_mu;
+  std::shared_ptr<const Settings> settings;
+  int generation = 0;
+  std::chrono::system_clock::time_point loaded_at;
+  std::string last_reload_error;
+
+  // --- worker hand-off ---
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+  bool drain_wanted = false;
+  bool run_wanted = false;
+  std::atomic<bool> stop_flag{false};
+  std::thread worker;
+
+  // --- worker thread only ---
+  std::unique_ptr<db::Connection> work_conn;  // stable while a TargetLock refers to it
+  std::string work_dsn;
+  bool work_named = false;  // application_name set on the current session
+  bool table_missing_logged = false;
+
+  // --- status, shared ---
+  std::atomic<bool> db_up{false};  // listen_up, and the schema exists for the listener's DSN
+  std::string schema_ok_dsn;       // under status_mu: ensure_schema() done for this DSN
+  mutable std::mutex status_mu;
+  json current = nullptr;
+  json last = json::object();
+  std::int64_t requests_done = 0;
+  std::int64_t requests_failed = 0;
+  std::int64_t requests_requeued = 0;
+  std::optional<std::chrono::system_clock::time_point> next_scheduled;
+
+  [[nodiscard]] std::shared_ptr<const Settings> current_settings() const {
+    std::lock_guard<std::mutex> lock(settings_mu);
+    return settings;
+  }
+
+  // service.cpp: lifecycle (io thread)
+  void await_signal();
+  void begin_stop();
+  void finish_stop();
+  void reload();
+
+  // listener.cpp (io thread)
+  void connect_listener();
+  void close_listener();
+  void begin_attempt(db::ListenStep first);
+  void advance(db::ListenStep step);
+  void await_socket(bool readable, std::function<void()> next);
+  void connect_failed(const std::string& why);
+  void on_listening();
+  void await_readable();
+  void on_readable();
+  void listener_lost(const std::string& why);
+  void schedule_reconnect();
+  [[nodiscard]] bool schema_ok_for(const std::string& dsn) const;
+  void update_ready();
+
+  // scheduler.cpp (io thread; want_* from any thread)
+  void arm_poll();
+  void retry_drain_later();
+  void arm_schedule();
+  void arm_every(std::chrono::milliseconds delay, std::chrono::seconds every, int gen);
+  void arm_at(int minute_of_day, int gen);
+  void want_drain();
+  void want_run(const char* why);
+
+  // worker.cpp (worker thread)
+  struct TargetGuard {
+    bool busy = false;  // another keymig serve holds the target
+    std::optional<db::TargetLock> lock;
+  };
+  void worker_main();
+  template <typename Work>
+  auto on_worker_session(const char* what, Work&& work, bool while_stopping = false);
+  TargetGuard lock_target(const Settings& s);
+  db::Connection& work(const Settings& s);
+  [[nodiscard]] db::RetryHook retry_hook(const char* what, bool while_stopping);
+  void scheduled_run();
+  void drain_requests();
+  void table_missing();
+  void process(const db::ClaimedRequest& claimed, std::shared_ptr<const Settings> s);
+  void write_result(std::int64_t id, db::RequestEnd end, const std::string& result);
+  RunOutcome execute(const Job& job, const std::shared_ptr<const Settings>& s);
+
+  // status.cpp (io thread; status() from any thread)
+  [[nodiscard]] HttpResponse handle(const HttpRequest& request);
+  [[nodiscard]] std::string status() const;
+  [[nodiscard]] bool current_is_null() const;
+  [[nodiscard]] static json result_json(const RunOutcome& out);
+};
+
+}  // namespace keymig::service

@@ -1,0 +1,286 @@
+// The worker thread: scheduled runs, draining keymig.requests, executing a job and
+// writing its result. It owns the worker session, which names this instance as the
+// claimer (application_name) and holds the per-target lock for a run or a drain.
+
+#include <boost/asio/post.hpp>
+
+#include "keymig/db/schema.hpp"
+#include "keymig/ids.hpp"
+#include "keymig/log.hpp"
+#include "keymig/metrics/metrics.hpp"
+#include "service_impl.hpp"
+
+namespace keymig::service {
+
+using std::chrono::milliseconds;
+using std::chrono::system_clock;
+
+namespace {
+
+// The worker's patience with its database: a result must reach its row across a short
+// outage (a failover, a restart), bounded so that shutdown does not hang on a database
+// that is gone for good.
+db::ConnectOptions worker_options(const std::string& dsn) {
+  db::ConnectOptions o;
+  o.dsn = dsn;
+  o.max_retries = 6;
+  o.retry_base_delay = milliseconds(250);
+  o.retry_max_delay = milliseconds(4000);
+  return o;
+}
+
+bool table_missing_error(const db::DbError& e) {
+  return e.sqlstate() == "42P01";  // undefined_table: keymig.requests is not there
+}
+
+}  // namespace
+
+db::RetryHook Service::Impl::retry_hook(const char* what, bool while_stopping) {
+  return [this, what, while_stopping](const db::DbError& e, int attempt) {
+    // A drain that is told to stop gives up at once, except for the write that puts the
+    // interrupted request back in the queue.
+    if (stop_flag && !while_stopping) throw e;
+    if (e.connection_lost()) work_named = false;
+    metrics.add_db_retry();
+    KEYMIG_LOG(warn, "service", "db_retry", {"during", what}, {"attempt", attempt},
+               {"sqlstate", e.sqlstate()}, {"error", one_line(e.what())});
+  };
+}
+
+// The worker session's queue work under the one retry rule. The session is (re)named for
+// this instance first: a reconnect resets application_name, and without it the claims of
+// this live instance would look like a crashed one's.
+template <typename Work>
+auto Service::Impl::on_worker_session(const char* what, Work&& work, bool while_stopping) {
+  db::Connection& conn = *work_conn;
+  return db::with_retry(
+      conn,
+      [&] {
+        if (!work_named) {
+          db::set_request_session_name(conn, instance);
+          work_named = true;
+        }
+        return work(conn);
+      },
+      retry_hook(what, while_stopping));
+}
+
+Service::Impl::TargetGuard Service::Impl::lock_target(const Settings& s) {
+  const std::string& table = s.config.migration.target.table;
+  try {
+    auto lock = on_worker_session("taking the target lock", [&](db::Connection& c) {
+      return db::TargetLock::try_acquire(c, table);
+    });
+    if (!lock) return {true, std::nullopt};
+    return {false, std::move(lock)};
+  } catch (const db::TargetError& e) {
+    // Nothing to keep others off: the job itself fails and reports the missing table.
+    KEYMIG_LOG(warn, "service", "target_not_locked", {"error", one_line(e.what())});
+    return {false, std::nullopt};
+  }
+}
+
+void Service::Impl::worker_main() {
+  std::unique_lock<std::mutex> lock(mu);
+  while (true) {
+    cv.wait(lock, [this] { return stopping || drain_wanted || run_wanted; });
+    if (stopping) break;
+    bool run = std::exchange(run_wanted, false);
+    bool drain = std::exchange(drain_wanted, false);
+    lock.unlock();
+    try {
+      if (run) scheduled_run();
+      if (drain) drain_requests();
+    } catch (const db::DbError& e) {
+      KEYMIG_LOG(warn, "service", "database_unavailable", {"error", one_line(e.what())},
+                 {"sqlstate", e.sqlstate()});
+      work_conn.reset();
+    } catch (const std::exception& e) {
+      KEYMIG_LOG(error, "service", "worker_error", {"error", one_line(e.what())});
+      work_conn.reset();
+    }
+    lock.lock();
+  }
+  lock.unlock();
+  work_conn.reset();
+  asio::post(io, [this] { finish_stop(); });
+}
+
+db::Connection& Service::Impl::work(const Settings& s) {
+  if (work_conn && work_dsn != s.dsn) work_conn.reset();
+  if (!work_conn) {
+    work_conn = std::make_unique<db::Connection>(
+        db::connect_with_retry(worker_options(s.dsn), retry_hook("connecting", false)));
+    work_dsn = s.dsn;
+    work_named = false;
+  }
+  if (!schema_ok_for(s.dsn)) {
+    // keymig.requests must exist before the application can queue anything, so the
+    // service creates the schema up front rather than at its first run.
+    on_worker_session("creating the keymig schema",
+                      [](db::Connection& c) { db::ensure_schema(c); });
+    {
+      std::lock_guard<std::mutex> lock(status_mu);
+      schema_ok_dsn = s.dsn;
+    }
+    asio::post(io, [this] { update_ready(); });
+  }
+  return *work_conn;
+}
+
+void Service::Impl::scheduled_run() {
+  auto s = current_settings();
+  work(*s);
+  TargetGuard target = lock_target(*s);
+  if (target.busy) {
+    KEYMIG_LOG(info, "service", "scheduled_run_skipped",
+               {"reason", "another keymig serve is running on the target"});
+    return;
+  }
+  Job migrate;
+  migrate.kind = JobKind::migrate;
+  migrate.source = "schedule";
+  RunOutcome out = execute(migrate, s);
+  if (!out.interrupted && (out.exit_code == kExitOk || out.exit_code == kExitUndecryptable)) {
+    Job verify = migrate;
+    verify.kind = JobKind::verify;
+    json summary = json::parse(out.summary_json, nullptr, false);
+    if (summary.is_object() && summary.contains("run_id") && summary["run_id"].is_string())
+      verify.run_id = summary["run_id"].get<std::string>();
+    execute(verify, s);
+  }
+}
+
+void Service::Impl::drain_requests() {
+  auto s = current_settings();
+  try {
+    work(*s);
+    // Requests left `running` by an instance whose session is gone (crash, kill -9).
+    const auto requeued = on_worker_session("requeueing stale requests", [](db::Connection& c) {
+      return db::requeue_stale_requests(c);
+    });
+    if (requeued > 0) KEYMIG_LOG(warn, "service", "stale_requests_requeued", {"count", requeued});
+  } catch (const db::DbError& e) {
+    if (!table_missing_error(e)) throw;
+    table_missing();
+    return;
+  }
+  TargetGuard target = lock_target(*s);
+  if (target.busy) {
+    KEYMIG_LOG(info, "service", "requests_deferred",
+               {"reason", "another keymig serve is running on the target"});
+    retry_drain_later();
+    return;
+  }
+  try {
+    while (!stop_flag) {
+      auto claimed = on_worker_session("claiming a request", [this](db::Connection& c) {
+        return db::claim_next_request(c, instance);
+      });
+      if (!claimed) break;
+      process(*claimed, s);
+      s = current_settings();  // a SIGHUP between requests applies to the next one
+    }
+  } catch (const db::DbError& e) {
+    if (!table_missing_error(e)) throw;
+    table_missing();
+  }
+}
+
+void Service::Impl::table_missing() {
+  if (!table_missing_logged)
+    KEYMIG_LOG(warn, "service", "requests_table_missing", {"table", "keymig.requests"},
+               {"hint", "run any keymig command once to create the keymig schema"});
+  table_missing_logged = true;
+}
+
+void Service::Impl::process(const db::ClaimedRequest& claimed, std::shared_ptr<const Settings> s) {
+  KEYMIG_LOG(info, "service", "request_claimed", {"request_id", claimed.id},
+             {"kind", claimed.kind.substr(0, 32)}, {"queued_ms", claimed.wait_ms});
+  ParsedRequest parsed = parse_request(claimed.kind, claimed.params);
+  RunOutcome out;
+  if (!parsed.job) {
+    out.exit_code = kExitUsage;
+    out.error = parsed.error;
+  } else {
+    parsed.job->request_id = claimed.id;
+    out = execute(*parsed.job, s);
+  }
+  json result = result_json(out);
+  result["claimed_by"] = instance;
+  const auto end = out.interrupted ? db::RequestEnd::requeued
+                   : out.ok        ? db::RequestEnd::done
+                                   : db::RequestEnd::failed;
+  write_result(claimed.id, end, result.dump());
+  {
+    std::lock_guard<std::mutex> lock(status_mu);
+    if (out.interrupted)
+      ++requests_requeued;
+    else if (out.ok)
+      ++requests_done;
+    else
+      ++requests_failed;
+  }
+  KEYMIG_LOG(info, "service",
+             out.interrupted ? "request_requeued"
+             : out.ok        ? "request_done"
+                             : "request_failed",
+             {"request_id", claimed.id}, {"exit_code", out.exit_code}, {"error", out.error});
+}
+
+void Service::Impl::write_result(std::int64_t id, db::RequestEnd end, const std::string& result) {
+  try {
+    on_worker_session(
+        "writing a request's result",
+        [&](db::Connection& c) { db::finish_request(c, id, end, result); },
+        /*while_stopping=*/true);
+  } catch (const db::DbError& e) {
+    KEYMIG_LOG(error, "service", "request_result_lost", {"request_id", id},
+               {"error", one_line(e.what())});
+    throw;
+  }
+}
+
+// The engine records the run metrics (last success, last failure, in progress) of every
+// command on every way out; the service only reports the run in /status and its logs.
+RunOutcome Service::Impl::execute(const Job& job, const std::shared_ptr<const Settings>& s) {
+  auto start = system_clock::now();
+  const char* kind = job_kind_name(job.kind);
+  {
+    std::lock_guard<std::mutex> lock(status_mu);
+    current = {{"kind", kind},
+               {"source", job.source},
+               {"started_at", iso8601_utc(start)},
+               {"selected_ids", job.selection.ids.size()},
+               {"selected_usernames", job.selection.usernames.size()}};
+    if (job.request_id) current["request_id"] = job.request_id;
+  }
+  KEYMIG_LOG(info, "service", "run_started", {"kind", kind}, {"source", job.source},
+             {"request_id", job.request_id});
+  RunOutcome out;
+  try {
+    out = runner(job, *s, stop_flag, metrics);
+  } catch (const std::exception& e) {
+    out = RunOutcome{};
+    out.exit_code = dynamic_cast<const keymig::UsageError*>(&e) ? kExitUsage : kExitRuntime;
+    out.error = one_line(e.what());
+  }
+  if (stop_flag && !out.ok && out.error.empty()) out.interrupted = true;
+  auto end = system_clock::now();
+  double seconds = std::chrono::duration<double>(end - start).count();
+  KEYMIG_LOG(info, "service", "run_finished", {"kind", kind}, {"source", job.source},
+             {"ok", out.ok}, {"exit_code", out.exit_code}, {"interrupted", out.interrupted},
+             {"seconds", seconds});
+  json record = result_json(out);
+  record["source"] = job.source;
+  if (job.request_id) record["request_id"] = job.request_id;
+  record["started_at"] = iso8601_utc(start);
+  record["finished_at"] = iso8601_utc(end);
+  record["duration_seconds"] = seconds;
+  std::lock_guard<std::mutex> lock(status_mu);
+  current = nullptr;
+  last[kind] = std::move(record);
+  return out;
+}
+
+}  // namespace keymig::service
