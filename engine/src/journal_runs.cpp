@@ -2,9 +2,9 @@
 
 #include "command_record.hpp"
 #include "connect.hpp"
-#include "keymig/db/retry.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/journal.hpp"
+#include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"

@@ -1,13 +1,12 @@
 #include "run_plan.hpp"
 
-#include "keymig/db/chunks.hpp"
-
 #include <unistd.h>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "connect.hpp"
+#include "keymig/db/chunks.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/ids.hpp"
 #include "keymig/log.hpp"

@@ -2,10 +2,10 @@
 
 #include <catch2/catch.hpp>
 
-#include "pg_fixture.hpp"
 #include "exposition.hpp"
 #include "keymig/crypto/fernet.hpp"
 #include "keymig/engine/engine.hpp"
+#include "pg_fixture.hpp"
 
 using namespace keymig::testing;
 using keymig::crypto::Fernet;
