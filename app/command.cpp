@@ -5,7 +5,7 @@
 #include <cstdlib>
 
 #include "keymig/engine/keys.hpp"
-#include "keymig/lists.hpp"
+#include "keymig/text.hpp"
 #include "keymig/log.hpp"
 
 namespace keymig::app {

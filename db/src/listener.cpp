@@ -6,19 +6,11 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "keymig/lists.hpp"
+#include "keymig/text.hpp"
 
 namespace keymig::db {
 
 namespace {
-
-// libpq messages end with a newline and may span lines; logs want one line.
-std::string one_line(std::string text) {
-  for (char& c : text)
-    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  return text;
-}
 
 // libpq's host, hostaddr and port lists: comma-separated, entries may be empty; an unset
 // list has no entries.

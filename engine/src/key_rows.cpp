@@ -12,6 +12,13 @@ std::vector<KeyRows> key_rows(const crypto::KeyRing& keys,
   return out;
 }
 
+std::vector<std::string> rolling_fingerprints(const crypto::KeyRing& keys) {
+  std::vector<std::string> out;
+  for (int i = 1; i <= static_cast<int>(keys.rolling_count()); ++i)
+    out.push_back(keys.fingerprint(i));
+  return out;
+}
+
 void publish_rows_by_key(metrics::Metrics* metrics, const std::string& target,
                          const std::vector<KeyRows>& by_key, std::int64_t undecryptable,
                          std::int64_t empty) {

@@ -16,6 +16,9 @@ namespace keymig::engine::detail {
 [[nodiscard]] std::vector<KeyRows> key_rows(const crypto::KeyRing& keys,
                                             const std::vector<std::int64_t>& by_key);
 
+/// The rolling keys' fingerprints in ring order, as keymig.runs records them.
+[[nodiscard]] std::vector<std::string> rolling_fingerprints(const crypto::KeyRing& keys);
+
 /// keymig_rows_by_key for every configured key plus undecryptable and empty rows.
 void publish_rows_by_key(metrics::Metrics* metrics, const std::string& target,
                          const std::vector<KeyRows>& by_key, std::int64_t undecryptable,

@@ -13,6 +13,7 @@
 
 #include "command_record.hpp"
 #include "connect.hpp"
+#include "key_rows.hpp"
 #include "keymig/db/rows.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
@@ -132,8 +133,7 @@ ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
   db::ResetRecord record;
   record.run_id = new_run_id("reset-", 6);
   record.active_fingerprint = keys.fingerprint(0);
-  for (int i = 1; i <= static_cast<int>(keys.rolling_count()); ++i)
-    record.rolling_fingerprints.push_back(keys.fingerprint(i));
+  record.rolling_fingerprints = rolling_fingerprints(keys);
   record.selection_json = selection_json(plan.selection);
   record.host = host_name();
   record.pid = static_cast<int>(getpid());

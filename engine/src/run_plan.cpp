@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "connect.hpp"
+#include "key_rows.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/ids.hpp"
@@ -87,8 +88,7 @@ db::Run new_run_record(const crypto::KeyRing& keys, const db::Table& table, cons
   fresh.kind = "migrate";
   fresh.target = table.label();
   fresh.active_fingerprint = keys.fingerprint(0);
-  for (std::size_t i = 1; i <= keys.rolling_count(); ++i)
-    fresh.rolling_fingerprints.push_back(keys.fingerprint(static_cast<int>(i)));
+  fresh.rolling_fingerprints = rolling_fingerprints(keys);
   fresh.selection_json = selection_json(opts.selection);
   fresh.journal = opts.journal;
   fresh.host = host_name();

@@ -27,6 +27,7 @@
 #include "keymig/db/requests.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/service/service.hpp"
+#include "keymig/text.hpp"
 
 namespace keymig::service {
 
@@ -34,14 +35,6 @@ namespace asio = boost::asio;
 using json = nlohmann::json;
 
 inline constexpr const char* kChannel = "keymig_requests";
-
-/// Exception messages and libpq errors may span lines; logs want one.
-[[nodiscard]] inline std::string one_line(std::string text) {
-  for (char& c : text)
-    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  return text;
-}
 
 struct Service::Impl {
   Impl(SettingsLoader l, Runner r, metrics::Metrics& m, ServiceOptions o)

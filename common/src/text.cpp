@@ -1,4 +1,4 @@
-#include "keymig/lists.hpp"
+#include "keymig/text.hpp"
 
 namespace keymig {
 
@@ -16,6 +16,13 @@ std::vector<std::string> split_list(std::string_view text) {
     if (comma == std::string_view::npos) return out;
     start = comma + 1;
   }
+}
+
+std::string one_line(std::string text) {
+  for (char& c : text)
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
 }
 
 }  // namespace keymig
