@@ -139,8 +139,29 @@ ALTER TABLE keymig.journal
 INSERT INTO keymig.schema_version (version) VALUES (5);
 )SQL";
 
+// Version 6: what the safety checks of a run and of the request queue record.
+// runs.rejected counts rows the database refused one by one (a CHECK, a trigger that
+// raises, a column too short) after their batch was split; runs.rewritten counts rows
+// whose stored value is not the token keymig wrote (a BEFORE UPDATE trigger changed it),
+// whose journal rows finalize must keep. runs.journal_purged_at marks a run whose journal
+// `journal purge` deleted, so that rollback refuses it rather than restore nothing.
+// requests.target names the table a request is for, so that several serve deployments
+// on one database each claim only their own; claimed_pid and claimed_backend_start name
+// the claiming session, whose liveness is checked by backend pid (application_name is
+// cut to 63 bytes and cannot identify it). IF NOT EXISTS: the upgrade tests replay it.
+const char* const kSchemaV6 = R"SQL(
+ALTER TABLE keymig.runs ADD COLUMN IF NOT EXISTS rejected bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS rewritten bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS journal_purged_at timestamptz;
+ALTER TABLE keymig.requests ADD COLUMN IF NOT EXISTS target text,
+  ADD COLUMN IF NOT EXISTS claimed_pid int,
+  ADD COLUMN IF NOT EXISTS claimed_backend_start timestamptz;
+INSERT INTO keymig.schema_version (version) VALUES (6);
+)SQL";
+
 // kMigrations[v - 1] takes the schema from version v - 1 to v.
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5};
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3,
+                                   kSchemaV4, kSchemaV5, kSchemaV6};
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
 
 }  // namespace
