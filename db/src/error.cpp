@@ -58,6 +58,17 @@ bool lost_sqlstate(std::string_view s) {
   return (s.rfind("08", 0) == 0 && s != "08004") || s == "57P01" || s == "57P02" || s == "57P03";
 }
 
+// libpqxx 6.4 throws some of its exception classes without the SQLSTATE it chose them
+// by: insufficient_privilege has no state, and serialization_failure and
+// deadlock_detected are not even sql_errors (transaction_rollback derives from failure).
+// Without this, a deadlock was not retried and a missing privilege could not be told.
+std::string rollback_sqlstate(const pqxx::transaction_rollback& e) {
+  if (dynamic_cast<const pqxx::serialization_failure*>(&e)) return "40001";
+  if (dynamic_cast<const pqxx::deadlock_detected*>(&e)) return "40P01";
+  if (dynamic_cast<const pqxx::statement_completion_unknown*>(&e)) return "40003";
+  return "40000";
+}
+
 }  // namespace
 
 DbError::DbError(const std::string& what, std::string sqlstate, bool retryable)
@@ -87,8 +98,13 @@ void rethrow_translated(std::string_view context) {
     throw DbError(where + "connection lost: " + message, "08006", true);
   } catch (const pqxx::sql_error& e) {
     std::string state = e.sqlstate();
+    if (state.empty() && dynamic_cast<const pqxx::insufficient_privilege*>(&e)) state = "42501";
     throw DbError(where + first_line(e.what()) + (state.empty() ? "" : " (SQLSTATE " + state + ")"),
                   state, is_retryable_sqlstate(state));
+  } catch (const pqxx::transaction_rollback& e) {
+    const std::string state = rollback_sqlstate(e);
+    throw DbError(where + first_line(e.what()) + " (SQLSTATE " + state + ")", state,
+                  is_retryable_sqlstate(state));
   } catch (const pqxx::failure& e) {
     // libpqxx reports a dropped socket mid-query as a plain failure at times.
     std::string msg = first_line(e.what());

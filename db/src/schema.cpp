@@ -164,9 +164,26 @@ const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3,
                                    kSchemaV4, kSchemaV5, kSchemaV6};
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
 
-}  // namespace
+// A role that may not create schema keymig, or may not upgrade it, hears which privilege
+// it lacks and how to get it; the migration runs in one transaction, so nothing of it
+// was made.
+[[noreturn]] void refuse_privilege(Connection& conn, const DbError& e) {
+  std::string who = "this role";
+  try {
+    who = guarded(conn, "", [](pqxx::connection& c) {
+      pqxx::nontransaction tx(c);
+      const auto r = tx.exec("SELECT current_user::text, current_database()::text");
+      return "role " + r[0][0].as<std::string>() + " on database " + r[0][1].as<std::string>();
+    });
+  } catch (const keymig::Error&) {
+  }
+  throw TargetError(std::string(e.what()) + ": " + who +
+                    " needs to own schema keymig (or CREATE on the database to make it); "
+                    "nothing was created. An administrator can grant exactly that with "
+                    "scripts/keymig-role.sql (docs/operations.md, \"Least privilege\")");
+}
 
-void ensure_schema(Connection& conn) {
+void create_or_upgrade(Connection& conn) {
   guarded(conn, "creating schema keymig", [&](pqxx::connection& c) {
     {
       // Fast path without a lock: the schema is there and current.
@@ -187,7 +204,11 @@ void ensure_schema(Connection& conn) {
     pqxx::work tx(c);
     // Several workers may start at once: one creates, the others wait and find it done.
     tx.exec("SELECT pg_advisory_xact_lock(hashtext('keymig.schema'))");
-    tx.exec("CREATE SCHEMA IF NOT EXISTS keymig");
+    // CREATE SCHEMA checks the database's CREATE privilege even when the schema exists
+    // (IF NOT EXISTS included): a role that owns schema keymig but may not create schemas
+    // must still be able to upgrade it.
+    if (tx.exec("SELECT to_regnamespace('keymig')")[0][0].is_null())
+      tx.exec("CREATE SCHEMA keymig");
     tx.exec(
         "CREATE TABLE IF NOT EXISTS keymig.schema_version (version int PRIMARY KEY,"
         " applied_at timestamptz NOT NULL DEFAULT now())");
@@ -200,6 +221,17 @@ void ensure_schema(Connection& conn) {
     }
     tx.commit();
   });
+}
+
+}  // namespace
+
+void ensure_schema(Connection& conn) {
+  try {
+    create_or_upgrade(conn);
+  } catch (const DbError& e) {
+    if (e.sqlstate() == "42501") refuse_privilege(conn, e);
+    throw;
+  }
 }
 
 }  // namespace keymig::db

@@ -4,6 +4,7 @@
 #include "connect.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/journal.hpp"
+#include "keymig/db/privileges.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
@@ -24,6 +25,7 @@ RollbackReport rollback(const Options& options, const std::string& run_id) {
   db::Connection conn = open_connection(options.connect, options.metrics);
   db::ensure_schema(conn);
   const db::Table table = db::check_target(conn, target_spec(options.target));
+  db::check_privileges(conn, table, db::Access::write);
   record.on_target(table.label());
   auto run = db::load_run(conn, run_id);
   if (!run) throw UsageError("no run " + run_id + " in keymig.runs");

@@ -14,6 +14,7 @@
 #include "command_record.hpp"
 #include "connect.hpp"
 #include "key_rows.hpp"
+#include "keymig/db/privileges.hpp"
 #include "keymig/db/rows.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
@@ -34,9 +35,11 @@ using namespace detail;
 
 namespace {
 
-db::UserTable open_user_table(db::Connection& conn, const config::Config& config) {
+db::UserTable open_user_table(db::Connection& conn, const config::Config& config,
+                              db::Access access) {
   const auto& t = config.migration.target;
   db::Table table = db::check_target(conn, target_spec(t));
+  db::check_privileges(conn, table, access);
   return db::check_user_table(conn, table, t.sysadmin_columns);
 }
 
@@ -80,7 +83,7 @@ StatusReport mfa_status(db::Connection& conn, const config::Config& config,
                         const std::function<void(const UserStatus&)>& on_user) {
   validate_selection(options.selection, true);
   const auto started = std::chrono::steady_clock::now();
-  const db::UserTable users = open_user_table(conn, config);
+  const db::UserTable users = open_user_table(conn, config, db::Access::read);
   StatusReport report = empty_report(users, keys);
   report.not_found = db::missing_selection(conn, users.table, options.selection);
   walk_users(conn, users, keys, options.selection, options.page_size, options.threads,
@@ -101,7 +104,8 @@ ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
   // Only a refusal is recorded here: the reset itself records its success.
   CommandRecord record(metrics, "reset_mfa", config.migration.target);
   validate_selection(selection, false);
-  const db::UserTable users = open_user_table(conn, config);
+  // write: a role that may not clear the secret hears it before the confirmation.
+  const db::UserTable users = open_user_table(conn, config, db::Access::write);
   record.on_target(users.table.label());
   auto missing = db::missing_selection(conn, users.table, selection);
   if (!missing.empty()) {
@@ -124,7 +128,7 @@ ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
                       metrics::Metrics* metrics) {
   CommandRecord recorded(metrics, "reset_mfa", config.migration.target);
   if (plan.users.empty()) throw UsageError("reset-mfa: no users selected");
-  const db::UserTable users = open_user_table(conn, config);
+  const db::UserTable users = open_user_table(conn, config, db::Access::write);
   recorded.on_target(users.table.label());
   if (users.table.label() != plan.target)
     throw UsageError("reset-mfa: the target changed since the plan was made");

@@ -10,6 +10,7 @@
 #include "key_rows.hpp"
 #include "keymig/db/batch.hpp"
 #include "keymig/db/chunks.hpp"
+#include "keymig/db/privileges.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
@@ -80,6 +81,7 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   LaneSessions sessions(options);
   db::ensure_schema(reader);
   const db::Table table = db::check_target(reader, target_spec(options.target));
+  db::check_privileges(reader, table, options.dry_run ? db::Access::read : db::Access::write);
   record.on_target(table.label());
   report.target = table.label();
 
