@@ -5,8 +5,10 @@
 #include <cstdlib>
 
 #include "keymig/engine/keys.hpp"
-#include "keymig/text.hpp"
 #include "keymig/log.hpp"
+#include "keymig/process.hpp"
+#include "keymig/secure.hpp"
+#include "keymig/text.hpp"
 
 namespace keymig::app {
 
@@ -105,8 +107,10 @@ void configure_logging(const Common& common) {
 std::vector<std::string> config_files(const Common& common) {
   if (!common.config_files.empty()) return common.config_files;
   if (::access("values.yaml", F_OK) == 0) return {"values.yaml"};
-  const char* active = std::getenv("KEYMIG_ACTIVE_KEY");
-  if (active != nullptr && *active != '\0') return {};
+  auto active = process::secret_env("KEYMIG_ACTIVE_KEY");
+  const bool from_env = active && !active->empty();
+  if (active) secure_wipe(active->data(), active->size());
+  if (from_env) return {};
   throw UsageError(
       "no configuration: pass --config FILE (a values.yaml with secretStore.activeKey), run "
       "where ./values.yaml is, or set KEYMIG_ACTIVE_KEY");

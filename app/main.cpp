@@ -2,8 +2,6 @@
 // chosen one and turns what escapes into an exit code and one line on stderr.
 
 #include <malloc.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <csignal>
@@ -13,6 +11,7 @@
 
 #include "command.hpp"
 #include "keymig/error.hpp"
+#include "keymig/process.hpp"
 
 namespace {
 
@@ -108,11 +107,13 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // A closed pipe (`keymig inspect ... | head -1`) is an ordinary end, not a crash.
   std::signal(SIGPIPE, SIG_IGN);
-  // Memory holds keys, tokens and plaintexts: no core file, and no ptrace by other
-  // processes of the same user.
-  const struct rlimit no_core {};
-  ::setrlimit(RLIMIT_CORE, &no_core);
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  // Memory holds keys, tokens and plaintexts: no core file and no ptrace by other
+  // processes of the same user, unless the operator opts in; the key variables leave the
+  // environment before anything reads them.
+  if (keymig::process::harden().core_dumps_allowed)
+    std::cerr << "keymig: warning: core dumps allowed (" << keymig::process::kAllowCoreDumps
+              << "=1): a core file holds every key and token this process has in memory\n";
+  keymig::process::capture_secret_env();
   // A batch's buffers are a few hundred KiB: above glibc's default mmap threshold each
   // one was a fresh mapping, page-faulted in and unmapped again (two fifths of migrate's
   // own CPU). Kept in the heap they are reused; memory stays bounded by the batches in

@@ -17,6 +17,8 @@
 #include <set>
 #include <sstream>
 
+#include "keymig/process.hpp"
+
 namespace keymig::config {
 namespace {
 
@@ -523,10 +525,9 @@ std::int64_t parse_duration_millis(const std::string& text, const Origin& origin
 }  // namespace
 
 Getenv process_env() {
+  // The key variables left the environment at start (process::capture_secret_env).
   return [](const char* name) -> std::optional<std::string> {
-    const char* value = std::getenv(name);
-    if (value == nullptr) return std::nullopt;
-    return std::string(value);
+    return keymig::process::secret_env(name);
   };
 }
 
