@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps build test demo bench format clean db-start db-stop
+.PHONY: all deps build test test-asan test-tsan fuzz fuzz-build demo bench format clean db-start db-stop
 
 all: build
 
@@ -21,9 +21,37 @@ db-stop:
 	scripts/pg stop
 
 # Every test: unit tests, database tests and integration tests against a throwaway
-# PostgreSQL 15 that this target starts and stops.
-test: build
+# PostgreSQL 15 that this target starts and stops, and a short run of every fuzz harness
+# over its corpus (seeds and regression inputs).
+FUZZ_TEST_SECONDS ?= 15
+test: build fuzz-build
 	scripts/run-tests $(BUILD) $(CTEST_ARGS)
+	scripts/fuzz build-fuzz $(FUZZ_TEST_SECONDS)
+
+# The same tests on a build with AddressSanitizer and UndefinedBehaviorSanitizer
+# (build-asan), and the threaded modules' tests on a ThreadSanitizer build (build-tsan).
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
+test-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYMIG_SANITIZE=address,undefined
+	cmake --build build-asan -j $(JOBS)
+	$(SAN_ENV) scripts/run-tests build-asan $(CTEST_ARGS)
+
+test-tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYMIG_SANITIZE=thread
+	cmake --build build-tsan -j $(JOBS)
+	$(SAN_ENV) scripts/run-tests build-tsan -R '^(engine|metrics|service|http): ' $(CTEST_ARGS)
+
+# libFuzzer harnesses (tests/fuzz), built with clang: FUZZ_SECONDS per harness.
+FUZZ_SECONDS ?= 600
+fuzz-build: deps
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DKEYMIG_FUZZ=ON -DBUILD_TESTING=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
+
+fuzz: fuzz-build
+	scripts/fuzz build-fuzz $(FUZZ_SECONDS)
 
 demo: build
 	scripts/demo $(BUILD)
