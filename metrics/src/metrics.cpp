@@ -414,7 +414,8 @@ void Metrics::push_grouped(const std::string& gateway_url,
   if (!url.username.empty()) {
     curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
     curl_easy_setopt(h, CURLOPT_USERNAME, url.username.c_str());
-    curl_easy_setopt(h, CURLOPT_PASSWORD, url.password.c_str());
+    // view() of the SecretString is its std::string, NUL-terminated.
+    curl_easy_setopt(h, CURLOPT_PASSWORD, url.password.view().data());
   }
   using Discard = std::size_t (*)(char*, std::size_t, std::size_t, void*);
   const Discard discard = [](char*, std::size_t size, std::size_t n, void*) { return size * n; };

@@ -1,77 +1,76 @@
 #include "push_url.hpp"
 
+#include <curl/curl.h>
+
 #include <algorithm>
+#include <memory>
+#include <optional>
 
 #include "keymig/base64.hpp"
 #include "keymig/error.hpp"
+#include "keymig/secure.hpp"
 
 namespace keymig::metrics {
 namespace {
-
-bool is_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
 
 bool url_safe(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '_' || c == '.' || c == '~';
 }
 
+using Url = std::unique_ptr<CURLU, decltype(&curl_url_cleanup)>;
+
+// One part of a parsed URL; nullopt when the URL has none.
+std::optional<std::string> part(const Url& url, CURLUPart which, unsigned flags = 0) {
+  char* value = nullptr;
+  if (curl_url_get(url.get(), which, &value, flags) != CURLUE_OK || value == nullptr)
+    return std::nullopt;
+  std::string out(value);
+  // The user and password parts hold a credential: wipe libcurl's copy too.
+  secure_wipe(value, out.size());
+  curl_free(value);
+  return out;
+}
+
 }  // namespace
 
-PushUrl parse_push_url(const std::string& url) {
-  auto bad = [&](const std::string& why, const std::string& shown) {
-    return UsageError("bad Pushgateway URL '" + shown + "': " + why +
-                      " (expected http://host:port, e.g. http://127.0.0.1:9091)");
+PushUrl parse_push_url(const std::string& text) {
+  // A message quotes the URL only as rebuilt from its parts, without credentials: the
+  // text as given may hold a password (a '/', '?' or '#' in it moves where a hand parser
+  // thinks the host starts).
+  auto bad = [](const std::string& why, const std::string& shown) {
+    return UsageError("bad Pushgateway URL" + (shown.empty() ? "" : " '" + shown + "'") + ": " +
+                      why + " (expected http://host:port, e.g. http://127.0.0.1:9091; " +
+                      "percent-encode '@', '/', ':', '?', '#' and '%' in a user or password)");
   };
+  const Url url(curl_url(), &curl_url_cleanup);
+  if (!url) throw UsageError("bad Pushgateway URL: out of memory");
+  if (const CURLUcode rc = curl_url_set(url.get(), CURLUPART_URL, text.c_str(), 0); rc != CURLUE_OK)
+    throw bad(curl_url_strerror(rc), "");
+
   PushUrl out;
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) throw bad("no http:// or https://", url);
-  const std::string scheme = url.substr(0, scheme_end);
-  std::string rest = url.substr(scheme_end + 3);
-
-  // Credentials are cut out before anything can quote the URL back.
-  const auto path_start = rest.find('/');
-  std::string authority = rest.substr(0, path_start);
-  const std::string path = path_start == std::string::npos ? "" : rest.substr(path_start);
-  const auto at = authority.rfind('@');
-  if (at != std::string::npos) {
-    const std::string userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    const auto colon = userinfo.find(':');
-    out.username = userinfo.substr(0, colon);
-    if (colon != std::string::npos) out.password = userinfo.substr(colon + 1);
-  }
-  out.display = scheme + "://" + authority + path;
-
+  const std::string scheme = part(url, CURLUPART_SCHEME).value_or("");
+  const std::string host = part(url, CURLUPART_HOST).value_or("");
+  const auto port = part(url, CURLUPART_PORT);
+  out.display = scheme + "://" + host + (port ? ":" + *port : "");
   if (scheme != "http" && scheme != "https") throw bad("scheme must be http or https", out.display);
-  if (!path.empty() && path != "/") {
+  if (host.empty()) throw bad("no host", out.display);
+  const std::string path = part(url, CURLUPART_PATH).value_or("/");
+  if (!path.empty() && path != "/")
     throw bad("a path after host:port is not supported", out.display);
+  if (part(url, CURLUPART_QUERY) || part(url, CURLUPART_FRAGMENT))
+    throw bad("a query or fragment is not supported", out.display);
+  if (part(url, CURLUPART_OPTIONS)) throw bad("login options are not supported", out.display);
+  out.port = part(url, CURLUPART_PORT, CURLU_DEFAULT_PORT).value_or("");
+  // The credentials as the server must see them: %40 is '@'.
+  out.username = part(url, CURLUPART_USER, CURLU_URLDECODE).value_or("");
+  if (auto password = part(url, CURLUPART_PASSWORD, CURLU_URLDECODE)) {
+    out.password = SecretString(std::string_view(*password));
+    secure_wipe(password->data(), password->size());
   }
-
-  std::string host = authority;
-  std::string port;
-  if (!authority.empty() && authority.front() == '[') {  // [IPv6]:port
-    const auto close = authority.find(']');
-    if (close == std::string::npos) throw bad("unclosed '['", out.display);
-    host = authority.substr(0, close + 1);
-    const std::string after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') throw bad("junk after ']'", out.display);
-      port = after.substr(1);
-    }
-  } else if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-    if (port.empty()) throw bad("empty port", out.display);
-  }
-  if (host.empty() || host == "[]") throw bad("no host", out.display);
-  if (port.empty()) port = scheme == "https" ? "443" : "80";
-  if (!is_digits(port) || port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535) {
-    throw bad("port must be 1..65535", out.display);
-  }
+  if (!out.password.empty() && out.username.empty())
+    throw bad("a password without a user name", out.display);
   out.scheme_host = scheme + "://" + host;
-  out.port = port;
   return out;
 }
 

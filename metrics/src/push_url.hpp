@@ -7,19 +7,22 @@
 #include <string_view>
 #include <utility>
 
+#include "keymig/secure.hpp"
+
 namespace keymig::metrics {
 
 struct PushUrl {
   std::string scheme_host;  // "http://127.0.0.1", "https://[::1]"
   std::string port;         // "9091"; 80 or 443 when the URL has none
   std::string username;     // from user:password@, may be empty
-  std::string password;
-  std::string display;  // the URL without credentials, for messages and logs
+  SecretString password;    // wiped when the push is done
+  std::string display;      // the URL without credentials, for messages and logs
 };
 
-/// `http[s]://[user[:password]@]host[:port][/]`. A path prefix is refused: the
-/// Pushgateway serves /metrics/job at its root. Throws keymig::UsageError
-/// (the message never repeats the password).
+/// `http[s]://[user[:password]@]host[:port][/]`, parsed by libcurl's URL API, with the
+/// user and password percent-decoded. A path prefix, a query or a fragment is refused:
+/// the Pushgateway serves /metrics/job at its root. Throws keymig::UsageError; the
+/// message never repeats the user or the password, nor the URL as given.
 [[nodiscard]] PushUrl parse_push_url(const std::string& url);
 
 /// The Pushgateway grouping key path element for `name`=`value`: plain when the value
