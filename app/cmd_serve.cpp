@@ -21,13 +21,14 @@ Runs until SIGTERM/SIGINT, on one event loop:
              target keeps other `keymig serve` processes off the same target meanwhile.
   Requests   rows of keymig.requests (kind migrate | verify | reset_mfa, params
              {"ids": [...]} or {"usernames": [...]}; empty = whole target, which reset_mfa
-             refuses) followed by NOTIFY keymig_requests. The service LISTENs, claims each
-             row with FOR UPDATE SKIP LOCKED, moves state queued -> running -> done|failed
-             and writes the summary JSON into result. It also looks every --poll-interval
+             refuses; target = the table, e.g. 'public.users': a row without one fails)
+             followed by NOTIFY keymig_requests. The service LISTENs, claims each row
+             naming its own target table with FOR UPDATE SKIP LOCKED, moves state
+             queued -> running -> done|failed and writes the summary JSON into result. It also looks every --poll-interval
              seconds, and claims everything queued whenever it (re)connects, so requests
              queued while it was down or the database restarted are not lost. A request
-             cut short by SIGTERM goes back to queued (migrate resumes from its
-             checkpoint).
+             cut short by SIGTERM or by a database outage goes back to queued (migrate
+             resumes from its checkpoint).
   HTTP       on --metrics-listen (default keyMigration.metrics.listen, 127.0.0.1:9464):
              /metrics  Prometheus text format (keymig_rows_total, ...)
              /healthz  200 while the process runs

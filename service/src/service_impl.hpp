@@ -149,9 +149,12 @@ struct Service::Impl {
   void scheduled_run();
   void drain_requests();
   void table_missing();
-  void process(const db::ClaimedRequest& claimed, std::shared_ptr<const Settings> s);
+  // Returns where the request went.
+  db::RequestEnd process(const db::ClaimedRequest& claimed, std::shared_ptr<const Settings> s);
   void write_result(std::int64_t id, db::RequestEnd end, const std::string& result);
-  RunOutcome execute(const Job& job, const std::shared_ptr<const Settings>& s);
+  // database_lost: set when the job was cut short by a lost or unavailable database.
+  RunOutcome execute(const Job& job, const std::shared_ptr<const Settings>& s,
+                     bool* database_lost = nullptr);
 
   // status.cpp (io thread; status() from any thread)
   [[nodiscard]] HttpResponse handle(const HttpRequest& request);

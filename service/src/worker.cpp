@@ -1,6 +1,6 @@
 // The worker thread: scheduled runs, draining keymig.requests, executing a job and
-// writing its result. It owns the worker session, which names this instance as the
-// claimer (application_name) and holds the per-target lock for a run or a drain.
+// writing its result. It owns the worker session, whose backend pid and start mark this
+// instance's claims as live, and which holds the per-target lock for a run or a drain.
 
 #include <boost/asio/post.hpp>
 
@@ -48,8 +48,8 @@ db::RetryHook Service::Impl::retry_hook(const char* what, bool while_stopping) {
 }
 
 // The worker session's queue work under the one retry rule. The session is (re)named for
-// this instance first: a reconnect resets application_name, and without it the claims of
-// this live instance would look like a crashed one's.
+// this instance first (a reconnect resets application_name), so that people can tell it
+// in pg_stat_activity.
 template <typename Work>
 auto Service::Impl::on_worker_session(const char* what, Work&& work, bool while_stopping) {
   db::Connection& conn = *work_conn;
@@ -172,13 +172,22 @@ void Service::Impl::drain_requests() {
     retry_drain_later();
     return;
   }
+  // Only requests naming this serve's table are ours: another deployment on the same
+  // database works its own. A missing table leaves them queued (lock_target logged why).
+  std::optional<unsigned> own_table;
+  if (target.lock) own_table = target.lock->table_oid();
   try {
     while (!stop_flag) {
-      auto claimed = on_worker_session("claiming a request", [this](db::Connection& c) {
-        return db::claim_next_request(c, instance);
+      auto claimed = on_worker_session("claiming a request", [&](db::Connection& c) {
+        return db::claim_next_request(c, instance, own_table);
       });
       if (!claimed) break;
-      process(*claimed, s);
+      if (process(*claimed, s) == db::RequestEnd::requeued && !stop_flag) {
+        // The database went away under the job: give it time before the next claim
+        // resumes it, rather than claiming it again at once.
+        retry_drain_later();
+        break;
+      }
       s = current_settings();  // a SIGHUP between requests applies to the next one
     }
   } catch (const db::DbError& e) {
@@ -194,20 +203,26 @@ void Service::Impl::table_missing() {
   table_missing_logged = true;
 }
 
-void Service::Impl::process(const db::ClaimedRequest& claimed, std::shared_ptr<const Settings> s) {
+db::RequestEnd Service::Impl::process(const db::ClaimedRequest& claimed,
+                                      std::shared_ptr<const Settings> s) {
   KEYMIG_LOG(info, "service", "request_claimed", {"request_id", claimed.id},
              {"kind", claimed.kind.substr(0, 32)}, {"queued_ms", claimed.wait_ms});
   ParsedRequest parsed = parse_request(claimed.kind, claimed.params);
   RunOutcome out;
-  if (!parsed.job) {
+  bool database_lost = false;
+  if (!claimed.refusal.empty()) {
+    out.exit_code = kExitUsage;
+    out.error = claimed.refusal;
+  } else if (!parsed.job) {
     out.exit_code = kExitUsage;
     out.error = parsed.error;
   } else {
     parsed.job->request_id = claimed.id;
-    out = execute(*parsed.job, s);
+    out = execute(*parsed.job, s, &database_lost);
   }
   json result = result_json(out);
   result["claimed_by"] = instance;
+  if (out.interrupted) result["requeued"] = database_lost ? "database_unavailable" : "shutdown";
   const auto end = out.interrupted ? db::RequestEnd::requeued
                    : out.ok        ? db::RequestEnd::done
                                    : db::RequestEnd::failed;
@@ -226,6 +241,7 @@ void Service::Impl::process(const db::ClaimedRequest& claimed, std::shared_ptr<c
              : out.ok        ? "request_done"
                              : "request_failed",
              {"request_id", claimed.id}, {"exit_code", out.exit_code}, {"error", out.error});
+  return end;
 }
 
 void Service::Impl::write_result(std::int64_t id, db::RequestEnd end, const std::string& result) {
@@ -243,7 +259,8 @@ void Service::Impl::write_result(std::int64_t id, db::RequestEnd end, const std:
 
 // The engine records the run metrics (last success, last failure, in progress) of every
 // command on every way out; the service only reports the run in /status and its logs.
-RunOutcome Service::Impl::execute(const Job& job, const std::shared_ptr<const Settings>& s) {
+RunOutcome Service::Impl::execute(const Job& job, const std::shared_ptr<const Settings>& s,
+                                  bool* database_lost) {
   auto start = system_clock::now();
   const char* kind = job_kind_name(job.kind);
   {
@@ -260,6 +277,18 @@ RunOutcome Service::Impl::execute(const Job& job, const std::shared_ptr<const Se
   RunOutcome out;
   try {
     out = runner(job, *s, stop_flag, metrics);
+  } catch (const db::DbError& e) {
+    out = RunOutcome{};
+    out.exit_code = kExitRuntime;
+    out.error = one_line(e.what());
+    if (e.connection_lost()) {
+      // The job lost its database after the engine's retries gave up: the job did not
+      // fail, it was cut short, as by a drain (every batch is its own transaction, so the
+      // next claim resumes it).
+      out.interrupted = true;
+      out.error = "database unavailable, queued again to resume: " + out.error;
+      if (database_lost) *database_lost = true;
+    }
   } catch (const std::exception& e) {
     out = RunOutcome{};
     out.exit_code = dynamic_cast<const keymig::UsageError*>(&e) ? kExitUsage : kExitRuntime;

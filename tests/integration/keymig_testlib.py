@@ -448,10 +448,14 @@ class ServeProcess:
         return code
 
 
-def enqueue(dsn, kind, params=None, notify=True):
-    """Inserts a request as the application does (one transaction with the NOTIFY)."""
+def enqueue(dsn, kind, params=None, notify=True, target="public.users"):
+    """Inserts a request as the application does (one transaction with the NOTIFY).
+    `target` names the table the request is for (the default target's, by default);
+    None leaves it NULL, which serve refuses."""
     p = "NULL" if params is None else "'%s'::jsonb" % json.dumps(params).replace("'", "''")
-    sql = "INSERT INTO keymig.requests(kind, params) VALUES ('%s', %s) RETURNING id" % (kind, p)
+    t = "NULL" if target is None else "'%s'" % target.replace("'", "''")
+    sql = ("INSERT INTO keymig.requests(kind, params, target) VALUES ('%s', %s, %s) RETURNING id"
+           % (kind, p, t))
     if notify:
         sql = "BEGIN; %s; NOTIFY keymig_requests; COMMIT" % sql
     out = psql(dsn, sql)

@@ -22,14 +22,15 @@ TEST_CASE("the service re-LISTENs after its session is killed and claims what wa
   REQUIRE_FALSE(old_pid.empty());
   psql(dsn, "SELECT pg_terminate_backend(" + old_pid + ")");
   // Queued without a listener and without a NOTIFY: the reconnect drains it.
-  std::string id = psql(dsn, "INSERT INTO keymig.requests(kind) VALUES ('verify') RETURNING id");
+  std::string id = psql(
+      dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('verify', 'users') RETURNING id");
   REQUIRE(wait_for([&] { return request_state(dsn, id) == "done"; }, seconds(10)));
   const std::string new_pid = psql(dsn, listener_pid);
   CHECK_FALSE(new_pid.empty());
   CHECK(new_pid != old_pid);
   CHECK(http_get(port, "/readyz").find("200 OK") != std::string::npos);
   // And NOTIFY wakes it again.
-  id = enqueue(dsn, "INSERT INTO keymig.requests(kind) VALUES ('verify')");
+  id = enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('verify', 'users')");
   REQUIRE(wait_for([&] { return request_state(dsn, id) == "done"; }, seconds(5)));
   running.stop();
   CHECK(running.exit_code == 0);

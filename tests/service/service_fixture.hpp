@@ -52,7 +52,8 @@ inline std::string psql(const std::string& dsn, const std::string& sql) {
                " 2>&1");
 }
 
-// Inserts a request and notifies, as the application does; returns the request id.
+// Inserts a request and notifies, as the application does; returns the request id. The
+// INSERT names the target ("users" for a RunningService with the default settings).
 inline std::string enqueue(const std::string& dsn, const std::string& insert) {
   return shell("psql " + quote_shell(dsn) + " -v ON_ERROR_STOP=1 -Atq -c " +
                quote_shell(insert + " RETURNING id") + " -c 'NOTIFY keymig_requests' 2>&1");
@@ -98,13 +99,19 @@ struct FakeRunner {
   std::mutex mu;
   std::vector<service::Job> jobs;
   milliseconds duration{0};
+  // Called with the 0-based number of the call before the job "runs"; may throw what an
+  // engine run would.
+  std::function<void(std::size_t)> on_call;
   service::Runner runner() {
     return [this](const service::Job& job, const service::Settings&, std::atomic<bool>& stop,
                   metrics::Metrics& metrics) {
+      std::size_t call = 0;
       {
         std::lock_guard<std::mutex> lock(mu);
+        call = jobs.size();
         jobs.push_back(job);
       }
+      if (on_call) on_call(call);
       auto end = steady_clock::now() + duration;
       while (steady_clock::now() < end && !stop) std::this_thread::sleep_for(milliseconds(5));
       service::RunOutcome out;
@@ -138,7 +145,9 @@ class RunningService {
   }
 
   /// Starts the loop and waits until /readyz answers 200 and keymig.requests exists.
+  /// The default target exists, so that requests naming it are this service's.
   void start() {
+    psql(dsn_, "CREATE TABLE IF NOT EXISTS public.users(id int PRIMARY KEY)");
     service_ = std::make_unique<service::Service>(
         [this] {
           ++loads;

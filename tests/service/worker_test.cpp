@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "keymig/db/error.hpp"
 #include "service_fixture.hpp"
 
 using namespace keymig::testing;
@@ -16,8 +17,8 @@ TEST_CASE("the service claims NOTIFY'd requests at once and writes their results
   auto& fake = running.fake;
   auto start = steady_clock::now();
   std::string id = enqueue(dsn,
-                           "INSERT INTO keymig.requests(kind, params) VALUES ('migrate', "
-                           "'{\"ids\": [1, 2]}')");
+                           "INSERT INTO keymig.requests(kind, params, target) VALUES ('migrate', "
+                           "'{\"ids\": [1, 2]}', 'users')");
   REQUIRE(wait_for([&] { return request_state(dsn, id) == "done"; }, seconds(5)));
   double claim_ms = std::stod(psql(dsn,
                                    "SELECT extract(epoch FROM started_at - created_at) * 1000 "
@@ -47,7 +48,8 @@ TEST_CASE("a reset_mfa request without a selection fails with the reason, runner
   KEYMIG_SERVICE_DB("h5_service_worker");
   RunningService running(dsn);
   running.start();
-  std::string id = enqueue(dsn, "INSERT INTO keymig.requests(kind) VALUES ('reset_mfa')");
+  std::string id =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('reset_mfa', 'users')");
   REQUIRE(wait_for([&] { return request_state(dsn, id) == "failed"; }, seconds(5)));
   auto result = json::parse(psql(dsn, "SELECT result FROM keymig.requests WHERE id = " + id));
   CHECK(result["error"].get<std::string>().find("never resets everyone") != std::string::npos);
@@ -63,7 +65,8 @@ TEST_CASE("stop during a run drains it and puts the request back in the queue", 
   RunningService running(dsn);
   running.start();
   running.fake.duration = seconds(30);
-  std::string id = enqueue(dsn, "INSERT INTO keymig.requests(kind) VALUES ('migrate')");
+  std::string id =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('migrate', 'users')");
   REQUIRE(wait_for([&] { return running.fake.count() == 1; }, seconds(5)));
   CHECK(running.status()["current_run"]["kind"] == "migrate");
   auto stop_at = steady_clock::now();
@@ -73,6 +76,7 @@ TEST_CASE("stop during a run drains it and puts the request back in the queue", 
   CHECK(request_state(dsn, id) == "queued");
   auto result = json::parse(psql(dsn, "SELECT result FROM keymig.requests WHERE id = " + id));
   CHECK(result["interrupted"] == true);
+  CHECK(result["requeued"] == "shutdown");
   CHECK(psql(dsn, "SELECT claimed_by IS NULL FROM keymig.requests WHERE id = " + id) == "t");
 }
 
@@ -85,8 +89,9 @@ TEST_CASE("a request left running by a crashed instance is claimed again and don
     first.start();
   }
   std::string id = psql(dsn,
-                        "INSERT INTO keymig.requests(kind, state, claimed_by, started_at) "
-                        "VALUES ('verify', 'running', 'crashed-instance', now()) RETURNING id");
+                        "INSERT INTO keymig.requests(kind, target, state, claimed_by, started_at) "
+                        "VALUES ('verify', 'users', 'running', 'crashed-instance', now()) "
+                        "RETURNING id");
   RunningService running(dsn);
   running.start();
   REQUIRE(wait_for([&] { return request_state(dsn, id) == "done"; }, seconds(10)));
@@ -119,12 +124,85 @@ TEST_CASE("requests wait while another process holds the target and are done aft
                     "classid = x'6b6d6967'::int::oid") == "1";
       },
       seconds(5)));
-  std::string id = enqueue(dsn, "INSERT INTO keymig.requests(kind) VALUES ('verify')");
+  std::string id =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('verify', 'users')");
   std::this_thread::sleep_for(milliseconds(500));
   CHECK(request_state(dsn, id) == "queued");
   CHECK(running.fake.count() == 0);
   ::pclose(holder);  // the holder's session ends with pg_sleep
   REQUIRE(wait_for([&] { return request_state(dsn, id) == "done"; }, seconds(10)));
+  CHECK(running.fake.count() == 1);
+  running.stop();
+  CHECK(running.exit_code == 0);
+}
+
+TEST_CASE("a job cut short by a lost database goes back to the queue and is resumed",
+          "[service][db]") {
+  KEYMIG_SERVICE_DB("h5_service_worker");
+  RunningService running(dsn);
+  running.options.busy_retry = milliseconds(300);
+  // What the engine throws once its retries give up on a database that is away.
+  running.fake.on_call = [](std::size_t call) {
+    if (call == 0)
+      throw keymig::db::DbError("writing a batch: connection lost: server closed the connection",
+                                "08006", true);
+  };
+  running.start();
+  std::string id =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('migrate', 'users')");
+  REQUIRE(wait_for([&] { return request_state(dsn, id) == "done"; }, seconds(10)));
+  CHECK(running.fake.count() == 2);
+  auto result = json::parse(psql(dsn, "SELECT result FROM keymig.requests WHERE id = " + id));
+  CHECK(result["succeeded"] == true);
+  auto status = running.status();
+  CHECK(status["requests"]["requeued"] == 1);
+  CHECK(status["requests"]["done"] == 1);
+  CHECK(status["requests"]["failed"] == 0);
+  running.stop();
+  CHECK(running.exit_code == 0);
+}
+
+TEST_CASE("a job the database refuses for a reason of its own still fails the request",
+          "[service][db]") {
+  KEYMIG_SERVICE_DB("h5_service_worker");
+  RunningService running(dsn);
+  running.options.busy_retry = milliseconds(300);
+  running.fake.on_call = [](std::size_t) {
+    throw keymig::db::DbError("writing a batch: new row violates check constraint (SQLSTATE 23514)",
+                              "23514", false);
+  };
+  running.start();
+  std::string id =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('migrate', 'users')");
+  REQUIRE(wait_for([&] { return request_state(dsn, id) == "failed"; }, seconds(10)));
+  auto result = json::parse(psql(dsn, "SELECT result FROM keymig.requests WHERE id = " + id));
+  CHECK(result["exit_code"] == 1);
+  CHECK_FALSE(result.contains("requeued"));
+  std::this_thread::sleep_for(milliseconds(600));
+  CHECK(running.fake.count() == 1);
+  CHECK(request_state(dsn, id) == "failed");
+  running.stop();
+  CHECK(running.exit_code == 0);
+}
+
+TEST_CASE("the service claims only requests for its own table and fails untargeted ones",
+          "[service][db]") {
+  KEYMIG_SERVICE_DB("h5_service_worker");
+  psql(dsn, "CREATE TABLE admins(id int PRIMARY KEY)");
+  RunningService running(dsn);
+  running.start();
+  std::string untargeted = enqueue(dsn, "INSERT INTO keymig.requests(kind) VALUES ('migrate')");
+  std::string theirs =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('migrate', 'admins')");
+  std::string ours =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('migrate', 'PUBLIC.Users')");
+  REQUIRE(wait_for([&] { return request_state(dsn, ours) == "done"; }, seconds(5)));
+  REQUIRE(wait_for([&] { return request_state(dsn, untargeted) == "failed"; }, seconds(5)));
+  auto result =
+      json::parse(psql(dsn, "SELECT result FROM keymig.requests WHERE id = " + untargeted));
+  CHECK(result["error"].get<std::string>().find("names no target") != std::string::npos);
+  CHECK(result["exit_code"] == 2);
+  CHECK(request_state(dsn, theirs) == "queued");
   CHECK(running.fake.count() == 1);
   running.stop();
   CHECK(running.exit_code == 0);
