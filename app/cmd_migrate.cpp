@@ -411,7 +411,7 @@ std::function<int()> setup_journal(CLI::App& sub, Common& common) {
   add_config_flags(*purge, common);
   add_db_flags(*purge, common);
   add_output_flags(*purge, common);
-  purge->add_option("--older-than", f->older_than, "age, e.g. 30d, 12h")
+  purge->add_option("--older-than", f->older_than, "age, at least 1h, e.g. 30d, 12h")
       ->type_name("DURATION")
       ->required();
   return [f, &common] {

@@ -44,6 +44,21 @@ struct KeyRing::Impl {
     return -1;
   }
 
+  // Fernet::decrypt, but reading non-canonical text as pyca 48 does.
+  [[nodiscard]] DecryptResult decrypt(std::string_view token, std::size_t index) const {
+    DecryptResult result;
+    detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
+    bool canonical = true;
+    result.reason = parse(token, bytes, result.timestamp, canonical);
+    if (!result.ok()) return result;
+    const Fernet::Impl& key = *keys[index].impl_;
+    if (!key.verify(bytes)) {
+      result.reason = Reason::unknown_key;
+      return result;
+    }
+    return key.decrypt_verified(bytes, result.timestamp, /*canonical=*/true);
+  }
+
   template <typename Hint>
   int remember(Hint& hint, int index) const noexcept {
     hint.ring = id;
@@ -51,23 +66,32 @@ struct KeyRing::Impl {
     return index;
   }
 
+  // A spelling only Python's lenient decoder reads is still a token the platform reads
+  // (pyca 48 decodes that way), so it is classified and rotated by the key that verifies
+  // what it spells; the output is always canonical.
   [[nodiscard]] Rotation rotate(std::string_view token, bool always) const {
     Rotation result;
     detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-    bool canonical = true;
-    result.reason = parse(token, bytes, result.timestamp, canonical);
+    result.reason = parse(token, bytes, result.timestamp, result.canonical);
     if (result.reason != Reason::ok) return result;
     result.key_index = find_key(bytes);
-    if (result.key_index < 0 || !canonical) {
-      result.reason = result.key_index < 0 ? Reason::unknown_key : Reason::non_canonical;
-      result.key_index = -1;
+    if (result.key_index < 0) {
+      result.reason = Reason::unknown_key;
       return result;
     }
-    if (result.key_index == 0 && !always) return result;
+    if (result.key_index == 0 && !always && result.canonical) return result;
     detail::Buffer padded(bytes.size() - kOverhead, /*secret=*/true);
     std::size_t plain_len = 0;
     result.reason = keys[result.key_index].impl_->open(bytes, padded, plain_len);
     if (result.reason != Reason::ok) return result;
+    if (result.key_index == 0 && !always) {
+      // Already under the active key: the same bytes, spelled as every decoder reads them
+      // (pyca's newer decoder refuses whitespace, '+', '/' and trailing junk).
+      std::string text(detail::encoded_length(bytes.size()), '\0');
+      detail::encode_base64url(bytes.data(), bytes.size(), text.data());
+      result.token = SecretString(std::move(text));
+      return result;
+    }
     // The decrypted block still carries its PKCS7 padding, which is exactly the padding
     // the same plaintext gets again: re-encrypt it as is.
     result.token = keys[0].impl_->seal_fresh(padded.data(), padded.size(), result.timestamp);
@@ -102,14 +126,10 @@ KeyRing::~KeyRing() = default;
 Classification KeyRing::classify(std::string_view token) const {
   Classification result;
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-  bool canonical = true;
-  result.reason = parse(token, bytes, result.timestamp, canonical);
+  result.reason = parse(token, bytes, result.timestamp, result.canonical);
   if (result.reason != Reason::ok) return result;
   result.key_index = impl_->find_key(bytes);
-  if (result.key_index < 0 || !canonical) {
-    result.reason = result.key_index < 0 ? Reason::unknown_key : Reason::non_canonical;
-    result.key_index = -1;
-  }
+  if (result.key_index < 0) result.reason = Reason::unknown_key;
   return result;
 }
 
@@ -122,13 +142,13 @@ Rotation KeyRing::rotate_always(std::string_view token) const {
 }
 
 DecryptResult KeyRing::decrypt_active(std::string_view token) const {
-  return impl_->keys[0].decrypt(token);
+  return impl_->decrypt(token, 0);
 }
 
 DecryptResult KeyRing::decrypt_with(std::string_view token, int key_index) const {
   if (key_index < 0 || static_cast<std::size_t>(key_index) >= impl_->keys.size())
     throw CryptoError("key index " + std::to_string(key_index) + " is not configured");
-  return impl_->keys[static_cast<std::size_t>(key_index)].decrypt(token);
+  return impl_->decrypt(token, static_cast<std::size_t>(key_index));
 }
 
 SecretString KeyRing::encrypt(std::string_view plaintext) const {

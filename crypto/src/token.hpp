@@ -44,9 +44,9 @@ enum class Shape { full, mac_only };
 // returns the timestamp of any correctly signed token with room for a tag.
 //
 // Text only Python's lenient decoder reads is decoded that way and checked like any other
-// (`canonical` false): callers report non_canonical only when the token behind the text
+// (`canonical` false): Fernet reports non_canonical only when the token behind the text
 // would otherwise have been accepted, so that the reason tells an operator the row is
-// recoverable, not merely that it holds odd characters.
+// recoverable, not merely that it holds odd characters; KeyRing reads it as pyca 48 does.
 inline Reason parse(std::string_view text, detail::Buffer& bytes, std::uint64_t& timestamp,
                     bool& canonical, Shape shape = Shape::full) noexcept {
   const Reason decoded = detail::decode_token_text(text, bytes);

@@ -102,12 +102,16 @@ std::pair<std::int64_t, std::int64_t> purge_journals(Connection& conn,
                                                      std::chrono::seconds older_than) {
   return guarded(conn, "purging journals", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    // Age is the run's last activity: a run idle that long is not running any more.
+    // Age is the run's last activity. A run still `running` keeps its journal however old
+    // (a crashed migrate resumes, and rollback needs all of it); what is purged is marked,
+    // so that rollback refuses instead of restoring nothing and calling it done.
     auto r = tx.exec_params(
-        "WITH r AS (SELECT run_id FROM keymig.runs"
-        "   WHERE coalesce(finished_at, updated_at, started_at) < now() - make_interval(secs => "
+        "WITH r AS (SELECT run_id FROM keymig.runs WHERE state <> 'running'"
+        "   AND coalesce(finished_at, updated_at, started_at) < now() - make_interval(secs => "
         "$1)),"
-        " d AS (DELETE FROM keymig.journal j USING r WHERE j.run_id = r.run_id RETURNING j.run_id)"
+        " d AS (DELETE FROM keymig.journal j USING r WHERE j.run_id = r.run_id RETURNING j.run_id),"
+        " m AS (UPDATE keymig.runs SET journal_purged_at = now()"
+        "   WHERE run_id IN (SELECT run_id FROM d) RETURNING run_id)"
         " SELECT count(DISTINCT run_id), count(*) FROM d",
         static_cast<double>(older_than.count()));
     return std::make_pair(r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>());

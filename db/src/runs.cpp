@@ -11,7 +11,13 @@ const char* const kRunColumns =
     " coalesce(array_to_string(rolling_fingerprints, ','), ''), coalesce(selection::text, 'null'),"
     " journal, checkpoint, rows_scanned, rotated, already_active, flag_fixed, empty,"
     " undecryptable, conflicts, coalesce(host, ''), coalesce(pid, 0), started_at::text,"
-    " coalesce(updated_at::text, ''), coalesce(finished_at::text, ''), coalesce(error, '')";
+    " coalesce(updated_at::text, ''), coalesce(finished_at::text, ''), coalesce(error, ''),"
+    " coalesce(journal_purged_at::text, '')";
+
+// The first key of a run's advisory lock ('kmrn'), the second the hash of its id: apart
+// from the target locks ('kmig', lock.cpp). Two runs whose ids share a hash merely
+// exclude each other's rollback and migrate, which is safe.
+constexpr int kRunLockSpace = 0x6b6d726e;
 
 Run to_run(const pqxx::row& r) {
   Run run;
@@ -43,6 +49,7 @@ Run to_run(const pqxx::row& r) {
   run.updated_at = r[19].as<std::string>();
   run.finished_at = r[20].as<std::string>();
   run.error = r[21].as<std::string>();
+  run.journal_purged_at = r[22].as<std::string>();
   return run;
 }
 
@@ -153,6 +160,18 @@ bool complete_run_if_done(Connection& conn, const std::string& run_id) {
         " RETURNING 1",
         run_id);
     return !r.empty();
+  });
+}
+
+bool try_lock_run(Connection& conn, const std::string& run_id, bool exclusive) {
+  return guarded(conn, "locking run " + run_id, [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return tx
+        .exec_params(std::string("SELECT ") +
+                         (exclusive ? "pg_try_advisory_lock" : "pg_try_advisory_lock_shared") +
+                         "($1, hashtext($2))",
+                     kRunLockSpace, run_id)[0][0]
+        .as<bool>();
   });
 }
 

@@ -5,6 +5,39 @@
 
 namespace keymig::db {
 
+namespace {
+
+// Row-level security filters what a role sees without an error: every pass would count,
+// rotate and verify the visible rows only, and call the table done while the hidden rows
+// still need the rolling key. row_security_active asks the server's own rule (a superuser
+// or BYPASSRLS role, or the owner unless FORCE ROW LEVEL SECURITY, sees every row).
+void check_row_security(pqxx::work& tx, unsigned rel, const std::string& table_label) {
+  auto r = tx.exec_params(
+      "SELECT row_security_active(c.oid), c.relforcerowsecurity, current_user,"
+      "       pg_get_userbyid(c.relowner), pg_has_role(c.relowner, 'USAGE'), c.oid::regclass::text"
+      "  FROM pg_class c WHERE c.oid = $1::oid",
+      rel);
+  if (r.empty() || !r[0][0].as<bool>()) return;
+  const bool forced = r[0][1].as<bool>();
+  const std::string role = tx.quote_name(r[0][2].as<std::string>());
+  const std::string owner = tx.quote_name(r[0][3].as<std::string>());
+  const bool is_owner = r[0][4].as<bool>();
+  const std::string q_table = r[0][5].as<std::string>();
+  std::string why = is_owner ? "it owns the table, but FORCE ROW LEVEL SECURITY is set"
+                             : "it is not a superuser, has no BYPASSRLS and does not own the table";
+  throw TargetError("target: row-level security on " + table_label + " applies to role " + role +
+                    " (" + why +
+                    "), so keymig would see only the rows its policies show and call the rest "
+                    "done; nothing was changed. Run keymig as a role that sees every row: ALTER "
+                    "ROLE " +
+                    role + " BYPASSRLS" +
+                    (forced ? std::string(", or ALTER TABLE ") + q_table +
+                                  " NO FORCE ROW LEVEL SECURITY and run as its owner " + owner
+                            : std::string(", or run as the table's owner ") + owner));
+}
+
+}  // namespace
+
 Table check_target(Connection& conn, const TargetSpec& spec) {
   return guarded(conn, "checking the target", [&](pqxx::connection& c) {
     pqxx::work tx(c);
@@ -36,6 +69,7 @@ Table check_target(Connection& conn, const TargetSpec& spec) {
     t.schema = r[0][1].as<std::string>();
     t.name = r[0][2].as<std::string>();
     const std::string table_label = t.schema + "." + t.name;
+    check_row_security(tx, rel, table_label);
 
     auto id = find_column(tx, rel, spec.id_column);
     if (!id)

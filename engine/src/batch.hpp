@@ -25,6 +25,7 @@ struct Tally {
   std::int64_t active = 0;      // under the active key
   std::int64_t active_ok = 0;   // active and nothing to write (flag fine or no flag)
   std::int64_t rolling = 0;     // under a rolling key
+  std::int64_t respelled = 0;   // migrate: active, non-canonical text written back canonical
   std::int64_t flag_wrong = 0;  // active, flag column not true
   std::int64_t verified_ok = 0;
   std::vector<std::int64_t> by_key;  // index = key_index

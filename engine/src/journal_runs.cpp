@@ -23,10 +23,21 @@ RollbackReport rollback(const Options& options, const std::string& run_id) {
   const auto start = std::chrono::steady_clock::now();
   if (run_id.empty()) throw UsageError("rollback needs --run ID");
   db::Connection conn = open_connection(options.connect, options.metrics);
-  db::ensure_schema(conn);
   const db::Table table = db::check_target(conn, target_spec(options.target));
   db::check_privileges(conn, table, db::Access::write);
+  db::ensure_schema(conn);
   record.on_target(table.label());
+  // Held until the session ends: no migrate of this run starts (or resumes) while its
+  // journal is put back, and none that is working on it now lets us in.
+  const auto take_lock = [&] {
+    return db::with_retry(
+        conn, [&] { return db::try_lock_run(conn, run_id, /*exclusive=*/true); },
+        retry_hook(options.metrics, "rollback"));
+  };
+  if (!take_lock())
+    throw UsageError("run " + run_id +
+                     " is being migrated right now: stop that migrate (or let it complete), "
+                     "then roll back");
   auto run = db::load_run(conn, run_id);
   if (!run) throw UsageError("no run " + run_id + " in keymig.runs");
   if (run->target != table.label())
@@ -36,8 +47,16 @@ RollbackReport rollback(const Options& options, const std::string& run_id) {
     throw UsageError("run " + run_id +
                      " is finalized: its journal was deleted, nothing to roll back");
   if (!run->journal) throw UsageError("run " + run_id + " kept no journal (journal: false)");
+  if (!run->journal_purged_at.empty())
+    throw UsageError("run " + run_id + "'s journal was deleted by `keymig journal purge` at " +
+                     run->journal_purged_at +
+                     ": its rows cannot be rolled back (restore them from a backup)");
   if (db::live_foreign_leases(conn, run_id) > 0)
     throw UsageError("run " + run_id + " is still being migrated by a live worker: stop it first");
+  // A `running` run that no migrate holds (the lock) was stopped or crashed: every batch
+  // it committed journaled its rows in the same transaction, so its journal is complete
+  // for what it changed, and rolling it back is what an operator who stopped a run in
+  // trouble needs. Once rolled back, migrate refuses to resume it (run_plan).
 
   RollbackReport report;
   report.run_id = run_id;
@@ -46,6 +65,12 @@ RollbackReport rollback(const Options& options, const std::string& run_id) {
   const std::int64_t page = std::max<std::int64_t>(1, options.batch_size);
   while (true) {
     if (options.stop && options.stop->load()) break;
+    // A lost session lost the lock with it: take it again, or stop if a migrate got in.
+    if (!take_lock())
+      throw Error("rollback of run " + run_id + " stopped after restoring " +
+                  std::to_string(report.restored) +
+                  " rows: a migrate of the run started meanwhile; let it complete, then run "
+                  "rollback again");
     auto p = db::with_retry(
         conn, [&] { return db::rollback_page(conn, table, run_id, after, page); },
         retry_hook(options.metrics, "rollback"));
@@ -132,6 +157,13 @@ FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
 }
 
 PurgeReport purge_journals(const Options& options, std::chrono::seconds older_than) {
+  // A run idle for less may still be resumed, finalized or rolled back by an operator
+  // who has not got to it yet; purge is for journals nobody needs any more.
+  constexpr std::chrono::hours kMinimumAge{1};
+  if (older_than < kMinimumAge)
+    throw UsageError(
+        "journal purge: --older-than must be at least 1h (a run idle for less may "
+        "still be resumed or rolled back)");
   db::Connection conn = open_connection(options.connect, options.metrics);
   db::ensure_schema(conn);
   auto [runs, rows] = db::with_retry(

@@ -78,7 +78,7 @@ Outcome run_lanes(LaneSessions& sessions, db::Connection& reader, const db::Tabl
           lane_out.take_undecryptable(b->undecryptable);
           count_crypto(opts, b->tally);
           if (opts.dry_run) {
-            lane_out.rotated += b->tally.rolling;
+            lane_out.rotated += b->tally.rolling + b->tally.respelled;
             lane_out.flag_fixed += b->tally.flag_wrong;
             lane_out.already_active += b->tally.active;
           } else {

@@ -136,8 +136,16 @@ RunPlan plan_run(db::Connection& reader, const db::Table& table, const crypto::K
                {"rows", plan.total});
   }
   if (plan.run) {
+    // Held shared by the reader until migrate ends: a rollback of this run (exclusive)
+    // cannot start while rows are rotated, nor rows be rotated while it restores them.
+    const std::string& id = plan.run->run_id;
+    if (!db::try_lock_run(reader, id, /*exclusive=*/false))
+      throw UsageError("run " + id + " is being rolled back: wait for the rollback to end");
+    auto now = db::load_run(reader, id);  // a rollback may have ended since it was read
+    if (now && (now->state == "rolled_back" || now->state == "finalized"))
+      throw UsageError("run " + id + " is " + now->state + ": start a new run");
     opts.journal = plan.run->journal;
-    db::claim_run(reader, plan.run->run_id, host_name(), static_cast<int>(getpid()));
+    db::claim_run(reader, id, host_name(), static_cast<int>(getpid()));
   }
   return plan;
 }

@@ -9,6 +9,7 @@ void Tally::add(const Tally& o) {
   active += o.active;
   active_ok += o.active_ok;
   rolling += o.rolling;
+  respelled += o.respelled;
   flag_wrong += o.flag_wrong;
   verified_ok += o.verified_ok;
   if (by_key.size() < o.by_key.size()) by_key.resize(o.by_key.size(), 0);
@@ -97,6 +98,19 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
       continue;
     }
     ++b.tally.by_key[r.key_index];
+    if (r.key_index == 0 && !r.token.empty()) {
+      // Under the active key, in a spelling only Python's lenient decoder reads: written
+      // back canonical (the same bytes) and journaled like a rotation, so that the row no
+      // longer depends on a decoder's leniency (pyca's newer one has none).
+      ++b.tally.respelled;
+      db::Change ch;
+      ch.id = row.id;
+      ch.old_token = std::move(row.token);
+      ch.new_token = std::move(r.token);
+      ch.old_flag = row.flag;
+      b.changes.push_back(std::move(ch));
+      continue;
+    }
     if (r.key_index == 0) {
       ++b.tally.active;
       if (has_flag && !flag_true) {

@@ -170,20 +170,46 @@ TEST_CASE("a rolling-key token with bad padding is refused, not re-encrypted",
   }
 }
 
-TEST_CASE("a non-canonical spelling is reported, never rotated", "[crypto][keyring]") {
+TEST_CASE("a spelling pyca reads is classified and rotated by the key that made it",
+          "[crypto][keyring]") {
   Ring r;
-  const std::string token(r.fernets[1].encrypt("x").view());
-  for (const std::string& variant : {token + "\n", " " + token}) {
+  const std::string token(r.fernets[1].encrypt_at_time("x", 1'600'000'000).view());
+  std::string plus = token;
+  for (char& c : plus) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  for (const std::string& variant : {token + "\n", " " + token, token + "=AAAA", plus}) {
+    INFO(variant);
     const auto c = r.ring->classify(variant);
-    CHECK(c.reason == Reason::non_canonical);
-    CHECK(c.key_index == -1);
+    CHECK(c.reason == Reason::ok);
+    CHECK(c.key_index == 1);
+    CHECK(c.canonical == (variant == token));
     const auto rotation = r.ring->rotate(variant);
-    CHECK(rotation.reason == Reason::non_canonical);
-    CHECK(rotation.token.empty());
-    CHECK(r.ring->rotate_always(variant).token.empty());
+    REQUIRE(rotation.reason == Reason::ok);
+    CHECK(rotation.key_index == 1);
+    const auto moved = r.fernets[0].decrypt(rotation.token.view());  // strict: canonical
+    REQUIRE(moved.ok());
+    CHECK(moved.plaintext.view() == "x");
+    CHECK(moved.timestamp == 1'600'000'000);
+    CHECK(r.ring->decrypt_with(variant, 1).plaintext.view() == "x");
   }
   const std::string stranger(r.fernets[3].encrypt("x").view());
   CHECK(r.ring->classify(stranger + "\n").reason == Reason::unknown_key);
+  CHECK(r.ring->rotate(stranger + "\n").token.empty());
+}
+
+TEST_CASE("a spelling pyca reads under the active key is respelled, not re-encrypted",
+          "[crypto][keyring]") {
+  Ring r;
+  const std::string token(r.fernets[0].encrypt("y").view());
+  CHECK(r.ring->rotate(token).token.empty());  // canonical: nothing to write
+  const auto rotation = r.ring->rotate(" " + token + "\r\n");
+  REQUIRE(rotation.reason == Reason::ok);
+  CHECK(rotation.key_index == 0);
+  CHECK_FALSE(rotation.canonical);
+  CHECK(rotation.token.view() == token);  // the same bytes, spelled canonically
+  const auto readable = r.ring->decrypt_active(token + "\n");
+  REQUIRE(readable.ok());
+  CHECK(readable.plaintext.view() == "y");
+  CHECK(r.fernets[0].decrypt(token + "\n").reason == Reason::non_canonical);  // Fernet: strict
 }
 
 TEST_CASE("decrypt_active and decrypt_with use exactly the key asked for", "[crypto][keyring]") {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <thread>
 
 #include "keymig/db/schema.hpp"
 #include "pg_fixture.hpp"
@@ -83,4 +84,43 @@ TEST_CASE("a run is found while unfinished and completes once its chunks are don
   const auto runs = keymig::db::list_runs(conn, 1000);
   CHECK(std::any_of(runs.begin(), runs.end(),
                     [&](const keymig::db::Run& r) { return r.run_id == run.run_id; }));
+}
+
+TEST_CASE("a run's lock: shared among migrate's sessions, exclusive for rollback",
+          "[db][runs][lock]") {
+  KEYMIG_REQUIRE_DB();
+  const std::string run_id =
+      "h6-lock-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  keymig::db::Connection lane_a(test_options());
+  keymig::db::Connection lane_b(test_options());
+  keymig::db::Connection rollback(test_options());
+  {
+    keymig::db::Connection other(test_options());
+    CHECK(keymig::db::try_lock_run(other, run_id, /*exclusive=*/true));
+    CHECK_FALSE(keymig::db::try_lock_run(lane_a, run_id, /*exclusive=*/false));
+  }  // the session's end releases it, as a crashed process's does (once its backend exits)
+  bool shared = false;
+  for (int i = 0; i < 100 && !shared; ++i) {
+    shared = keymig::db::try_lock_run(lane_a, run_id, false);
+    if (!shared) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(shared);
+  CHECK(keymig::db::try_lock_run(lane_b, run_id, false));
+  CHECK_FALSE(keymig::db::try_lock_run(rollback, run_id, true));
+  CHECK(keymig::db::try_lock_run(rollback, run_id + "-other", true));  // another run
+  CHECK(keymig::db::load_run(lane_a, run_id) == std::nullopt);
+}
+
+TEST_CASE("journal_purged_at reads back empty until a purge sets it", "[db][runs]") {
+  KEYMIG_REQUIRE_DB();
+  keymig::db::Connection conn(test_options());
+  keymig::db::ensure_schema(conn);
+  keymig::db::Run run;
+  run.run_id =
+      "h6-purged-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  run.target = "h6_runs.purged";
+  REQUIRE(keymig::db::create_run(conn, run, {std::nullopt}));
+  CHECK(keymig::db::load_run(conn, run.run_id)->journal_purged_at.empty());
+  sql("UPDATE keymig.runs SET journal_purged_at = now() WHERE run_id = '" + run.run_id + "'");
+  CHECK_FALSE(keymig::db::load_run(conn, run.run_id)->journal_purged_at.empty());
 }

@@ -70,3 +70,72 @@ TEST_CASE("the target check names each problem and accepts good targets", "[db][
     CHECK(std::string(usage.what()) == "x");
   }
 }
+
+TEST_CASE("row-level security that hides rows from keymig's role refuses the target",
+          "[db][target][rls]") {
+  KEYMIG_REQUIRE_DB();
+  sql("DROP SCHEMA IF EXISTS h3a_rls CASCADE;"
+      "DO $$ BEGIN"
+      "  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'h3a_rls_app') THEN"
+      "    CREATE ROLE h3a_rls_app LOGIN; END IF;"
+      "  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'h3a_rls_owner') THEN"
+      "    CREATE ROLE h3a_rls_owner LOGIN; END IF; END $$;"
+      "ALTER ROLE h3a_rls_app NOBYPASSRLS;"
+      "CREATE SCHEMA h3a_rls AUTHORIZATION h3a_rls_owner;"
+      "GRANT USAGE ON SCHEMA h3a_rls TO h3a_rls_app;"
+      "CREATE TABLE h3a_rls.users (id bigint PRIMARY KEY, mfa text);"
+      "ALTER TABLE h3a_rls.users OWNER TO h3a_rls_owner;"
+      "GRANT SELECT, UPDATE ON h3a_rls.users TO h3a_rls_app;"
+      "INSERT INTO h3a_rls.users SELECT g, 'x' FROM generate_series(1, 10) g;"
+      "ALTER TABLE h3a_rls.users ENABLE ROW LEVEL SECURITY;"
+      "CREATE POLICY half ON h3a_rls.users USING (id % 2 = 0);");
+  auto as_role = [](const std::string& role) {
+    auto o = test_options();
+    o.dsn += (o.dsn.find('?') == std::string::npos ? "?user=" : "&user=") + role;
+    return o;
+  };
+  const TargetSpec spec{"h3a_rls.users", "id", "mfa", "", ""};
+  auto refusal = [&](keymig::db::Connection& conn) -> std::string {
+    try {
+      (void)keymig::db::check_target(conn, spec);
+    } catch (const TargetError& e) {
+      return e.what();
+    }
+    return {};
+  };
+
+  SECTION("a role the policy filters is refused, with the table and the fix named") {
+    keymig::db::Connection conn(as_role("h3a_rls_app"));
+    const std::string message = refusal(conn);
+    INFO(message);
+    CHECK(message.find("row-level security") != std::string::npos);
+    CHECK(message.find("h3a_rls.users") != std::string::npos);
+    CHECK(message.find("BYPASSRLS") != std::string::npos);
+  }
+  SECTION("BYPASSRLS, the owner and a superuser see every row: accepted") {
+    sql("ALTER ROLE h3a_rls_app BYPASSRLS");
+    {
+      keymig::db::Connection conn(as_role("h3a_rls_app"));
+      CHECK(refusal(conn).empty());
+    }
+    sql("ALTER ROLE h3a_rls_app NOBYPASSRLS");
+    keymig::db::Connection owner(as_role("h3a_rls_owner"));
+    CHECK(refusal(owner).empty());
+    keymig::db::Connection superuser(test_options());
+    CHECK(refusal(superuser).empty());
+  }
+  SECTION("the owner under FORCE ROW LEVEL SECURITY is refused") {
+    sql("ALTER TABLE h3a_rls.users FORCE ROW LEVEL SECURITY");
+    keymig::db::Connection owner(as_role("h3a_rls_owner"));
+    const std::string message = refusal(owner);
+    INFO(message);
+    CHECK(message.find("FORCE ROW LEVEL SECURITY") != std::string::npos);
+  }
+  SECTION("row security enabled without a policy that hides rows is still refused") {
+    // No policy at all hides every row (default deny): the same refusal.
+    sql("DROP POLICY half ON h3a_rls.users");
+    keymig::db::Connection conn(as_role("h3a_rls_app"));
+    CHECK_FALSE(refusal(conn).empty());
+  }
+  sql("DROP SCHEMA h3a_rls CASCADE");
+}

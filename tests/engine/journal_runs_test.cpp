@@ -113,3 +113,10 @@ TEST_CASE("rollback and finalize record success and failure", "[db][engine][reco
     CHECK(!last_run(m, "verify"));
   }
 }
+
+TEST_CASE("journal purge refuses an age under 1h before it connects", "[engine][purge]") {
+  keymig::engine::Options o;
+  o.connect.dsn = "postgresql://nobody@127.0.0.1:1/none";  // never reached
+  for (const auto age : {std::chrono::seconds(0), std::chrono::seconds(3599)})
+    CHECK_THROWS_AS(keymig::engine::purge_journals(o, age), keymig::UsageError);
+}

@@ -29,9 +29,10 @@ class KeyError : public keymig::UsageError {
 enum class Reason : std::uint8_t {
   ok,
   not_base64,     // not base64url at all
-  non_canonical,  // not canonical text (whitespace, '+', '/', junk, bad bits), but Python's
-                  // lenient decoder reads it and a configured key verifies what it reads
-                  // (decrypt: would decrypt). Recoverable; never decrypted or rotated.
+  non_canonical,  // Fernet alone: not canonical text (whitespace, '+', '/', junk, bad bits),
+                  // but Python's lenient decoder reads it and the key verifies what it
+                  // reads. KeyRing reads such text as pyca 48 does (Classification and
+                  // Rotation say `canonical` false) instead: the platform reads it.
   bad_version,    // first byte is not 0x80
   too_short,      // shorter than the smallest token (73 bytes)
   bad_length,     // ciphertext not a multiple of the block size
@@ -117,17 +118,24 @@ class Fernet {
 
 /// Which configured key made a token. key_index: 0 = active, i + 1 = rolling[i],
 /// -1 = none (see reason).
+/// canonical false: the text is a spelling only Python's lenient decoder reads
+/// (whitespace, '+', '/', junk after the padding, ...); pyca 48, and so the platform,
+/// reads it all the same, so the key that verifies it is still needed.
 struct Classification {
   Reason reason = Reason::ok;
   int key_index = -1;
   std::uint64_t timestamp = 0;
+  bool canonical = true;
 };
 
 struct Rotation {
   Reason reason = Reason::ok;
   int key_index = -1;
   std::uint64_t timestamp = 0;
-  SecretString token;  // the new token; set only when a rolling key made the input
+  bool canonical = true;
+  // The new token, canonical: set when a rolling key made the input, and when the active
+  // key made a non-canonical spelling (then the same bytes, spelled canonically).
+  SecretString token;
 };
 
 /// The active key plus ordered rolling keys, as MultiFernet([active, *rolling]).
@@ -142,10 +150,14 @@ class KeyRing {
   KeyRing& operator=(KeyRing&&) noexcept;
   ~KeyRing();
 
+  // Every method reads token text as pyca 48 does (Python's lenient base64, see
+  // `canonical`), and also takes canonical text without its padding.
+
   /// By HMAC alone: no AES.
   [[nodiscard]] Classification classify(std::string_view token) const;
   /// Under a rolling key: decrypt and re-encrypt under the active key with a fresh IV and
-  /// the original timestamp. Under the active key: key_index 0 and no new token (no AES).
+  /// the original timestamp. Under the active key: key_index 0 and, for canonical text,
+  /// no new token (no AES); a non-canonical spelling gets its canonical one.
   [[nodiscard]] Rotation rotate(std::string_view token) const;
   /// MultiFernet.rotate: re-encrypts even tokens already under the active key.
   [[nodiscard]] Rotation rotate_always(std::string_view token) const;

@@ -52,7 +52,8 @@ struct RollbackPage {
 
 /// Deletes a run's journal; returns the rows deleted. Throws DbError.
 std::int64_t delete_journal(Connection& conn, const std::string& run_id);
-/// Deletes the journals of runs whose last activity is older than now - older_than.
+/// Deletes the journals of runs whose last activity is older than now - older_than,
+/// except runs still `running`, and sets their runs.journal_purged_at.
 /// Returns {runs, journal rows}. Throws DbError.
 std::pair<std::int64_t, std::int64_t> purge_journals(Connection& conn,
                                                      std::chrono::seconds older_than);

@@ -42,6 +42,7 @@ struct Run {
   std::string updated_at;
   std::string finished_at;
   std::string error;
+  std::string journal_purged_at;  // ISO 8601; empty: `journal purge` never deleted its journal
 };
 
 /// The run with this id, if there is one.
@@ -67,5 +68,11 @@ void set_run_state(Connection& conn, const std::string& run_id, const std::strin
 void add_run_counts(Connection& conn, const std::string& run_id, const RunCounts& delta);
 /// Sets state completed when every chunk is done; true if the run is completed now.
 [[nodiscard]] bool complete_run_if_done(Connection& conn, const std::string& run_id);
+
+/// The run's advisory lock, session-level, without waiting; true when taken (again: a
+/// session may stack it). Migrate's session holds it shared while it works on the run,
+/// rollback exclusive, so that neither writes rows while the other does; the session's
+/// end releases it, as a crashed process's does.
+[[nodiscard]] bool try_lock_run(Connection& conn, const std::string& run_id, bool exclusive);
 
 }  // namespace keymig::db
