@@ -145,9 +145,109 @@ TEST_CASE("the kubernetes manifests are valid YAML with the safety settings the 
   INFO("python3 cannot import yaml (Debian package python3-yaml): " << has_yaml.output);
   REQUIRE(has_yaml.exit_code == 0);
 
-  const auto r =
-      keymig::test::run({"python3", kSource + "/tests/metrics/check_manifests.py", kSource});
+  // With the binary: every library it links comes from a package the image installs.
+  const auto r = keymig::test::run(
+      {"python3", kSource + "/tests/metrics/check_manifests.py", kSource, KEYMIG_BINARY});
   INFO(r.output);
   CHECK(r.exit_code == 0);
   CHECK(r.output.find(", 0 problems") != std::string::npos);
+}
+
+namespace {
+
+// The checker run on a copy of the manifests and the Dockerfile with one edit, which must
+// be found where the test says it is.
+keymig::test::RunResult check_edited(const std::string& file, const std::string& from,
+                                     const std::string& to) {
+  keymig::test::TempDir dir;
+  const auto copy =
+      keymig::test::run({"sh", "-c",
+                         "mkdir -p \"$1/deploy\" && cp -r \"$2/deploy/kubernetes\" "
+                         "\"$1/deploy/\" && cp \"$2/Dockerfile\" \"$2/CMakeLists.txt\" \"$1/\"",
+                         "sh", dir.path(), kSource});
+  REQUIRE(copy.exit_code == 0);
+  const auto path = dir.path() + "/" + file;
+  const auto text = keymig::test::read_file(path);
+  INFO(file << " lacks the text to edit: " << from);
+  REQUIRE(text.find(from) != std::string::npos);
+  keymig::test::write_file(path, replace_all(text, from, to));
+  return keymig::test::run({"python3", kSource + "/tests/metrics/check_manifests.py", dir.path()});
+}
+
+void check_refused(const std::string& file, const std::string& from, const std::string& to,
+                   const std::string& complaint) {
+  const auto r = check_edited(file, from, to);
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find(complaint) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("the manifest checker refuses what the Kubernetes runbooks cannot live with",
+          "[metrics][deploy]") {
+  SECTION("a migrate Job without the Job's name as its run id") {
+    check_refused("deploy/kubernetes/job-incident.yaml", " --run-id \"$JOB_NAME\"", "",
+                  "job-incident.yaml Job container keymig: migrate without --run-id of the "
+                  "Job's name");
+    check_refused("deploy/kubernetes/cronjob.yaml", "metadata.labels['job-name']", "metadata.name",
+                  "cronjob.yaml CronJob container keymig: migrate without --run-id");
+  }
+  SECTION("no Indexed Job of N workers, or one whose every pod verifies") {
+    check_refused("deploy/kubernetes/job-workers.yaml", "completionMode: Indexed",
+                  "completionMode: NonIndexed", "no Indexed Job");
+    check_refused("deploy/kubernetes/job-workers.yaml", "parallelism: 3", "parallelism: 1",
+                  "parallelism and completions are not one N");
+    check_refused("deploy/kubernetes/job-workers.yaml",
+                  "if [ \"$JOB_COMPLETION_INDEX\" = 0 ]; then", "true; ", "every worker verifies");
+  }
+  SECTION("a rolling key item the pod cannot start without, or an optional active key") {
+    check_refused("deploy/kubernetes/deployment.yaml", "optional: true", "optional: false",
+                  "deployment.yaml Deployment container keymig: the rolling key item is not "
+                  "optional");
+    check_refused("deploy/kubernetes/configmap.yaml", "/etc/keymig/keys/rollingKey",
+                  "/etc/keymig/keys/oldKey", "the key Secret has no item oldKey");
+  }
+  SECTION("verify-full without a mounted CA") {
+    check_refused("deploy/kubernetes/configmap.yaml", "  PGSSLROOTCERT: /etc/keymig/pg-ca/ca.crt\n",
+                  "", "no PGSSLROOTCERT");
+    check_refused(
+        "deploy/kubernetes/job-finalize.yaml",
+        "- {name: pg-ca, mountPath: /etc/keymig/pg-ca, readOnly: true}", "",
+        "job-finalize.yaml Job container keymig: PGSSLROOTCERT /etc/keymig/pg-ca/ca.crt is "
+        "not a mounted");
+    check_refused("deploy/kubernetes/configmap.yaml", "PGSSLMODE: verify-full",
+                  "PGSSLMODE: require", "PGSSLMODE is not verify-full");
+  }
+  SECTION("scheduled serve and the CronJob in one kustomization") {
+    check_refused("deploy/kubernetes/kustomization.yaml", "# - cronjob.yaml", "- cronjob.yaml",
+                  "kustomization.yaml: applies both keymig serve with a schedule and the CronJob");
+  }
+  SECTION("an image that is not the Dockerfile's, or not on Debian 12, or run as root") {
+    check_refused(
+        "deploy/kubernetes/deployment.yaml", "registry.example.com/keymig:0.1.0",
+        "registry.example.com/keymig:latest",
+        "image registry.example.com/keymig:latest is not registry.example.com/keymig:0.1.0");
+    check_refused("Dockerfile", "FROM debian:12-slim", "FROM ubuntu:24.04",
+                  "base ubuntu:24.04 is not Debian 12");
+    check_refused("Dockerfile", "USER 65532:65532", "USER root", "the image runs as root");
+    check_refused("Dockerfile", "org.opencontainers.image.version=\"0.1.0\"",
+                  "org.opencontainers.image.version=\"0.0.9\"", "not keymig's version");
+  }
+  SECTION("an image without a library keymig links") {
+    const std::string from = "libtbb12 ";
+    keymig::test::TempDir dir;
+    const auto text = keymig::test::read_file(kSource + "/Dockerfile");
+    REQUIRE(text.find(from) != std::string::npos);
+    keymig::test::write_file(dir.path() + "/Dockerfile", replace_all(text, from, ""));
+    const auto copy =
+        keymig::test::run({"sh", "-c", "cp -r \"$2/deploy\" \"$2/CMakeLists.txt\" \"$1/\"", "sh",
+                           dir.path(), kSource});
+    REQUIRE(copy.exit_code == 0);
+    const auto r = keymig::test::run(
+        {"python3", kSource + "/tests/metrics/check_manifests.py", dir.path(), KEYMIG_BINARY});
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(r.output.find("the image does not install libtbb12") != std::string::npos);
+  }
 }
