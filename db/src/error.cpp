@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "keymig/redact.hpp"
 #include "pq.hpp"
 
 namespace keymig::db {
@@ -61,7 +62,7 @@ bool lost_sqlstate(std::string_view s) {
 }  // namespace
 
 DbError::DbError(const std::string& what, std::string sqlstate, bool retryable)
-    : keymig::Error(what), sqlstate_(std::move(sqlstate)), retryable_(retryable) {}
+    : keymig::Error(scrub_tokens(what)), sqlstate_(std::move(sqlstate)), retryable_(retryable) {}
 
 bool DbError::connection_lost() const noexcept {
   return lost_sqlstate(sqlstate_);
