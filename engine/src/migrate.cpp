@@ -78,7 +78,8 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
 
   db::Connection reader = open_connection(options.connect, options.metrics);
   LaneSessions sessions(options);
-  db::ensure_schema(reader);
+  // A dry run writes nothing, the schema included: it reads the target alone.
+  if (!options.dry_run) db::ensure_schema(reader);
   const db::Table table = db::check_target(reader, target_spec(options.target));
   record.on_target(table.label());
   report.target = table.label();
