@@ -590,7 +590,9 @@ std::string listen_address_problem(const std::string& text) {
 }
 
 std::string push_gateway_problem(const std::string& text) {
-  constexpr const char* kExpected = " (expected http://host:port, e.g. http://127.0.0.1:9091)";
+  constexpr const char* kExpected =
+      " (expected http://host:port, e.g. http://127.0.0.1:9091; percent-encode / @ : ? # % in "
+      "a password)";
   if (has_space_or_control(text)) return std::string("spaces or control characters") + kExpected;
   const auto scheme_end = text.find("://");
   if (scheme_end == std::string::npos) return std::string("no http:// or https://") + kExpected;
@@ -598,13 +600,13 @@ std::string push_gateway_problem(const std::string& text) {
   if (scheme != "http" && scheme != "https")
     return std::string("the scheme must be http or https") + kExpected;
   std::string rest = text.substr(scheme_end + 3);
-  // The authority ends at the first '/', '?' or '#' after the last '@': a password may
-  // hold any of them.
-  const auto at = rest.rfind('@');
-  const auto end = rest.find_first_of("/?#", at == std::string::npos ? 0 : at + 1);
+  // As libcurl reads it (the push's parser): the authority ends at the first '/', '?' or
+  // '#', so a password holding one of them must percent-encode it.
+  const auto end = rest.find_first_of("/?#");
   std::string authority = rest.substr(0, end);
   const std::string after = end == std::string::npos ? "" : rest.substr(end);
-  if (at != std::string::npos) authority = authority.substr(at + 1);
+  if (const auto at = authority.rfind('@'); at != std::string::npos)
+    authority = authority.substr(at + 1);
   if (!after.empty() && after != "/")
     return std::string("a path, query or fragment after host:port is not supported") + kExpected;
   std::string host = authority;

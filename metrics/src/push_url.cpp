@@ -1,9 +1,14 @@
 #include "push_url.hpp"
 
+#include <curl/curl.h>
+
 #include <algorithm>
+#include <memory>
+#include <optional>
 
 #include "keymig/base64.hpp"
 #include "keymig/error.hpp"
+#include "keymig/secure.hpp"
 
 namespace keymig::metrics {
 namespace {
@@ -17,61 +22,67 @@ bool url_safe(char c) {
          c == '_' || c == '.' || c == '~';
 }
 
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool escapes_valid(std::string_view s) {
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (s[i] == '%' && (i + 2 >= s.size() || !is_hex(s[i + 1]) || !is_hex(s[i + 2]))) return false;
+  return true;
+}
+
 }  // namespace
 
 PushUrl parse_push_url(const std::string& url) {
-  auto bad = [&](const std::string& why, const std::string& shown) {
-    return UsageError("bad Pushgateway URL '" + shown + "': " + why +
-                      " (expected http://host:port, e.g. http://127.0.0.1:9091)");
+  // No message quotes the URL: its user:password@ may hold anything, '/' included.
+  auto bad = [](const std::string& why) {
+    return UsageError("bad Pushgateway URL: " + why +
+                      " (expected http://host:port, e.g. http://127.0.0.1:9091; percent-encode "
+                      "/ @ : ? # % in a password)");
   };
+  if (url.find("://") == std::string::npos) throw bad("no http:// or https://");
+  const std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> h(curl_url(), &curl_url_cleanup);
+  if (!h) throw bad("out of memory");
+  // libcurl's own parser, so that what is checked here is what the push connects to.
+  if (const CURLUcode rc =
+          curl_url_set(h.get(), CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME);
+      rc != CURLUE_OK)
+    throw bad(curl_url_strerror(rc));
+  auto part = [&](CURLUPart which, unsigned flags) -> std::optional<std::string> {
+    char* value = nullptr;
+    if (curl_url_get(h.get(), which, &value, flags) != CURLUE_OK || value == nullptr)
+      return std::nullopt;
+    std::string out(value);
+    if (which == CURLUPART_PASSWORD) secure_wipe(value, out.size());
+    curl_free(value);
+    return out;
+  };
+  const std::string scheme = part(CURLUPART_SCHEME, 0).value_or("");
+  if (scheme != "http" && scheme != "https") throw bad("the scheme must be http or https");
+  const std::string host = part(CURLUPART_HOST, 0).value_or("");
+  if (host.empty() || host == "[]") throw bad("no host");
+  const std::string path = part(CURLUPART_PATH, 0).value_or("");
+  if (!path.empty() && path != "/") throw bad("a path after host:port is not supported");
+  if (part(CURLUPART_QUERY, 0) || part(CURLUPART_FRAGMENT, 0))
+    throw bad("a query or fragment is not supported");
+  const std::string port = part(CURLUPART_PORT, CURLU_DEFAULT_PORT).value_or("");
+  if (!is_digits(port) || port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535)
+    throw bad("the port must be 1..65535");
+
   PushUrl out;
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) throw bad("no http:// or https://", url);
-  const std::string scheme = url.substr(0, scheme_end);
-  std::string rest = url.substr(scheme_end + 3);
-
-  // Credentials are cut out before anything can quote the URL back.
-  const auto path_start = rest.find('/');
-  std::string authority = rest.substr(0, path_start);
-  const std::string path = path_start == std::string::npos ? "" : rest.substr(path_start);
-  const auto at = authority.rfind('@');
-  if (at != std::string::npos) {
-    const std::string userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    const auto colon = userinfo.find(':');
-    out.username = userinfo.substr(0, colon);
-    if (colon != std::string::npos) out.password = userinfo.substr(colon + 1);
-  }
-  out.display = scheme + "://" + authority + path;
-
-  if (scheme != "http" && scheme != "https") throw bad("scheme must be http or https", out.display);
-  if (!path.empty() && path != "/") {
-    throw bad("a path after host:port is not supported", out.display);
-  }
-
-  std::string host = authority;
-  std::string port;
-  if (!authority.empty() && authority.front() == '[') {  // [IPv6]:port
-    const auto close = authority.find(']');
-    if (close == std::string::npos) throw bad("unclosed '['", out.display);
-    host = authority.substr(0, close + 1);
-    const std::string after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') throw bad("junk after ']'", out.display);
-      port = after.substr(1);
-    }
-  } else if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-    if (port.empty()) throw bad("empty port", out.display);
-  }
-  if (host.empty() || host == "[]") throw bad("no host", out.display);
-  if (port.empty()) port = scheme == "https" ? "443" : "80";
-  if (!is_digits(port) || port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535) {
-    throw bad("port must be 1..65535", out.display);
+  for (auto [which, field] :
+       {std::pair{CURLUPART_USER, &out.username}, std::pair{CURLUPART_PASSWORD, &out.password}}) {
+    const auto raw = part(which, 0);
+    if (!raw) continue;
+    // libcurl passes "%zz" on as it is; a password meant literally is ambiguous, so refused.
+    auto decoded = part(which, CURLU_URLDECODE);
+    if (!decoded || !escapes_valid(*raw)) throw bad("a malformed %-escape in the user or password");
+    *field = std::move(*decoded);
   }
   out.scheme_host = scheme + "://" + host;
   out.port = port;
+  out.display = out.scheme_host + ":" + port;
   return out;
 }
 

@@ -17,9 +17,10 @@ struct PushUrl {
   std::string display;  // the URL without credentials, for messages and logs
 };
 
-/// `http[s]://[user[:password]@]host[:port][/]`. A path prefix is refused: the
-/// Pushgateway serves /metrics/job at its root. Throws keymig::UsageError
-/// (the message never repeats the password).
+/// `http[s]://[user[:password]@]host[:port][/]`, parsed by libcurl's URL API; user and
+/// password are percent-decoded (`p%40ss` is "p@ss"). A path prefix, query or fragment is
+/// refused: the Pushgateway serves /metrics/job at its root. Throws keymig::UsageError
+/// (the message never repeats the URL or a part of it).
 [[nodiscard]] PushUrl parse_push_url(const std::string& url);
 
 /// The Pushgateway grouping key path element for `name`=`value`: plain when the value

@@ -502,7 +502,8 @@ TEST_CASE("metrics.listen and pushGateway must be usable, and errors never quote
   for (const std::string bad :
        {"gw:9091", "ftp://gw:9091", "http://", "http://:9091", "http://gw:0", "http://gw:65536",
         "http://gw:port", "http://gw:9091/metrics", "http://gw:9091?x", "http://g w:9091",
-        "http://ops:s3cr3tpw@gw:bad", "http://[::1:9091", "http://[zz]:9091", "http://g\x01w"}) {
+        "http://ops:s3cr3tpw@gw:bad", "http://[::1:9091", "http://[zz]:9091", "http://g\x01w",
+        "http://ops:s3cr3tpw/x@gw:9091"}) {
     INFO(bad);
     const std::string problem = cfg::push_gateway_problem(bad);
     CHECK_FALSE(problem.empty());
@@ -514,8 +515,9 @@ TEST_CASE("metrics.listen and pushGateway must be usable, and errors never quote
     CHECK(err.find("s3cr3tpw") == std::string::npos);
   }
   for (const std::string good :
-       {"http://gw:9091", "https://gw.monitoring.svc", "http://gw:9091/", "http://ops:p/ss@gw:9091",
-        "http://ops:p%40ss@gw:9091", "http://[::1]:9091", "https://10.0.0.1"}) {
+       {"http://gw:9091", "https://gw.monitoring.svc", "http://gw:9091/",
+        "http://ops:p%2Fss@gw:9091", "http://ops:p%40ss@gw:9091", "http://ops:p:s%3Fs%23@gw:9091",
+        "http://[::1]:9091", "https://10.0.0.1"}) {
     INFO(good);
     CHECK(cfg::push_gateway_problem(good).empty());
   }
