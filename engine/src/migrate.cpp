@@ -16,6 +16,7 @@
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/log.hpp"
+#include "keymig/redact.hpp"
 #include "lanes.hpp"
 #include "progress.hpp"
 #include "run_plan.hpp"
@@ -32,7 +33,9 @@ void fail_run(const Options& options, const std::optional<db::Run>& run, const s
   if (!run) return;
   try {
     db::Connection conn = open_connection(options.connect, nullptr);
-    db::set_run_state(conn, run->run_id, "failed", e.what());
+    // DbErrors are scrubbed where they are made; anything else is scrubbed here, since
+    // keymig.runs.error outlives the process and is read by whoever may read the table.
+    db::set_run_state(conn, run->run_id, "failed", scrub_tokens(e.what()));
   } catch (const std::exception&) {
     // The run stays "running"; a later migrate resumes it all the same.
   }
