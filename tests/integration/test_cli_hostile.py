@@ -142,6 +142,18 @@ CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refus
             self.assertEqual(scalar(dsn, "SELECT mfa_secret FROM users WHERE id = %d" % row.id),
                              row.token)
 
+    def test_a_pushgateway_password_never_appears_in_any_message(self):
+        for userinfo in ("ops:%s/x" % PIECES[2], "ops:%s%%zz" % PIECES[2], "ops:%s?#" % PIECES[2],
+                         "ops:%s%%40:x" % PIECES[2]):
+            with self.subTest(userinfo=userinfo):
+                # Port 9: nothing listens, so a URL that parses fails at the push.
+                code, out, err, _ = self.run_raw(
+                    "scan", "--json", "--config", self.config, "--dsn", self.dsn,
+                    "--push-gateway", "http://%s@127.0.0.1:9" % userinfo)
+                self.assertIn(code, (EXIT_OK, 3, 4), err[-500:])
+                self.assertIn("metrics_export_failed", err)
+                self.assertNotIn(PIECES[2], out + err)
+
     # --- item 12: bad input ----------------------------------------------------------------
 
     def test_numeric_flags_far_out_of_range_are_usage_errors(self):
