@@ -12,6 +12,7 @@
 #include "keymig/db/connection.hpp"
 #include "keymig/engine/mfa_admin.hpp"
 #include "keymig/error.hpp"
+#include "keymig/redact.hpp"
 
 namespace keymig::app {
 
@@ -81,8 +82,11 @@ void print_user_header() {
   std::cout << "ID\tUSERNAME\tMFA\tKEY\tMFA_FERNET_ACTIVE\tSYSADMIN\n";
 }
 
+// Ids and usernames are the application's data: a name holding "\x1b[2J" or a newline
+// must not repaint the operator's terminal or forge a line.
 void print_user_line(const engine::UserStatus& u) {
-  std::cout << u.id << '\t' << (u.username.empty() ? "-" : u.username) << '\t'
+  std::cout << escape_control(u.id) << '\t'
+            << (u.username.empty() ? "-" : escape_control(u.username)) << '\t'
             << (u.mfa ? "yes" : "no") << '\t' << key_column(u) << '\t' << fernet_active_column(u)
             << '\t' << (u.sysadmin ? "yes" : "no") << '\n';
 }
@@ -118,7 +122,19 @@ int run_status(const Common& common, const StatusFlags& flags) {
     print_user_header();
     on_user = print_user_line;
   }
-  auto report = engine::mfa_status(conn, config, keys, options, on_user);
+  engine::StatusReport report;
+  try {
+    report = engine::mfa_status(conn, config, keys, options, on_user);
+  } catch (const std::exception& e) {
+    if (flags.list && common.json) {
+      // The users array is open on stdout: close it into the one failure object.
+      const int code = dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitRuntime;
+      std::string rest = failure_json("status", e.what(), code);
+      std::cout << "]," << rest.substr(1) << std::endl;
+      note_failure_json_written();
+    }
+    throw;
+  }
   if (common.json) {
     auto j = nlohmann::json::parse(report.to_json());
     if (flags.list) {
@@ -168,14 +184,13 @@ int run_reset(const Common& common, const ResetFlags& flags) {
   shown << "reset-mfa will clear MFA for " << plan.users.size() << " user(s) in " << plan.target
         << ":\n";
   for (const auto& u : plan.users)
-    shown << "  id=" << u.id << (u.username.empty() ? "" : " username=" + u.username)
+    shown << "  id=" << escape_control(u.id)
+          << (u.username.empty() ? "" : " username=" + escape_control(u.username))
           << " mfa=" << (u.mfa ? "yes" : "no") << " key=" << key_column(u)
           << (u.sysadmin ? " sysadmin" : "") << "\n";
   shown.flush();
-  if (!flags.yes && !confirmed_on_terminal(plan)) {
-    std::cerr << "reset-mfa: not confirmed; nothing changed\n";
-    return kExitUsage;
-  }
+  if (!flags.yes && !confirmed_on_terminal(plan))
+    throw UsageError("reset-mfa: not confirmed; nothing changed");
 
   auto result = engine::reset_mfa(conn, config, keys, plan);
   const std::string undo = "keymig rollback --run " + result.run_id;

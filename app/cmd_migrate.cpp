@@ -45,14 +45,21 @@ struct PassFlags {
   MetricsFlags metrics;
 };
 
+void add_batch_size_flag(CLI::App& sub, PassFlags& f, const std::string& what) {
+  sub.add_option("--batch-size", f.batch_size, what + ", 1-1000000")
+      ->check(CLI::Range(std::int64_t{1}, config::kMaxBatchSize));
+}
+
 void add_pass_flags(CLI::App& sub, PassFlags& f) {
-  sub.add_option("--threads", f.threads, "pipeline threads (0: all cores)")
-      ->check(CLI::NonNegativeNumber);
-  sub.add_option("--batch-size", f.batch_size, "rows per page and per write transaction")
-      ->check(CLI::PositiveNumber);
+  // The bounds of values.yaml's threads, batchSize and maxRowsPerSecond: a flag may not
+  // ask for what the file may not (2e9 threads is memory until bad_alloc).
+  sub.add_option("--threads", f.threads, "pipeline threads, 0-1024 (0: all cores)")
+      ->check(CLI::Range(0, config::kMaxThreads));
+  add_batch_size_flag(sub, f, "rows per page and per write transaction");
   sub.add_option("--max-rows-per-second", f.max_rows_per_second,
-                 "throttle: rows per second for this process, all lanes together (0: unthrottled)")
-      ->check(CLI::NonNegativeNumber);
+                 "throttle: rows per second for this process, all lanes together, up to 10^9 "
+                 "(0: unthrottled)")
+      ->check(CLI::Range(std::int64_t{0}, config::kMaxRowsPerSecond));
 }
 
 void add_selection_flags(CLI::App& sub, PassFlags& f) {
@@ -346,8 +353,7 @@ std::function<int()> setup_rollback(CLI::App& sub, Common& common) {
   add_config_flags(sub, common);
   add_db_flags(sub, common);
   add_output_flags(sub, common);
-  sub.add_option("--batch-size", f->batch_size, "journal rows per transaction")
-      ->check(CLI::PositiveNumber);
+  add_batch_size_flag(sub, *f, "journal rows per transaction");
   sub.add_option("--run", f->run_id, "the run to undo")->type_name("ID")->required();
   add_metrics_flags(sub, f->metrics);
   return [f, &common] {

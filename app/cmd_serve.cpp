@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "command.hpp"
+#include "keymig/db/connection.hpp"
 #include "keymig/engine/keys.hpp"
 #include "keymig/metrics/metrics.hpp"
 #include "keymig/service/service.hpp"
@@ -56,6 +57,9 @@ std::shared_ptr<const service::Settings> load_settings(const Common& common) {
   for (const auto& key : engine::describe_keys(settings->config))
     settings->fingerprints.push_back(key.fingerprint);
   settings->dsn = effective_dsn(common, settings->config);
+  // A DSN libpq cannot parse is a config error at start (exit 2) and a refused SIGHUP
+  // reload, not a database that is down: no reconnect loop echoing libpq's message.
+  db::check_dsn(settings->dsn);
   return settings;
 }
 

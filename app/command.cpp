@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 
 #include "keymig/engine/keys.hpp"
 #include "keymig/log.hpp"
@@ -29,6 +31,25 @@ std::string command_group(const CommandSpec& spec) {
   if (spec.order < 200) return "Rotation";
   if (spec.order < 300) return "Operations";
   return "Benchmarks";
+}
+
+namespace {
+std::atomic<bool> g_failure_json_written{false};
+}  // namespace
+
+std::string failure_json(const std::string& command, const std::string& error, int exit_code) {
+  const nlohmann::json j = {
+      {"ok", false}, {"command", command}, {"error", error}, {"exit_code", exit_code}};
+  // A server's message in another encoding must not turn the report into an exception.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void note_failure_json_written() {
+  g_failure_json_written.store(true);
+}
+
+bool failure_json_written() {
+  return g_failure_json_written.load();
 }
 
 void add_config_flags(CLI::App& sub, Common& common) {

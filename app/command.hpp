@@ -70,6 +70,15 @@ struct CommandSpec {
 /// Sets the log facade from --log-format/--log-level. Throws keymig::UsageError.
 void configure_logging(const Common& common);
 
+/// The one JSON object a --json command prints on stdout when it fails: {"ok": false,
+/// "command", "error", "exit_code"}.
+[[nodiscard]] std::string failure_json(const std::string& command, const std::string& error,
+                                       int exit_code);
+/// For a command that printed its own failure object (a stream it had to close): main
+/// then prints none.
+void note_failure_json_written();
+[[nodiscard]] bool failure_json_written();
+
 struct Registrar {
   explicit Registrar(CommandSpec spec);
 };

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <exception>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "command.hpp"
@@ -66,6 +67,52 @@ std::string help_hint(CLI::App& app) {
   return path + " --help";
 }
 
+// The subcommand path the parser reached ("journal purge"), for --json's "command".
+std::string command_path(CLI::App& app) {
+  std::string path;
+  const CLI::App* current = &app;
+  for (;;) {
+    const auto subs = current->get_subcommands();
+    if (subs.empty()) break;
+    current = subs.front();
+    path += (path.empty() ? "" : " ") + current->get_name();
+  }
+  return path;
+}
+
+// --json before a lone "--": the parser may have failed before it set the flag.
+bool json_requested(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") return false;
+    if (arg == "--json") return true;
+  }
+  return false;
+}
+
+// One line on stderr and, with --json, one object on stdout: tooling that reads stdout
+// learns of the failure too. The exit code is the same either way.
+int report_failure(bool json, const std::string& command, const std::string& what, int code) {
+  std::cerr << "keymig: error: " << what << '\n';
+  if (json && !keymig::app::failure_json_written())
+    std::cout << keymig::app::failure_json(command, what, code) << std::endl;
+  return code;
+}
+
+int run_action(const std::function<int()>& action, const keymig::app::Common& common,
+               const std::string& command) {
+  try {
+    keymig::app::configure_logging(common);
+    return action ? action() : keymig::kExitOk;
+  } catch (const keymig::UsageError& e) {
+    return report_failure(common.json, command, e.what(), keymig::kExitUsage);
+  } catch (const std::exception& e) {
+    return report_failure(common.json, command, e.what(), keymig::kExitRuntime);
+  } catch (...) {
+    return report_failure(common.json, command, "unknown failure", keymig::kExitRuntime);
+  }
+}
+
 int run(int argc, char** argv) {
   auto specs = keymig::app::registered_commands();
   std::stable_sort(specs.begin(), specs.end(),
@@ -90,13 +137,15 @@ int run(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "keymig: " << e.what() << "; see '" << help_hint(app) << "'\n";
+    if (common.json || json_requested(argc, argv))
+      std::cout << keymig::app::failure_json(command_path(app), e.what(), keymig::kExitUsage)
+                << std::endl;
     return keymig::kExitUsage;
   }
 
   for (auto& [sub, action] : actions) {
     if (!sub->parsed()) continue;
-    keymig::app::configure_logging(common);
-    return action ? action() : keymig::kExitOk;
+    return run_action(action, common, command_path(app));
   }
   std::cerr << app.help() << "\nkeymig: no command given\n";
   return keymig::kExitUsage;

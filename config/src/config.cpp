@@ -1,5 +1,7 @@
 #include "keymig/config/config.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -157,6 +159,9 @@ void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
                const std::string& file) {
   // A map here replaces a scalar an earlier file put at the same path.
   leaves.erase(path);
+  // yaml-cpp keeps both of two equal keys and lookups see the first, so a second
+  // `activeKey:` further down would be ignored without a word.
+  std::map<std::string, int> seen;  // name -> line
   for (const auto& entry : map) {
     if (!entry.first.IsScalar())
       fail(file, line_of(entry.first), path, "map keys must be plain names");
@@ -166,6 +171,11 @@ void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
     if (path.empty() && name != "userLogin" && name != "secretStore" && name != "keyMigration")
       continue;
     if (path == "userLogin" && name != "mfa") continue;
+    const auto [first, fresh] = seen.emplace(name, line_of(entry.first));
+    if (!fresh)
+      fail(file, line_of(entry.first), child,
+           "duplicate key (first at line " + std::to_string(first->second) +
+               "); give each key once");
     merge_value(leaves, entry.second, child, file);
   }
 }
@@ -454,10 +464,9 @@ void read_migration(const Reader& reader, Migration& m) {
         fail(leaf->file, line_of(leaf->node[i]),
              "keyMigration.target.sysAdminColumns[" + std::to_string(i) + "]", "must not be empty");
   }
-  reader.read_int("keyMigration.batchSize", m.batch_size, 1, 1'000'000);
-  reader.read_int("keyMigration.threads", m.threads, 0, 1024);
-  reader.read_int("keyMigration.maxRowsPerSecond", m.max_rows_per_second, 0,
-                  std::numeric_limits<std::int64_t>::max());
+  reader.read_int("keyMigration.batchSize", m.batch_size, 1, kMaxBatchSize);
+  reader.read_int("keyMigration.threads", m.threads, 0, kMaxThreads);
+  reader.read_int("keyMigration.maxRowsPerSecond", m.max_rows_per_second, 0, kMaxRowsPerSecond);
   reader.read_bool("keyMigration.journal", m.journal);
   for (auto [path, out] : {std::pair{"keyMigration.lockTimeout", &m.lock_timeout},
                            std::pair{"keyMigration.statementTimeout", &m.statement_timeout}}) {
@@ -468,7 +477,16 @@ void read_migration(const Reader& reader, Migration& m) {
     }
   }
   reader.read_string("keyMigration.metrics.listen", m.metrics.listen);
+  if (const Leaf* leaf = reader.find("keyMigration.metrics.listen")) {
+    const std::string problem = listen_address_problem(m.metrics.listen);
+    if (!problem.empty()) fail(origin_of("keyMigration.metrics.listen", *leaf), problem);
+  }
   reader.read_string("keyMigration.metrics.pushGateway", m.metrics.push_gateway);
+  if (const Leaf* leaf = reader.find("keyMigration.metrics.pushGateway");
+      leaf != nullptr && !m.metrics.push_gateway.empty()) {
+    const std::string problem = push_gateway_problem(m.metrics.push_gateway);
+    if (!problem.empty()) fail(origin_of("keyMigration.metrics.pushGateway", *leaf), problem);
+  }
   reader.read_string("keyMigration.metrics.textfile", m.metrics.textfile);
   if (const Leaf* leaf = reader.find("keyMigration.schedule.every")) {
     const Origin origin = origin_of("keyMigration.schedule.every", *leaf);
@@ -522,7 +540,104 @@ std::int64_t parse_duration_millis(const std::string& text, const Origin& origin
   return total;
 }
 
+bool is_port(std::string_view text, unsigned min) {
+  if (text.empty() || text.size() > 5) return false;
+  if (!std::all_of(text.begin(), text.end(),
+                   [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; }))
+    return false;
+  const unsigned long port = std::stoul(std::string(text));
+  return port >= min && port <= 65535;
+}
+
+bool is_ipv4(const std::string& host) {
+  in_addr addr{};
+  return ::inet_pton(AF_INET, host.c_str(), &addr) == 1;
+}
+
+bool is_ipv6(const std::string& host) {
+  in6_addr addr{};
+  return ::inet_pton(AF_INET6, host.c_str(), &addr) == 1;
+}
+
+bool has_space_or_control(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; });
+}
+
 }  // namespace
+
+// The rule of the HTTP server's own parser (serve and --metrics-listen), restated here so
+// that check-config needs no HTTP code.
+std::string listen_address_problem(const std::string& text) {
+  std::string host;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return "expected [IPv6]:PORT, e.g. [::1]:9464";
+    host = text.substr(1, close - 1);
+    if (!is_ipv6(host)) return "not an IPv6 address in the brackets";
+    port = std::string_view(text).substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos) return "expected HOST:PORT, e.g. 127.0.0.1:9464";
+    host = text.substr(0, colon);
+    if (host.find(':') != std::string::npos) return "put an IPv6 address in brackets: [::1]:9464";
+    if (!host.empty() && host != "localhost" && !is_ipv4(host))
+      return "the host must be a numeric IP address, localhost or empty (all addresses)";
+    port = std::string_view(text).substr(colon + 1);
+  }
+  if (!is_port(port, 0)) return "the port must be a number 0-65535";
+  return {};
+}
+
+std::string push_gateway_problem(const std::string& text) {
+  constexpr const char* kExpected =
+      " (expected http://host:port, e.g. http://127.0.0.1:9091; percent-encode / @ : ? # % in "
+      "a password)";
+  if (has_space_or_control(text)) return std::string("spaces or control characters") + kExpected;
+  const auto scheme_end = text.find("://");
+  if (scheme_end == std::string::npos) return std::string("no http:// or https://") + kExpected;
+  const std::string scheme = text.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https")
+    return std::string("the scheme must be http or https") + kExpected;
+  std::string rest = text.substr(scheme_end + 3);
+  // As libcurl reads it (the push's parser): the authority ends at the first '/', '?' or
+  // '#', so a password holding one of them must percent-encode it.
+  const auto end = rest.find_first_of("/?#");
+  std::string authority = rest.substr(0, end);
+  const std::string after = end == std::string::npos ? "" : rest.substr(end);
+  if (const auto at = authority.rfind('@'); at != std::string::npos)
+    authority = authority.substr(at + 1);
+  if (!after.empty() && after != "/")
+    return std::string("a path, query or fragment after host:port is not supported") + kExpected;
+  std::string host = authority;
+  std::string port;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string::npos) return std::string("an unclosed '['") + kExpected;
+    host = authority.substr(1, close - 1);
+    if (!is_ipv6(host)) return std::string("not an IPv6 address in the brackets") + kExpected;
+    const std::string tail = authority.substr(close + 1);
+    if (!tail.empty()) {
+      if (tail.front() != ':') return std::string("junk after ']'") + kExpected;
+      port = tail.substr(1);
+      if (!is_port(port, 1)) return std::string("the port must be a number 1-65535") + kExpected;
+    }
+    return {};
+  }
+  if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    if (!is_port(port, 1)) return std::string("the port must be a number 1-65535") + kExpected;
+  }
+  if (host.empty()) return std::string("no host") + kExpected;
+  const bool host_ok = std::all_of(host.begin(), host.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' || c == '_';
+  });
+  if (!host_ok) return std::string("the host is not a host name or address") + kExpected;
+  return {};
+}
 
 Getenv process_env() {
   // The key variables left the environment at start (process::capture_secret_env).

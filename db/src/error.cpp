@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "keymig/redact.hpp"
 #include "pq.hpp"
 
 namespace keymig::db {
@@ -72,7 +73,7 @@ std::string rollback_sqlstate(const pqxx::transaction_rollback& e) {
 }  // namespace
 
 DbError::DbError(const std::string& what, std::string sqlstate, bool retryable)
-    : keymig::Error(what), sqlstate_(std::move(sqlstate)), retryable_(retryable) {}
+    : keymig::Error(scrub_tokens(what)), sqlstate_(std::move(sqlstate)), retryable_(retryable) {}
 
 bool DbError::connection_lost() const noexcept {
   return lost_sqlstate(sqlstate_);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "keymig/db/connection.hpp"
 #include "keymig/text.hpp"
 
 namespace keymig::db {
@@ -125,7 +126,8 @@ ListenStep ListenSession::start_attempt() {
 }
 
 ListenStep ListenSession::fail(std::string why) {
-  error_ = std::move(why);
+  // libpq's messages about the DSN may quote it, password included.
+  error_ = redact_connection_message(std::move(why), dsn_);
   close();
   return ListenStep::failed;
 }
@@ -187,7 +189,7 @@ std::optional<int> ListenSession::consume() {
     return std::nullopt;
   }
   if (!PQconsumeInput(conn_)) {
-    error_ = one_line(PQerrorMessage(conn_));
+    error_ = redact_connection_message(one_line(PQerrorMessage(conn_)), dsn_);
     return std::nullopt;
   }
   int count = 0;
@@ -196,7 +198,7 @@ std::optional<int> ListenSession::consume() {
     PQfreemem(n);
   }
   if (PQstatus(conn_) == CONNECTION_BAD) {
-    error_ = one_line(PQerrorMessage(conn_));
+    error_ = redact_connection_message(one_line(PQerrorMessage(conn_)), dsn_);
     return std::nullopt;
   }
   return count;

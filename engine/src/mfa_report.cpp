@@ -6,6 +6,7 @@
 
 #include "keymig/engine/mfa_admin.hpp"
 #include "keymig/error.hpp"
+#include "keymig/redact.hpp"
 
 namespace keymig::engine {
 
@@ -53,7 +54,8 @@ void validate_selection(const db::Selection& selection, bool allow_empty) {
       // keymig matches exactly, but an operator who types a pattern expects it to match
       // many users: refuse rather than silently select nobody (or the wrong one).
       if (item.find_first_of("%*?") != std::string::npos)
-        throw UsageError("\"" + item + "\" looks like a pattern (% * ?): name users exactly");
+        throw UsageError("\"" + escape_control(item) +
+                         "\" looks like a pattern (% * ?): name users exactly");
     }
   }
 }
@@ -110,14 +112,16 @@ std::string format_preflight(const PreflightReport& r) {
   for (const auto& [reason, n] : s.undecryptable)
     out << "  undecryptable (" << reason << "): " << n << " users\n";
   for (const auto& u : r.locked_out_users)
-    out << "  locked out: id=" << u.id << (u.username.empty() ? "" : " username=" + u.username)
+    out << "  locked out: id=" << escape_control(u.id)
+        << (u.username.empty() ? "" : " username=" + escape_control(u.username))
         << " reason=" << u.reason << (u.sysadmin ? " sysadmin" : "") << "\n";
   if (static_cast<std::int64_t>(r.locked_out_users.size()) < r.locked_out)
     out << "  ... and " << r.locked_out - static_cast<std::int64_t>(r.locked_out_users.size())
         << " more\n";
   for (const auto& u : r.sysadmins_at_risk)
-    out << "  sysadmin at risk: id=" << u.id
-        << (u.username.empty() ? "" : " username=" + u.username) << " reason=" << u.reason << "\n";
+    out << "  sysadmin at risk: id=" << escape_control(u.id)
+        << (u.username.empty() ? "" : " username=" + escape_control(u.username))
+        << " reason=" << u.reason << "\n";
   for (const auto& w : r.warnings) out << "warning: " << w << "\n";
   out << (r.exit_code() == kExitOk ? "pre-flight: nobody would be locked out\n"
                                    : "pre-flight: deploying this config would lock users out\n");

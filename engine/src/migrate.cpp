@@ -17,6 +17,7 @@
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/log.hpp"
+#include "keymig/redact.hpp"
 #include "lanes.hpp"
 #include "progress.hpp"
 #include "run_plan.hpp"
@@ -33,7 +34,9 @@ void fail_run(const Options& options, const std::optional<db::Run>& run, const s
   if (!run) return;
   try {
     db::Connection conn = open_connection(options.connect, nullptr);
-    db::set_run_state(conn, run->run_id, "failed", e.what());
+    // DbErrors are scrubbed where they are made; anything else is scrubbed here, since
+    // keymig.runs.error outlives the process and is read by whoever may read the table.
+    db::set_run_state(conn, run->run_id, "failed", scrub_tokens(e.what()));
   } catch (const std::exception&) {
     // The run stays "running"; a later migrate resumes it all the same.
   }
@@ -79,7 +82,8 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
 
   db::Connection reader = open_connection(options.connect, options.metrics);
   LaneSessions sessions(options);
-  db::ensure_schema(reader);
+  // A dry run writes nothing, the schema included: it reads the target alone.
+  if (!options.dry_run) db::ensure_schema(reader);
   const db::Table table = db::check_target(reader, target_spec(options.target));
   db::check_privileges(reader, table, options.dry_run ? db::Access::read : db::Access::write);
   record.on_target(table.label());

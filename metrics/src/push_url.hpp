@@ -16,13 +16,13 @@ struct PushUrl {
   std::string port;         // "9091"; 80 or 443 when the URL has none
   std::string username;     // from user:password@, may be empty
   SecretString password;    // wiped when the push is done
-  std::string display;      // the URL without credentials, for messages and logs
+  std::string display;  // the URL without credentials, for messages and logs
 };
 
-/// `http[s]://[user[:password]@]host[:port][/]`, parsed by libcurl's URL API, with the
-/// user and password percent-decoded. A path prefix, a query or a fragment is refused:
-/// the Pushgateway serves /metrics/job at its root. Throws keymig::UsageError; the
-/// message never repeats the user or the password, nor the URL as given.
+/// `http[s]://[user[:password]@]host[:port][/]`, parsed by libcurl's URL API; user and
+/// password are percent-decoded (`p%40ss` is "p@ss"). A path prefix, query or fragment is
+/// refused: the Pushgateway serves /metrics/job at its root. Throws keymig::UsageError
+/// (the message never repeats the URL or a part of it).
 [[nodiscard]] PushUrl parse_push_url(const std::string& url);
 
 /// The Pushgateway grouping key path element for `name`=`value`: plain when the value

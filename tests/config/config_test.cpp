@@ -422,7 +422,9 @@ TEST_CASE("numbers out of range and empty identifiers are errors", "[config]") {
       {"keyMigration: {threads: -1}", "keyMigration.threads: -1 is out of range (0..1024)"},
       {"keyMigration: {threads: 1025}", "keyMigration.threads: 1025 is out of range"},
       {"keyMigration: {maxRowsPerSecond: -5}",
-       "keyMigration.maxRowsPerSecond: -5 is out of range (at least 0)"},
+       "keyMigration.maxRowsPerSecond: -5 is out of range (0..1000000000)"},
+      {"keyMigration: {maxRowsPerSecond: 9223372036854775807}",
+       "keyMigration.maxRowsPerSecond: 9223372036854775807 is out of range (0..1000000000)"},
       {"userLogin: {mfa: {rememberMe: {days: -1}}}",
        "userLogin.mfa.rememberMe.days: -1 is out of range"},
       {"keyMigration: {target: {table: \"\"}}", "keyMigration.target.table: must not be empty"},
@@ -442,12 +444,82 @@ TEST_CASE("numbers out of range and empty identifiers are errors", "[config]") {
   SECTION("the edges of each range are accepted") {
     const auto file =
         dir.write("values.yaml",
-                  "keyMigration: {batchSize: 1000000, threads: 1024, maxRowsPerSecond: 0}\n"
+                  "keyMigration: {batchSize: 1000000, threads: 1024, maxRowsPerSecond: "
+                  "1000000000}\n"
                   "userLogin: {mfa: {rememberMe: {days: 0}}}\n");
     const cfg::Config c = cfg::load({file}, kNoEnv);
     CHECK(c.migration.batch_size == 1000000);
     CHECK(c.migration.threads == 1024);
+    CHECK(c.migration.max_rows_per_second == cfg::kMaxRowsPerSecond);
     CHECK(c.mfa.remember_me_days == 0);
+  }
+}
+
+TEST_CASE("a duplicate key where keymig reads is an error naming the key and both lines",
+          "[config]") {
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"secretStore:\n  activeKey: a\n  rollingKey: b\n  activeKey: c\n",
+       ":4 secretStore.activeKey: duplicate key (first at line 2)"},
+      {"keyMigration:\n  threads: 1\n  threads: 2\n",
+       ":3 keyMigration.threads: duplicate key (first at line 2)"},
+      {"keyMigration:\n  metrics: {listen: \"127.0.0.1:1\", listen: \"127.0.0.1:2\"}\n",
+       ":2 keyMigration.metrics.listen: duplicate key"},
+      {"keyMigration: {}\nuserLogin: {}\nkeyMigration: {}\n",
+       ":3 keyMigration: duplicate key (first at line 1)"},
+      {"userLogin:\n  mfa:\n    rememberMe: {days: 1, days: 2}\n",
+       ":3 userLogin.mfa.rememberMe.days: duplicate key"},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    INFO(yaml);
+    const auto file = dir.write("values.yaml", yaml);
+    const std::string err = load_error({file});
+    CHECK(err.find(file + expected) == 0);
+  }
+  SECTION("the chart's own keys are the chart's business") {
+    const auto file =
+        dir.write("values.yaml", "image: a\nimage: b\nuserLogin: {theme: x, theme: y}\n");
+    CHECK_NOTHROW(cfg::load({file}, kNoEnv));
+  }
+}
+
+TEST_CASE("metrics.listen and pushGateway must be usable, and errors never quote a URL",
+          "[config]") {
+  TempDir dir;
+  for (const std::string bad : {"nonsense", "127.0.0.1:65536", "[::1:9464", "[1.2.3.4]:9",
+                                "example.com:9464", "1.2.3.4:", "::1:9464", "1.2.3.4:x"}) {
+    INFO(bad);
+    CHECK_FALSE(cfg::listen_address_problem(bad).empty());
+    const auto file =
+        dir.write("values.yaml", "keyMigration:\n  metrics: {listen: \"" + bad + "\"}\n");
+    CHECK(load_error({file}).find(file + ":2 keyMigration.metrics.listen: ") == 0);
+  }
+  for (const std::string good :
+       {"127.0.0.1:9464", ":0", "0.0.0.0:9464", "[::1]:9464", "[::]:0", "localhost:65535"}) {
+    INFO(good);
+    CHECK(cfg::listen_address_problem(good).empty());
+  }
+  for (const std::string bad :
+       {"gw:9091", "ftp://gw:9091", "http://", "http://:9091", "http://gw:0", "http://gw:65536",
+        "http://gw:port", "http://gw:9091/metrics", "http://gw:9091?x", "http://g w:9091",
+        "http://ops:s3cr3tpw@gw:bad", "http://[::1:9091", "http://[zz]:9091", "http://g\x01w",
+        "http://ops:s3cr3tpw/x@gw:9091"}) {
+    INFO(bad);
+    const std::string problem = cfg::push_gateway_problem(bad);
+    CHECK_FALSE(problem.empty());
+    CHECK(problem.find("s3cr3tpw") == std::string::npos);
+    const auto file =
+        dir.write("values.yaml", "keyMigration:\n  metrics:\n    pushGateway: \"" + bad + "\"\n");
+    const std::string err = load_error({file});
+    CHECK(err.find(file + ":3 keyMigration.metrics.pushGateway: ") == 0);
+    CHECK(err.find("s3cr3tpw") == std::string::npos);
+  }
+  for (const std::string good :
+       {"http://gw:9091", "https://gw.monitoring.svc", "http://gw:9091/",
+        "http://ops:p%2Fss@gw:9091", "http://ops:p%40ss@gw:9091", "http://ops:p:s%3Fs%23@gw:9091",
+        "http://[::1]:9091", "https://10.0.0.1"}) {
+    INFO(good);
+    CHECK(cfg::push_gateway_problem(good).empty());
   }
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "exposition.hpp"
+#include "keymig/base64.hpp"
 #include "keymig/metrics/metrics.hpp"
 #include "process.hpp"
 
@@ -291,5 +292,58 @@ TEST_CASE("a failed push is a MetricsError naming the URL and the cause",
     CHECK_THROWS_AS(m.push("127.0.0.1:9091", "users"), keymig::UsageError);
     CHECK_THROWS_AS(m.push("http://gw:99999", "users"), keymig::UsageError);
     CHECK_THROWS_AS(m.push("http://:9091", "users"), keymig::UsageError);
+  }
+}
+
+TEST_CASE("a Pushgateway password is percent-decoded for the push and never echoed",
+          "[metrics][pushgateway]") {
+  Metrics m;
+  keymig::test::touch_every_family(m);
+  keymig::test::TempDir dir;
+  const int port = keymig::test::free_port();
+  const std::string seen = dir.path() + "/authorization";
+  // Answers every request with 200 and keeps the last Authorization header it was sent.
+  keymig::test::Server server(
+      {"python3", "-c",
+       "import http.server, sys\n"
+       "class H(http.server.BaseHTTPRequestHandler):\n"
+       "    def answer(self):\n"
+       "        n = int(self.headers.get('Content-Length') or 0)\n"
+       "        self.rfile.read(n)\n"
+       "        with open(sys.argv[2], 'w') as f:\n"
+       "            f.write(self.headers.get('Authorization') or '')\n"
+       "        self.send_response(200)\n"
+       "        self.send_header('Content-Length', '0')\n"
+       "        self.end_headers()\n"
+       "    do_GET = do_POST = do_PUT = answer\n"
+       "    def log_message(self, *a):\n"
+       "        pass\n"
+       "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+       std::to_string(port), seen},
+      dir.path() + "/server.log");
+  const std::string hostport = "127.0.0.1:" + std::to_string(port);
+  REQUIRE(keymig::test::wait_until_up("http://" + hostport + "/", 20));
+
+  // user:password as written in the URL -> the Basic credentials curl must send.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"ops:p%2Fss", "ops:p/ss"}, {"ops:p%40ss", "ops:p@ss"}, {"ops:p%3Fss%23", "ops:p?ss#"},
+      {"ops:p:ss", "ops:p:ss"},   {"ops:p%25ss", "ops:p%ss"}, {"o%40ps:pass", "o@ps:pass"},
+  };
+  for (const auto& [userinfo, credentials] : cases) {
+    INFO(userinfo);
+    m.push("http://" + userinfo + "@" + hostport, "users");
+    std::string want = "Basic " + keymig::encode_base64url(credentials);
+    for (char& c : want) c = c == '-' ? '+' : c == '_' ? '/' : c;  // Basic: standard alphabet
+    const std::string got = keymig::test::read_file(seen);
+    CHECK(got == want);
+  }
+  for (const std::string raw :
+       {"ops:s3cr/et", "ops:s3cr?et", "ops:s3cr#et", "ops:s3cr%zzet", "ops:s3cr et"}) {
+    INFO(raw);
+    const std::string url = "http://" + raw + "@" + hostport;
+    const auto message = exception_text([&] { m.push(url, "users"); });
+    CHECK(!message.empty());
+    CHECK(message.find("s3cr") == std::string::npos);
+    CHECK(message.find("et@") == std::string::npos);
   }
 }

@@ -32,7 +32,7 @@ TEST_CASE("a Pushgateway URL parses into host, port and decoded credentials", "[
 
   u = parse_push_url("https://gw.example/");
   CHECK(u.port == "443");
-  CHECK(u.display == "https://gw.example");
+  CHECK(u.display == "https://gw.example:443");
 
   u = parse_push_url("http://[::1]:9091");
   CHECK(u.scheme_host == "http://[::1]");

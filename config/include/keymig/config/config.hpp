@@ -62,6 +62,12 @@ struct Schedule {
   std::optional<int> at_minute_of_day;        // "02:00" UTC -> 120
 };
 
+/// The bounds of the numeric settings, for values.yaml and the command line alike.
+inline constexpr int kMaxThreads = 1024;
+inline constexpr std::int64_t kMaxBatchSize = 1'000'000;
+/// Far above what one process can write; a throttle beyond it is no throttle.
+inline constexpr std::int64_t kMaxRowsPerSecond = 1'000'000'000;
+
 /// The `keyMigration:` section, with defaults.
 struct Migration {
   std::string dsn;  // empty: libpq's PG* environment variables
@@ -91,7 +97,8 @@ using Getenv = std::function<std::optional<std::string>(const char* name)>;
 [[nodiscard]] Getenv process_env();
 
 /// Loads and merges the files in order (later wins), then applies KEYMIG_ACTIVE_KEY and
-/// KEYMIG_ROLLING_KEYS. Checks types, ranges and unknown keys under `keyMigration`.
+/// KEYMIG_ROLLING_KEYS. Checks types, ranges, unknown keys under `keyMigration`, duplicate
+/// keys in the sections keymig reads, and the shape of metrics.listen and pushGateway.
 /// Does not parse keys as Fernet keys (engine does, with crypto). Throws ConfigError.
 [[nodiscard]] Config load(const std::vector<std::string>& paths, const Getenv& env = process_env());
 
@@ -100,6 +107,15 @@ using Getenv = std::function<std::optional<std::string>(const char* name)>;
 /// "2s" -> 2000 ms, "500ms", "1m30s"; "0" is zero. Throws ConfigError.
 [[nodiscard]] std::chrono::milliseconds parse_duration_ms(const std::string& text,
                                                           const Origin& origin);
+/// Whether `text` is a listen address keymig can bind: HOST:PORT with HOST empty,
+/// "localhost", a numeric IPv4 address or a bracketed IPv6 one, and PORT 0-65535.
+/// Empty when it is; else what is wrong (never quoting the text).
+[[nodiscard]] std::string listen_address_problem(const std::string& text);
+/// Whether `text` is a Pushgateway URL keymig can push to: http:// or https://, an
+/// optional user:password@, a host, an optional port 1-65535, nothing after but "/".
+/// Empty when it is; else what is wrong (never quoting the URL, which may hold a password).
+[[nodiscard]] std::string push_gateway_problem(const std::string& text);
+
 /// "02:00" -> 120 (minute of the day, UTC). Throws ConfigError.
 [[nodiscard]] int parse_time_of_day(const std::string& text, const Origin& origin);
 

@@ -18,9 +18,18 @@ struct ConnectOptions {
   std::chrono::milliseconds retry_max_delay{5000};
 };
 
+/// Throws DsnError when libpq cannot parse `dsn` (PQconninfoParse: no connection is
+/// tried). The message names the problem, never the DSN or a part of it.
+void check_dsn(const std::string& dsn);
+
+/// A libpq message about connecting with `dsn`, safe to show: the DSN's password (as
+/// written and as libpq decoded it), PGPASSWORD's value and the DSN itself removed, and
+/// token-shaped words redacted.
+[[nodiscard]] std::string redact_connection_message(std::string message, const std::string& dsn);
+
 /// One PostgreSQL session with application_name=keymig and the configured timeouts.
 /// Not thread-safe: one owner (a pipeline's serial stage, a command) at a time.
-/// Throws DbError when it cannot connect.
+/// Throws DsnError for a DSN libpq cannot parse, DbError when it cannot connect.
 class Connection {
  public:
   explicit Connection(ConnectOptions options);

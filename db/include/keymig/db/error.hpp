@@ -8,7 +8,8 @@
 namespace keymig::db {
 
 /// A database failure that stops the current statement. The message is the server's first
-/// line (no DETAIL, which may quote row values) plus context; never a token.
+/// line (no DETAIL, which may quote row values) plus context, with token- and key-shaped
+/// words redacted (a trigger's RAISE may quote a row); never a token.
 class DbError : public keymig::Error {
  public:
   DbError(const std::string& what, std::string sqlstate, bool retryable);
@@ -28,6 +29,13 @@ class DbError : public keymig::Error {
 /// The configured target table or columns are unusable (missing, wrong type, id not
 /// unique). Exit 2: nothing has been written.
 class TargetError : public keymig::UsageError {
+ public:
+  using keymig::UsageError::UsageError;
+};
+
+/// A DSN libpq cannot parse: a usage error (exit 2), never retried. The message says
+/// what is wrong without quoting the DSN or any part of it.
+class DsnError : public keymig::UsageError {
  public:
   using keymig::UsageError::UsageError;
 };
