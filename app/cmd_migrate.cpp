@@ -308,6 +308,17 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
     if (r.undecryptable > 0)
       text << "\nundecryptable rows (left unchanged):"
            << list_rows(r.undecryptable_rows, r.undecryptable);
+    if (r.rejected > 0)
+      text << "\nrows the database refused (they keep their old token; fix the cause, then run "
+              "keymig migrate again):"
+           << list_rows(r.rejected_rows, r.rejected);
+    if (r.rewritten > 0) {
+      text << "\nrows stored differently than written (a BEFORE UPDATE trigger?): " << r.rewritten
+           << "; their journal rows are kept: investigate, or roll back with "
+           << "`keymig rollback --run " << r.run_id << "`\n  ids:";
+      for (std::size_t i = 0; i < r.rewritten_rows.size() && i < 10; ++i)
+        text << " " << r.rewritten_rows[i];
+    }
     print(common, r.to_json(), text.str());
     if (r.stopped) return static_cast<int>(kExitRuntime);
     return r.exit_code();

@@ -1,6 +1,7 @@
 #include "keymig/db/batch.hpp"
 
 #include <array>
+#include <cctype>
 #include <cstdint>
 #include <utility>
 
@@ -105,6 +106,26 @@ class Args {
   std::array<const pqxx::binarystring*, kParamCount> binary_{};
 };
 
+// Some of a batch's changes, in order (the halves of a split batch).
+class Changes {
+ public:
+  Changes(const std::vector<Change>& all) : begin_(all.data()), end_(all.data() + all.size()) {}
+  Changes(const Change* begin, const Change* end) : begin_(begin), end_(end) {}
+  [[nodiscard]] const Change* begin() const noexcept { return begin_; }
+  [[nodiscard]] const Change* end() const noexcept { return end_; }
+  [[nodiscard]] std::size_t size() const noexcept {
+    return static_cast<std::size_t>(end_ - begin_);
+  }
+  [[nodiscard]] bool empty() const noexcept { return begin_ == end_; }
+  [[nodiscard]] const Change& front() const noexcept { return *begin_; }
+  [[nodiscard]] Changes first(std::size_t n) const noexcept { return {begin_, begin_ + n}; }
+  [[nodiscard]] Changes from(std::size_t n) const noexcept { return {begin_ + n, end_}; }
+
+ private:
+  const Change* begin_;
+  const Change* end_;
+};
+
 // The changes as the statement's arrays. Tokens are built in buffers sized up front and
 // wiped when they go (a reallocation would leave an unwiped copy behind).
 struct Arrays {
@@ -116,7 +137,7 @@ struct Arrays {
   SecretString new_journal;
 };
 
-SecretString token_array(const std::vector<Change>& changes, SecretString Change::*token) {
+SecretString token_array(Changes changes, SecretString Change::*token) {
   std::size_t payload = 0;
   for (const auto& ch : changes) payload += 4 + (ch.*token).size();
   std::string out = array_header(kTextOid, changes.size(), false, payload);
@@ -124,7 +145,7 @@ SecretString token_array(const std::vector<Change>& changes, SecretString Change
   return SecretString(std::move(out));
 }
 
-Arrays encode(const std::vector<Change>& changes, bool journal) {
+Arrays encode(Changes changes, bool journal) {
   std::size_t id_bytes = 0;
   bool null_flag = false;
   for (const auto& ch : changes) {
@@ -183,8 +204,18 @@ std::string batch_statement(const Table& t, bool journal, bool chunked) {
     // (random IVs make it unique): it counts as applied.
     sql += " OR t." + t.q_secret + " = " + new_expr + ")";
   }
-  sql += "  RETURNING s.row_id, s.new_token <> s.old_token AS rotated, s.old_flag";
-  sql += journal ? ", s.old_journal, s.new_journal)," : "),";
+  // What the row holds now, after BEFORE UPDATE triggers (RETURNING sees their changes):
+  // a row whose stored value is not our token is `rewritten`, and its journal row keeps
+  // what was stored, so that rollback's compare-and-swap finds and restores it.
+  const std::string rewritten = "t." + t.q_secret + " IS DISTINCT FROM " + new_expr;
+  sql += "  RETURNING s.row_id, s.new_token <> s.old_token AS rotated, s.old_flag, " + rewritten +
+         " AS rewritten";
+  const std::string stored_journal = t.secret_is_bytea
+                                         ? "'\\x00'::bytea || t." + t.q_secret
+                                         : "keymig.journal_bytes(t." + t.q_secret + ")";
+  sql += journal ? ", s.old_journal, CASE WHEN " + rewritten + " THEN " + stored_journal +
+                       " ELSE s.new_journal END AS new_journal),"
+                 : "),";
   if (journal) {
     sql +=
         " jn AS (INSERT INTO keymig.journal (run_id, row_id, old_token, new_token, old_flag, "
@@ -194,8 +225,9 @@ std::string batch_statement(const Table& t, bool journal, bool chunked) {
     if (!chunked) sql += " ON CONFLICT (run_id, row_id) DO NOTHING";
     sql += " RETURNING 1),";
   }
-  sql += " cnt AS (SELECT count(*) FILTER (WHERE rotated) AS rotated,";
-  sql += "                count(*) FILTER (WHERE NOT rotated) AS fixed,";
+  sql += " cnt AS (SELECT count(*) FILTER (WHERE rotated AND NOT rewritten) AS rotated,";
+  sql += "                count(*) FILTER (WHERE NOT rotated AND NOT rewritten) AS fixed,";
+  sql += "                count(*) FILTER (WHERE rewritten) AS rewritten,";
   sql += "                count(*) AS applied,";
   // The run row is the one row every lane updates: locking it only once the journal
   // is written keeps the lock for the commit alone, instead of across the insert.
@@ -210,6 +242,7 @@ std::string batch_statement(const Table& t, bool journal, bool chunked) {
   sql += "          flag_fixed = r.flag_fixed + cnt.fixed,";
   sql += "          empty = r.empty + " + ref(kEmpty) + ",";
   sql += "          undecryptable = r.undecryptable + " + ref(kUndecryptable) + ",";
+  sql += "          rewritten = r.rewritten + cnt.rewritten,";
   sql += "          conflicts = r.conflicts + " + ref(kChanges) + " - cnt.applied";
   sql += "   FROM cnt WHERE r.run_id = " + ref(kRunId) +
          " AND cnt.journaled >= 0 AND EXISTS (SELECT 1 FROM chk))";
@@ -228,20 +261,31 @@ std::string batch_statement(const Table& t, bool journal, bool chunked) {
   sql += " SELECT cnt.rotated, cnt.fixed, (SELECT count(*) FROM chk),";
   sql += "   CASE WHEN cnt.applied < " + ref(kChanges) + " THEN ARRAY(SELECT x FROM unnest(" +
          ref(kIds) + ") AS x";
-  sql += "     WHERE x NOT IN (SELECT row_id FROM upd)) END";
+  sql += "     WHERE x NOT IN (SELECT row_id FROM upd)) END,";
+  sql += "   CASE WHEN cnt.rewritten > 0 THEN ARRAY(SELECT row_id FROM upd WHERE rewritten) END";
   sql += " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg(v), cnt";
   return sql;
 }
 
-// The statement's one result row: what it applied, and the ids it missed.
+void append_ids(const pqxx::field& f, std::vector<std::string>& out) {
+  if (f.is_null()) return;
+  auto parser = f.as_array();
+  for (auto e = parser.get_next(); e.first != pqxx::array_parser::done; e = parser.get_next())
+    if (e.first == pqxx::array_parser::string_value) out.push_back(e.second);
+}
+
+// The statement's one result row: what it applied, the ids it missed and the ids whose
+// stored value is not what it wrote. Added to `out` (a split batch adds its parts).
+void add_applied(const pqxx::row& row, BatchResult& out) {
+  out.rotated += row[0].as<std::int64_t>();
+  out.flag_fixed += row[1].as<std::int64_t>();
+  append_ids(row[3], out.missed);
+  append_ids(row[4], out.rewritten);
+}
+
 BatchResult applied(const pqxx::row& row) {
   BatchResult out;
-  out.rotated = row[0].as<std::int64_t>();
-  out.flag_fixed = row[1].as<std::int64_t>();
-  if (row[3].is_null()) return out;
-  auto parser = row[3].as_array();
-  for (auto e = parser.get_next(); e.first != pqxx::array_parser::done; e = parser.get_next())
-    if (e.first == pqxx::array_parser::string_value) out.missed.push_back(e.second);
+  add_applied(row, out);
   return out;
 }
 
@@ -266,24 +310,192 @@ BatchResult recover_repeated(pqxx::transaction_base& tx, const Table& t, const B
                       " moved under this worker (another worker holds it, or the server "
                       "lost its last batches in a crash); run keymig migrate again to resume",
                   "KM002", false);
-  // What that commit applied: the rows that hold this batch's new tokens.
+  // What that commit applied: the rows that hold this batch's new tokens. With a journal,
+  // a row journaled by this run but holding something else was rewritten on the way in
+  // (the journal holds what was stored). A row still holding its old token was refused
+  // when that attempt split the batch (its reason went with the lost reply).
+  const std::string journaled = ctx.journal
+                                    ? "EXISTS (SELECT 1 FROM keymig.journal j WHERE j.run_id = $4"
+                                      " AND j.row_id = s.row_id)"
+                                    : "false";
   const auto held =
-      tx.exec_params("SELECT s.row_id, s.new_token = s.old_token, t." + t.q_id +
-                         " IS NOT NULL FROM unnest($1::text[], $2::text[], $3::text[])"
+      tx.exec_params("SELECT s.row_id, s.new_token = s.old_token, t." + t.q_secret + " = " +
+                         secret_value(t, "s.new_token") + ", " + journaled + ", t." + t.q_secret +
+                         " = " + secret_value(t, "s.old_token") +
+                         " FROM unnest($1::text[], $2::text[], $3::text[])"
                          " AS s(row_id, old_token, new_token) LEFT JOIN " +
-                         t.q_table + " AS t ON t." + t.q_id + " = s.row_id::" + t.id_type +
-                         " AND t." + t.q_secret + " = " + secret_value(t, "s.new_token"),
-                     ids.get(), old_tokens.get(), new_tokens.get());
+                         t.q_table + " AS t ON t." + t.q_id + " = s.row_id::" + t.id_type,
+                     ids.get(), old_tokens.get(), new_tokens.get(), ctx.run_id);
   BatchResult out;
   for (const auto& row : held) {
-    if (!row[2].as<bool>())
-      out.missed.push_back(row[0].as<std::string>());
-    else if (row[1].as<bool>())
-      ++out.flag_fixed;
-    else
-      ++out.rotated;
+    std::string id = row[0].as<std::string>();
+    if (!row[2].is_null() && row[2].as<bool>()) {
+      if (row[1].as<bool>())
+        ++out.flag_fixed;
+      else
+        ++out.rotated;
+    } else if (row[3].as<bool>()) {
+      out.rewritten.push_back(std::move(id));
+    } else if (!row[4].is_null() && row[4].as<bool>()) {
+      out.rejected.push_back({std::move(id),
+                              "refused by the database (the reason went with the lost reply to the "
+                              "batch's commit)"});
+    } else {
+      out.missed.push_back(std::move(id));
+    }
   }
   return out;
+}
+
+// The reason a row was refused, for reports and logs: SQLSTATE and the server's first
+// line. A trigger's RAISE can quote the row, so anything token- or key-shaped (a long run
+// of base64url characters) is cut out.
+std::string rejection_reason(const pqxx::sql_error& e) {
+  std::string line(e.what());
+  line = line.substr(0, line.find('\n'));
+  if (line.rfind("ERROR:", 0) == 0) line.erase(0, 6);
+  while (!line.empty() && line.front() == ' ') line.erase(0, 1);
+  std::string out;
+  std::size_t i = 0;
+  while (i < line.size()) {
+    std::size_t j = i;
+    auto word_char = [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '=' ||
+             c == '+' || c == '/';
+    };
+    while (j < line.size() && word_char(line[j])) ++j;
+    if (j == i) {
+      out.push_back(line[i++]);
+      continue;
+    }
+    if (j - i >= 32 || line.compare(i, 6, "gAAAAA") == 0)
+      out += "[redacted]";
+    else
+      out.append(line, i, j - i);
+    i = j;
+  }
+  return "SQLSTATE " + e.sqlstate() + ": " + out;
+}
+
+// Binary parameters and arguments of one batch statement over `part`.
+struct Encoded {
+  Arrays arrays;
+  BinaryParam ids, old_tokens, new_tokens, old_flags, old_journal, new_journal;
+  Encoded(Changes part, bool journal)
+      : arrays(encode(part, journal)),
+        ids(arrays.ids),
+        old_tokens(arrays.old_tokens.view()),
+        new_tokens(arrays.new_tokens.view()),
+        old_flags(arrays.old_flags),
+        old_journal(arrays.old_journal.view()),
+        new_journal(arrays.new_journal.view()) {}
+  void set(Args& args) const {
+    args.set(kIds, ids);
+    args.set(kOldTokens, old_tokens);
+    args.set(kNewTokens, new_tokens);
+    args.set(kOldFlags, old_flags);
+    args.set(kOldJournal, old_journal);
+    args.set(kNewJournal, new_journal);
+  }
+};
+
+// Writes `part` under a savepoint with the per-row statement (no checkpoint, no counts);
+// a part the database refuses for a row's sake is halved until the refused rows stand
+// alone. Other errors end the whole transaction.
+void write_halves(pqxx::dbtransaction& tx, const std::string& statement, const BatchContext& ctx,
+                  Changes part, BatchResult& out) {
+  if (part.empty()) return;
+  const Encoded enc(part, ctx.journal);
+  Args args;
+  args.set(kRunId, ctx.run_id);
+  enc.set(args);
+  args.set(kChunkDone, "false");
+  for (Param p : {kRowsScanned, kAlreadyActive, kEmpty, kUndecryptable}) args.set(p, "0");
+  args.set(kChanges, pqxx::to_string(static_cast<std::int64_t>(part.size())));
+  // A savepoint by hand: libpqxx's subtransaction left the transaction aborted after a
+  // failed statement.
+  tx.exec("SAVEPOINT keymig_split");
+  try {
+    const auto r =
+        ctx.journal ? args.exec<kParamCount>(tx, statement) : args.exec<kOldJournal>(tx, statement);
+    tx.exec("RELEASE SAVEPOINT keymig_split");
+    add_applied(r.at(0), out);
+  } catch (const pqxx::sql_error& e) {
+    if (!is_row_error(e.sqlstate())) throw;
+    tx.exec("ROLLBACK TO SAVEPOINT keymig_split");
+    tx.exec("RELEASE SAVEPOINT keymig_split");
+    if (part.size() == 1) {
+      out.rejected.push_back({part.front().id, rejection_reason(e)});
+      return;
+    }
+    const std::size_t half = part.size() / 2;
+    write_halves(tx, statement, ctx, part.first(half), out);
+    write_halves(tx, statement, ctx, part.from(half), out);
+  }
+}
+
+}  // namespace
+
+bool is_row_error(std::string_view s) noexcept {
+  if (s.size() != 5) return false;
+  const std::string_view cls = s.substr(0, 2);
+  return cls == "22" || cls == "23" || cls == "44" || s == "P0001" || s == "P0004";
+}
+
+namespace {
+
+// A batch the database refused for a row's sake: one transaction that first moves the
+// chunk's checkpoint (and so holds its row against any other worker), then writes the
+// changes in halves under savepoints, then adds the counts to the run. The checkpoint
+// moves once, with everything written; a repeat after a lost reply finds it moved and is
+// recognised as before.
+BatchResult write_split(Connection& conn, const Table& t, const std::vector<Change>& changes,
+                        const BatchContext& ctx) {
+  const bool chunked = ctx.chunk.has_value();
+  return guarded(conn, "writing a batch split around refused rows", [&](pqxx::connection& c) {
+    const std::string statement = prepared(conn.impl(), batch_statement(t, ctx.journal, false));
+    BatchResult out;
+    bool moved = false;
+    {
+      pqxx::work tx(c);
+      tx.exec("SELECT set_config('synchronous_commit', 'off', true)");
+      if (chunked) {
+        const ChunkStep& step = *ctx.chunk;
+        const auto chk = tx.exec_params(
+            "UPDATE keymig.chunks SET checkpoint = coalesce($3::text, checkpoint),"
+            " state = CASE WHEN $4::boolean THEN 'done' ELSE state END"
+            " WHERE run_id = $1 AND chunk_no = $2::int"
+            " AND checkpoint IS NOT DISTINCT FROM $5::text RETURNING 1",
+            ctx.run_id, std::to_string(step.chunk_no), opt_param(step.to), step.done,
+            opt_param(step.from));
+        moved = chk.empty();
+      }
+      if (!moved) {
+        write_halves(tx, statement, ctx, Changes(changes), out);
+        if (chunked) {
+          const auto n = [](std::size_t v) { return static_cast<std::int64_t>(v); };
+          const std::int64_t applied = out.rotated + out.flag_fixed + n(out.rewritten.size());
+          tx.exec_params(
+              "UPDATE keymig.runs SET checkpoint = coalesce($2::text, checkpoint),"
+              " updated_at = now(), rows_scanned = rows_scanned + $3,"
+              " rotated = rotated + $4, already_active = already_active + $5 + $6,"
+              " flag_fixed = flag_fixed + $6, empty = empty + $7,"
+              " undecryptable = undecryptable + $8, conflicts = conflicts + $9,"
+              " rejected = rejected + $10, rewritten = rewritten + $11 WHERE run_id = $1",
+              ctx.run_id, opt_param(ctx.chunk->to), ctx.counts.rows_scanned, out.rotated,
+              ctx.counts.already_active, out.flag_fixed, ctx.counts.empty, ctx.counts.undecryptable,
+              n(changes.size()) - applied - n(out.rejected.size()), n(out.rejected.size()),
+              n(out.rewritten.size()));
+        }
+        tx.commit();
+        return out;
+      }
+    }
+    // The checkpoint is not where this worker left it: a lost reply, or another worker.
+    const Encoded enc(changes, ctx.journal);
+    pqxx::nontransaction tx(c);
+    return recover_repeated(tx, t, ctx, enc.ids, enc.old_tokens, enc.new_tokens);
+  });
 }
 
 }  // namespace
@@ -317,14 +529,20 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
   args.set(kOldJournal, old_journal);
   args.set(kNewJournal, new_journal);
 
-  return guarded(conn, "writing a batch", [&](pqxx::connection& c) {
-    const std::string statement = prepared(conn.impl(), sql);
-    pqxx::nontransaction tx(c);  // one statement = one transaction = one round trip
-    const auto r =
-        ctx.journal ? args.exec<kParamCount>(tx, statement) : args.exec<kOldJournal>(tx, statement);
-    if (!chunked || r.at(0)[2].as<std::int64_t>() > 0) return applied(r.at(0));
-    return recover_repeated(tx, t, ctx, ids, old_tokens, new_tokens);
-  });
+  try {
+    return guarded(conn, "writing a batch", [&](pqxx::connection& c) {
+      const std::string statement = prepared(conn.impl(), sql);
+      pqxx::nontransaction tx(c);  // one statement = one transaction = one round trip
+      const auto r = ctx.journal ? args.exec<kParamCount>(tx, statement)
+                                 : args.exec<kOldJournal>(tx, statement);
+      if (!chunked || r.at(0)[2].as<std::int64_t>() > 0) return applied(r.at(0));
+      return recover_repeated(tx, t, ctx, ids, old_tokens, new_tokens);
+    });
+  } catch (const DbError& e) {
+    // Nothing was written (one statement): find the refused rows, write the others.
+    if (changes.empty() || !is_row_error(e.sqlstate())) throw;
+    return write_split(conn, t, changes, ctx);
+  }
 }
 
 }  // namespace keymig::db

@@ -51,7 +51,7 @@ std::vector<std::optional<std::string>> chunk_boundaries(Connection& conn, const
 }
 
 std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
-                                 const std::string& worker) {
+                                 const std::string& worker, const std::string& own_workers) {
   return guarded(
       conn, "leasing a chunk of run " + run_id, [&](pqxx::connection& c) -> std::optional<Chunk> {
         // Prepared: a lane leases a chunk every few batches.
@@ -63,7 +63,7 @@ std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
             " WHERE c.run_id = $1 AND c.chunk_no = (SELECT k.chunk_no FROM keymig.chunks k"
             "   WHERE k.run_id = $1 AND (k.state = 'pending' OR (k.state = 'leased' AND NOT " +
             kHolderAlive +
-            "))"
+            "      AND ($3 = '' OR left(coalesce(k.leased_by, ''), length($3)) <> $3)))"
             "   ORDER BY k.chunk_no LIMIT 1 FOR UPDATE OF k SKIP LOCKED)"
             // Asynchronous commit: a synchronous one flushed the WAL of every batch
             // written since, a stall of each lane at each chunk. A lease lost in a
@@ -73,7 +73,7 @@ std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
             " RETURNING c.chunk_no, c.lo, c.hi, c.checkpoint";
         const std::string statement = prepared(conn.impl(), sql);
         pqxx::nontransaction tx(c);
-        auto r = tx.exec_prepared(statement, run_id, worker);
+        auto r = tx.exec_prepared(statement, run_id, worker, own_workers);
         if (r.empty()) return std::nullopt;
         Chunk ch;
         ch.chunk_no = r[0][0].as<int>();

@@ -29,10 +29,9 @@ namespace keymig::db {
 void put_journal_element(std::string& out, std::string_view token);
 
 /// A bytea[] of each item's `token` in the journal's form, built in a buffer sized up
-/// front and wiped when the result goes.
-template <typename Item>
-[[nodiscard]] SecretString journal_array(const std::vector<Item>& items,
-                                         SecretString Item::*token) {
+/// front and wiped when the result goes. `items`: a vector, or any range with size().
+template <typename Items, typename Item>
+[[nodiscard]] SecretString journal_array(const Items& items, SecretString Item::*token) {
   std::size_t payload = 0;
   for (const auto& item : items) payload += journal_element_bound((item.*token).size());
   std::string out = array_header(kByteaOid, items.size(), false, payload);

@@ -12,7 +12,7 @@ const char* const kRunColumns =
     " journal, checkpoint, rows_scanned, rotated, already_active, flag_fixed, empty,"
     " undecryptable, conflicts, coalesce(host, ''), coalesce(pid, 0), started_at::text,"
     " coalesce(updated_at::text, ''), coalesce(finished_at::text, ''), coalesce(error, ''),"
-    " coalesce(journal_purged_at::text, '')";
+    " coalesce(journal_purged_at::text, ''), rejected, rewritten";
 
 // The first key of a run's advisory lock ('kmrn'), the second the hash of its id: apart
 // from the target locks ('kmig', lock.cpp). Two runs whose ids share a hash merely
@@ -50,6 +50,8 @@ Run to_run(const pqxx::row& r) {
   run.finished_at = r[20].as<std::string>();
   run.error = r[21].as<std::string>();
   run.journal_purged_at = r[22].as<std::string>();
+  run.counts.rejected = r[23].as<std::int64_t>();
+  run.counts.rewritten = r[24].as<std::int64_t>();
   return run;
 }
 
@@ -144,9 +146,10 @@ void add_run_counts(Connection& conn, const std::string& run_id, const RunCounts
         "UPDATE keymig.runs SET rows_scanned = rows_scanned + $2, rotated = rotated + $3,"
         " already_active = already_active + $4, flag_fixed = flag_fixed + $5,"
         " empty = empty + $6, undecryptable = undecryptable + $7, conflicts = conflicts + $8,"
+        " rejected = rejected + $9, rewritten = rewritten + $10,"
         " updated_at = now() WHERE run_id = $1",
         run_id, d.rows_scanned, d.rotated, d.already_active, d.flag_fixed, d.empty, d.undecryptable,
-        d.conflicts);
+        d.conflicts, d.rejected, d.rewritten);
   });
 }
 

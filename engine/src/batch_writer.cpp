@@ -5,6 +5,7 @@
 #include "connect.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/db/rows.hpp"
+#include "keymig/log.hpp"
 #include "progress.hpp"
 
 namespace keymig::engine::detail {
@@ -14,6 +15,17 @@ void Outcome::note_conflict(std::string id) {
     conflict_ids.push_back(std::move(id));
   else
     ++unswept;
+}
+
+void Outcome::note_rejected(db::RejectedRow row) {
+  ++rejected;
+  if (rejected_rows.size() < kMaxListedRows)
+    rejected_rows.push_back({std::move(row.id), std::move(row.reason)});
+}
+
+void Outcome::note_rewritten(std::string id) {
+  ++rewritten;
+  if (rewritten_rows.size() < kMaxListedRows) rewritten_rows.push_back(std::move(id));
 }
 
 void Outcome::take_undecryptable(std::vector<UndecryptableRow>& rows) {
@@ -30,6 +42,12 @@ void Outcome::add(Outcome& o) {
   for (auto& id : o.conflict_ids) note_conflict(std::move(id));
   unswept += o.unswept;
   take_undecryptable(o.undecryptable_rows);
+  rejected += o.rejected;
+  rewritten += o.rewritten;
+  for (auto& r : o.rejected_rows)
+    if (rejected_rows.size() < kMaxListedRows) rejected_rows.push_back(std::move(r));
+  for (auto& id : o.rewritten_rows)
+    if (rewritten_rows.size() < kMaxListedRows) rewritten_rows.push_back(std::move(id));
   if (o.stopped) stopped = true;
 }
 
@@ -59,6 +77,14 @@ void write_and_count(db::Connection& conn, const db::Table& table, const Options
   out.flag_fixed += res.flag_fixed;
   out.already_active += b.tally.active_ok + res.flag_fixed;
   out.conflicts += conflicts;
+  const auto rejected = static_cast<std::int64_t>(res.rejected.size());
+  const auto rewritten = static_cast<std::int64_t>(res.rewritten.size());
+  for (auto& r : res.rejected) {
+    KEYMIG_LOG(warn, "engine", "row_rejected", {"run_id", run_id}, {"id", r.id},
+               {"reason", r.reason});
+    out.note_rejected(std::move(r));
+  }
+  for (auto& id : res.rewritten) out.note_rewritten(std::move(id));
   if (auto* m = options.metrics) {
     const auto target = table.label();
     m->observe_batch(target, "ok", seconds_since(start));
@@ -68,6 +94,8 @@ void write_and_count(db::Connection& conn, const db::Table& table, const Options
     m->add_rows(target, "empty", b.tally.empty);
     m->add_rows(target, "undecryptable", b.tally.undecryptable);
     m->add_rows(target, "conflict", conflicts);
+    m->add_rows(target, "rejected", rejected);
+    m->add_rows(target, "rewritten", rewritten);
   }
   for (auto& ch : b.changes) {
     ch.old_token.wipe();

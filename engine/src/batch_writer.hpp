@@ -26,9 +26,14 @@ struct Outcome {
   std::vector<std::string> conflict_ids;
   std::int64_t unswept = 0;
   std::vector<UndecryptableRow> undecryptable_rows;
+  std::int64_t rejected = 0, rewritten = 0;
+  std::vector<UndecryptableRow> rejected_rows;  // at most kMaxListedRows, as the others
+  std::vector<std::string> rewritten_rows;
   bool stopped = false;  // a lane drained on the stop flag
 
   void note_conflict(std::string id);
+  void note_rejected(db::RejectedRow row);
+  void note_rewritten(std::string id);
   void take_undecryptable(std::vector<UndecryptableRow>& rows);
   /// Adds another lane's outcome (its lists are moved from).
   void add(Outcome& other);

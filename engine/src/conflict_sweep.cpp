@@ -41,6 +41,10 @@ std::int64_t sweep_conflicts(db::Connection& conn, const db::Table& table,
   out.tally.empty += sweep.tally.empty;
   out.tally.undecryptable += sweep.tally.undecryptable;
   out.take_undecryptable(sweep.undecryptable_rows);
+  for (auto& r : sweep.rejected_rows) out.note_rejected({std::move(r.id), std::move(r.reason)});
+  out.rejected += sweep.rejected - static_cast<std::int64_t>(sweep.rejected_rows.size());
+  for (auto& id : sweep.rewritten_rows) out.note_rewritten(std::move(id));
+  out.rewritten += sweep.rewritten - static_cast<std::int64_t>(sweep.rewritten_rows.size());
   out.conflicts = first_conflicts - resolved;
   db::RunCounts delta;
   delta.rotated = sweep.rotated;
@@ -49,6 +53,8 @@ std::int64_t sweep_conflicts(db::Connection& conn, const db::Table& table,
   delta.empty = sweep.tally.empty;
   delta.undecryptable = sweep.tally.undecryptable;
   delta.conflicts = -resolved;
+  delta.rejected = sweep.rejected;
+  delta.rewritten = sweep.rewritten;
   db::with_retry(
       conn, [&] { db::add_run_counts(conn, run_id, delta); }, retry_hook(opts.metrics, "sweep"));
   KEYMIG_LOG(info, "engine", "conflict_sweep", {"run_id", run_id},

@@ -1,11 +1,14 @@
 // The commands on a run's journal: rollback, finalize and journal purge.
 
+#include <algorithm>
+
 #include "command_record.hpp"
 #include "connect.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/journal.hpp"
 #include "keymig/db/privileges.hpp"
 #include "keymig/db/retry.hpp"
+#include "keymig/db/rows.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
@@ -100,6 +103,47 @@ RollbackReport rollback(const Options& options, const std::string& run_id) {
   return report;
 }
 
+namespace {
+
+// The journaled rows whose table row now holds something the active key does not read:
+// neither the run's token nor a later legitimate change (empty, deleted, re-encrypted
+// under the active key). For those the journal's old token is the only readable copy.
+void count_unreadable_journaled(const crypto::KeyRing& keys, const Options& options,
+                                const std::string& run_id, FinalizeReport& report) {
+  db::Connection conn = open_connection(options.connect, options.metrics);
+  const db::Table table = db::check_target(conn, target_spec(options.target));
+  const auto on_retry = retry_hook(options.metrics, "finalize");
+  const std::int64_t page = std::max<std::int64_t>(1, options.batch_size);
+  std::optional<std::string> after;
+  while (true) {
+    auto entries = db::with_retry(
+        conn, [&] { return db::read_journal(conn, run_id, after, page); }, on_retry);
+    if (entries.empty()) break;
+    std::vector<std::string> ids;
+    ids.reserve(entries.size());
+    for (auto& e : entries) {
+      ids.push_back(e.row_id);
+      e.old_token.wipe();
+      e.new_token.wipe();
+    }
+    auto rows = db::with_retry(
+        conn, [&] { return db::read_rows(conn, table, ids); }, on_retry);
+    for (auto& row : rows) {
+      const bool readable =
+          row.is_null || row.token.empty() || keys.decrypt_active(row.token.view()).ok();
+      row.token.wipe();
+      if (readable) continue;
+      ++report.journal_unreadable;
+      if (report.journal_unreadable_rows.size() < kMaxListedRows)
+        report.journal_unreadable_rows.push_back(row.id);
+    }
+    after = entries.back().row_id;
+    if (static_cast<std::int64_t>(entries.size()) < page) break;
+  }
+}
+
+}  // namespace
+
 FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
                         const std::string& run_id) {
   CommandRecord record(options.metrics, "finalize", options.target);
@@ -128,6 +172,15 @@ FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
   if (report.verify.needs_rolling > 0) {
     report.reason = std::to_string(report.verify.needs_rolling) +
                     " rows still need a rolling key: run `keymig migrate`, then finalize again";
+    return report;
+  }
+  if (state != "finalized") count_unreadable_journaled(keys, options, run_id, report);
+  if (report.journal_unreadable > 0) {
+    report.reason = std::to_string(report.journal_unreadable) +
+                    " journaled rows no longer hold the run's token nor anything the active key "
+                    "reads (changed since, or stored differently than written): the journal "
+                    "keeps their only readable copy. Roll back (`keymig rollback --run " +
+                    run_id + "`) or investigate; nothing was deleted";
     return report;
   }
   if (report.verify.journal_failed > 0) {

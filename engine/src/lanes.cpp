@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <string>
@@ -18,6 +19,18 @@
 namespace keymig::engine::detail {
 
 namespace {
+
+// The lanes' worker names, host:pid:call:lane. `call` tells this call of run_lanes from
+// any other: a serve process migrates many times under one pid, and a restarted container
+// has the same host and pid as the one before it, whose dead leases must come free.
+std::string worker_prefix() {
+  static std::atomic<unsigned> calls{0};
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  return host_name() + ":" + std::to_string(getpid()) + ":" + std::to_string(ms) + "." +
+         std::to_string(++calls) + ":";
+}
 
 std::future<db::Connection> open_later(const db::ConnectOptions& connect, metrics::Metrics* m) {
   return std::async(std::launch::async, [connect, m] { return open_connection(connect, m); });
@@ -61,15 +74,14 @@ Outcome run_lanes(LaneSessions& sessions, db::Connection& reader, const db::Tabl
   std::atomic<bool> abort{false};
   // --max-rows-per-second is the process's rate, whatever the number of lanes.
   const auto pacer = std::make_shared<Pacer>();
+  const std::string workers = worker_prefix();
 
   // One lane: its session (or its reading and writing sessions, with more than one thread).
   auto run_lane = [&](int lane, db::Connection& rconn, db::Connection& wconn, Outcome& lane_out) {
     PageSource source(rconn, table, opts);
     source.set_abort(&abort);
     source.share_pacer(pacer);
-    if (run)
-      source.use_run(run->run_id,
-                     host_name() + ":" + std::to_string(getpid()) + ":" + std::to_string(lane));
+    if (run) source.use_run(run->run_id, workers + std::to_string(lane));
     run_pipeline(
         std::max(1, cores / lanes), [&] { return source.next(); },
         [&](Batch& b) { transform(b, keys, Mode::migrate, has_flag); },

@@ -52,6 +52,10 @@ void fill_report(MigrateReport& report, Outcome& out, const crypto::KeyRing& key
   report.undecryptable = out.tally.undecryptable;
   report.conflicts = out.conflicts;
   report.undecryptable_rows = std::move(out.undecryptable_rows);
+  report.rejected = out.rejected;
+  report.rejected_rows = std::move(out.rejected_rows);
+  report.rewritten = out.rewritten;
+  report.rewritten_rows = std::move(out.rewritten_rows);
   report.by_key = key_rows(keys, out.tally.by_key);
 }
 
@@ -70,6 +74,16 @@ void finish_run(db::Connection& reader, const db::Run& run, const Options& optio
   KEYMIG_LOG(info, "engine", done ? "run_completed" : "run_left", {"run_id", run.run_id},
              {"state", report.state}, {"rotated", report.rotated}, {"conflicts", report.conflicts},
              {"undecryptable", report.undecryptable});
+  if (report.rejected > 0)
+    KEYMIG_LOG(warn, "engine", "rows_rejected", {"run_id", run.run_id}, {"rows", report.rejected},
+               {"note",
+                "the database refused these rows (see rejected_rows); they keep their old token, "
+                "which the rolling key still reads: fix the cause, then run keymig migrate again"});
+  if (report.rewritten > 0)
+    KEYMIG_LOG(warn, "engine", "rows_rewritten", {"run_id", run.run_id}, {"rows", report.rewritten},
+               {"note",
+                "the database stored something other than the token keymig wrote (a BEFORE UPDATE "
+                "trigger?); their journal rows are kept: investigate, or roll the run back"});
 }
 
 }  // namespace

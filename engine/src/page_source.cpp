@@ -54,14 +54,17 @@ std::unique_ptr<Batch> PageSource::next() {
         chunk_.reset();
         cursor_.reset();
       } else {
+        // The lanes of this call share the worker name up to the lane number: they never
+        // take each other's chunks, whose sessions may be reconnecting.
+        const std::string this_process = worker_.substr(0, worker_.rfind(':') + 1);
         chunk_ = db::with_retry(
-            conn_, [&] { return db::lease_chunk(conn_, run_id_, worker_); }, on_retry);
+            conn_, [&] { return db::lease_chunk(conn_, run_id_, worker_, this_process); },
+            on_retry);
         if (!chunk_) {
           // Chunks held by live sessions of other processes (another worker, or the
           // backend of a killed process that has not noticed yet) may still come free:
           // wait for them. This process's other lanes finish theirs themselves; waiting
           // on them added up to the poll interval to the end of every run.
-          const std::string this_process = worker_.substr(0, worker_.rfind(':') + 1);
           auto live = db::with_retry(
               conn_, [&] { return db::live_foreign_leases(conn_, run_id_, this_process); },
               on_retry);

@@ -28,7 +28,9 @@ nlohmann::json counts_json(const db::RunCounts& c) {
           {"flag_fixed", c.flag_fixed},
           {"empty", c.empty},
           {"undecryptable", c.undecryptable},
-          {"conflicts", c.conflicts}};
+          {"conflicts", c.conflicts},
+          {"rejected", c.rejected},
+          {"rewritten", c.rewritten}};
 }
 
 nlohmann::json verify_json(const VerifyReport& r) {
@@ -105,11 +107,16 @@ std::string MigrateReport::to_json() const {
       {"by_key", keys_json(by_key)},
       {"run_totals", run_totals ? counts_json(*run_totals) : nlohmann::json(nullptr)},
       {"seconds", seconds},
+      {"rejected", rejected},
+      {"rejected_rows", rows_json(rejected_rows)},
+      {"rewritten", rewritten},
+      {"rewritten_rows", rewritten_rows},
       {"exit_code", exit_code()}};
   return j.dump();
 }
 
 int MigrateReport::exit_code() const noexcept {
+  if (rejected > 0 || rewritten > 0) return kExitNeedsRolling;
   return undecryptable > 0 ? kExitUndecryptable : kExitOk;
 }
 
@@ -137,6 +144,8 @@ std::string FinalizeReport::to_json() const {
   j["rolling_key_retirable"] = rolling_key_retirable;
   j["journal_deleted"] = journal_deleted;
   j["reason"] = reason;
+  j["journal_unreadable"] = journal_unreadable;
+  j["journal_unreadable_rows"] = journal_unreadable_rows;
   j["exit_code"] = exit_code();
   return j.dump();
 }

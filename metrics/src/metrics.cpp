@@ -39,8 +39,9 @@ using prometheus::Family;
 using prometheus::Gauge;
 using prometheus::Histogram;
 
-constexpr std::array<std::string_view, 6> kOutcomes = {"rotated", "already_active", "flag_fixed",
-                                                       "empty",   "undecryptable",  "conflict"};
+constexpr std::array<std::string_view, 8> kOutcomes = {"rotated",  "already_active", "flag_fixed",
+                                                       "empty",    "undecryptable",  "conflict",
+                                                       "rejected", "rewritten"};
 // The statuses a batch ends in; created at 0 with the target.
 constexpr std::array<std::string_view, 2> kStatuses = {"ok", "failed"};
 constexpr std::array<std::string_view, 4> kOps = {"classify", "decrypt", "encrypt", "verify"};

@@ -125,3 +125,147 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
     CHECK(sql_value("SELECT convert_from(tok, 'UTF8') FROM h3a_cas.bin WHERE id = 1") == "new1");
   }
 }
+
+namespace {
+
+keymig::db::Change make_change(std::string id, std::string_view old_tok, std::string_view new_tok) {
+  keymig::db::Change c;
+  c.id = std::move(id);
+  c.old_token = SecretString(old_tok);
+  c.new_token = SecretString(new_tok);
+  c.old_flag = false;
+  return c;
+}
+
+std::string new_run(keymig::db::Connection& conn, const keymig::db::Table& t,
+                    const std::string& prefix) {
+  const std::string run_id =
+      prefix + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  keymig::db::Run run;
+  run.run_id = run_id;
+  run.target = t.label();
+  REQUIRE(keymig::db::create_run(conn, run, {std::nullopt}));
+  return run_id;
+}
+
+std::string run_value(const std::string& run_id, const std::string& column) {
+  return sql_value("SELECT " + column + " FROM keymig.runs WHERE run_id = '" + run_id + "'");
+}
+
+}  // namespace
+
+TEST_CASE("a batch checks what the database stored: a BEFORE UPDATE trigger's rewrite is counted",
+          "[db][batch]") {
+  KEYMIG_REQUIRE_DB();
+  sql("DROP SCHEMA IF EXISTS h3a_rw CASCADE; CREATE SCHEMA h3a_rw;"
+      "CREATE TABLE h3a_rw.users (id int PRIMARY KEY, tok text, flag boolean);"
+      "INSERT INTO h3a_rw.users SELECT g, 'old' || g, false FROM generate_series(1, 4) g;"
+      "CREATE FUNCTION h3a_rw.mangle() RETURNS trigger LANGUAGE plpgsql AS $$"
+      " BEGIN IF NEW.id = 2 THEN NEW.tok := 'mangled'; END IF; RETURN NEW; END $$;"
+      "CREATE TRIGGER mangle BEFORE UPDATE ON h3a_rw.users FOR EACH ROW"
+      " EXECUTE FUNCTION h3a_rw.mangle();");
+  keymig::db::Connection conn(test_options());
+  keymig::db::ensure_schema(conn);
+  auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rw.users", "id", "tok", "flag", ""});
+  const std::string run_id = new_run(conn, t, "h3a-rw-");
+  std::vector<keymig::db::Change> changes;
+  for (int i = 1; i <= 4; ++i)
+    changes.push_back(
+        make_change(std::to_string(i), "old" + std::to_string(i), "new" + std::to_string(i)));
+  keymig::db::BatchContext ctx;
+  ctx.run_id = run_id;
+  ctx.chunk = keymig::db::ChunkStep{0, std::nullopt, "4", true};
+  ctx.counts.rows_scanned = 4;
+  auto res = keymig::db::write_batch(conn, t, changes, ctx);
+  CHECK(res.rewritten == std::vector<std::string>{"2"});
+  CHECK(res.missed.empty());
+  CHECK(res.rotated == 3);
+  CHECK(run_value(run_id, "rotated") == "3");
+  CHECK(run_value(run_id, "rewritten") == "1");
+  CHECK(run_value(run_id, "conflicts") == "0");
+  // The journal keeps what was stored, so that rollback finds the row and restores it.
+  CHECK(sql_value("SELECT keymig.journal_text(new_token) FROM keymig.journal WHERE run_id = '" +
+                  run_id + "' AND row_id = '2'") == "mangled");
+
+  SECTION("a repeat after a lost reply recognises the rewritten row") {
+    ctx.chunk->from = std::nullopt;
+    auto again = keymig::db::write_batch(conn, t, changes, ctx);
+    CHECK(again.rewritten == std::vector<std::string>{"2"});
+    CHECK(again.rotated == 3);
+    CHECK(again.missed.empty());
+    CHECK(run_value(run_id, "rewritten") == "1");
+  }
+  SECTION("rollback restores the rewritten row's old token") {
+    sql("DROP TRIGGER mangle ON h3a_rw.users");
+    auto page = keymig::db::rollback_page(conn, t, run_id, std::nullopt, 100);
+    CHECK(page.restored.size() == 4);
+    CHECK(sql_value("SELECT tok FROM h3a_rw.users WHERE id = 2") == "old2");
+  }
+}
+
+TEST_CASE("a row the database refuses is split out and the rest written with one checkpoint move",
+          "[db][batch]") {
+  KEYMIG_REQUIRE_DB();
+  sql("DROP SCHEMA IF EXISTS h3a_rej CASCADE; CREATE SCHEMA h3a_rej;"
+      "CREATE TABLE h3a_rej.users (id int PRIMARY KEY, tok text, flag boolean,"
+      " CONSTRAINT short_enough CHECK (id <> 5 OR length(tok) < 6));"
+      "INSERT INTO h3a_rej.users SELECT g, 'old' || g, false FROM generate_series(1, 9) g;");
+  keymig::db::Connection conn(test_options());
+  keymig::db::ensure_schema(conn);
+  auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rej.users", "id", "tok", "flag", ""});
+  const std::string run_id = new_run(conn, t, "h3a-rej-");
+  sql("UPDATE h3a_rej.users SET tok = 'app-wrote' WHERE id = 8");  // a conflict besides
+  std::vector<keymig::db::Change> changes;
+  for (int i = 1; i <= 9; ++i)
+    changes.push_back(
+        make_change(std::to_string(i), "old" + std::to_string(i), "newtoken" + std::to_string(i)));
+  keymig::db::BatchContext ctx;
+  ctx.run_id = run_id;
+  ctx.chunk = keymig::db::ChunkStep{0, std::nullopt, "9", false};
+  ctx.counts.rows_scanned = 10;
+  ctx.counts.empty = 1;
+  auto res = keymig::db::write_batch(conn, t, changes, ctx);
+  REQUIRE(res.rejected.size() == 1);
+  CHECK(res.rejected[0].id == "5");
+  CHECK(res.rejected[0].reason.find("SQLSTATE 23514") != std::string::npos);
+  CHECK(res.rejected[0].reason.find("short_enough") != std::string::npos);
+  CHECK(res.rejected[0].reason.find("newtoken") == std::string::npos);
+  CHECK(res.missed == std::vector<std::string>{"8"});
+  CHECK(res.rotated == 7);
+  CHECK(sql_value("SELECT tok FROM h3a_rej.users WHERE id = 5") == "old5");
+  CHECK(sql_value("SELECT tok FROM h3a_rej.users WHERE id = 9") == "newtoken9");
+  CHECK(sql_value("SELECT count(*) FROM keymig.journal WHERE run_id = '" + run_id + "'") == "7");
+  CHECK(run_value(run_id, "rotated") == "7");
+  CHECK(run_value(run_id, "rejected") == "1");
+  CHECK(run_value(run_id, "conflicts") == "1");
+  CHECK(run_value(run_id, "rows_scanned") == "10");
+  CHECK(run_value(run_id, "empty") == "1");
+  CHECK(sql_value("SELECT checkpoint FROM keymig.chunks WHERE run_id = '" + run_id + "'") == "9");
+
+  SECTION("repeating the split batch after a lost reply counts nothing twice") {
+    ctx.chunk->from = std::nullopt;
+    auto again = keymig::db::write_batch(conn, t, changes, ctx);
+    CHECK(again.rotated == 7);
+    REQUIRE(again.rejected.size() == 1);
+    CHECK(again.rejected[0].id == "5");
+    CHECK(again.missed == std::vector<std::string>{"8"});
+    CHECK(run_value(run_id, "rotated") == "7");
+    CHECK(run_value(run_id, "rejected") == "1");
+    CHECK(sql_value("SELECT count(*) FROM keymig.journal WHERE run_id = '" + run_id + "'") == "7");
+  }
+  SECTION("an error no row causes is not split") {
+    sql("CREATE FUNCTION h3a_rej.boom() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN RAISE EXCEPTION 'busy' USING ERRCODE = '55000'; END $$;"
+        "CREATE TRIGGER boom BEFORE UPDATE ON h3a_rej.users FOR EACH ROW"
+        " EXECUTE FUNCTION h3a_rej.boom();"
+        "UPDATE keymig.chunks SET checkpoint = NULL WHERE run_id = '" +
+        run_id + "'");
+    sql("ALTER TABLE h3a_rej.users DISABLE TRIGGER boom;"
+        "UPDATE h3a_rej.users SET tok = 'old' || id WHERE id <> 5;"
+        "ALTER TABLE h3a_rej.users ENABLE TRIGGER boom");
+    ctx.chunk->from = std::nullopt;
+    CHECK_THROWS_AS(keymig::db::write_batch(conn, t, changes, ctx), keymig::db::DbError);
+    CHECK(sql_value("SELECT checkpoint IS NULL FROM keymig.chunks WHERE run_id = '" + run_id +
+                    "'") == "t");
+  }
+}

@@ -120,3 +120,37 @@ TEST_CASE("journal purge refuses an age under 1h before it connects", "[engine][
   for (const auto age : {std::chrono::seconds(0), std::chrono::seconds(3599)})
     CHECK_THROWS_AS(keymig::engine::purge_journals(o, age), keymig::UsageError);
 }
+
+TEST_CASE("finalize keeps the journal while a journaled row holds what the active key cannot read",
+          "[db][engine][finalize]") {
+  KEYMIG_REQUIRE_DB();
+  Table table(0);
+  const KeyRing ring = table.ring();
+  keymig::metrics::Metrics m;
+  const auto o = options(m);
+  const auto run = keymig::engine::migrate(ring, o);
+  REQUIRE(run.state == "completed");
+  const std::string journal =
+      "SELECT count(*) FROM keymig.journal WHERE run_id = '" + run.run_id + "'";
+  REQUIRE(sql_value(journal) == "30");
+  // Changed since the run: one row unreadable, others emptied, deleted, re-encrypted.
+  Fernet active(Key::parse(table.active.encode().view()));
+  sql("UPDATE h3a_rec.users SET mfa_secret = 'garbage' WHERE id = 4;"
+      "UPDATE h3a_rec.users SET mfa_secret = NULL WHERE id = 5;"
+      "DELETE FROM h3a_rec.users WHERE id = 6;"
+      "UPDATE h3a_rec.users SET mfa_secret = '" +
+      std::string(active.encrypt("fresh").view()) + "' WHERE id = 7");
+  const auto refused = keymig::engine::finalize(ring, o, run.run_id);
+  CHECK_FALSE(refused.finalized);
+  CHECK(refused.exit_code() == keymig::kExitNeedsRolling);
+  CHECK(refused.journal_unreadable == 1);
+  CHECK(refused.journal_unreadable_rows == std::vector<std::string>{"4"});
+  CHECK(refused.reason.find("1 journaled rows") != std::string::npos);
+  CHECK(sql_value(journal) == "30");
+  CHECK(last_run(m, "finalize") == 0.0);
+
+  sql("UPDATE h3a_rec.users SET mfa_secret = '' WHERE id = 4");
+  const auto done = keymig::engine::finalize(ring, o, run.run_id);
+  CHECK(done.finalized);
+  CHECK(sql_value(journal) == "0");
+}

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "keymig/db/chunks.hpp"
@@ -44,19 +45,39 @@ struct BatchContext {
   CountsDelta counts;
 };
 
+/// A row the database refused (a CHECK, a trigger that raises, a column too short): it
+/// keeps its old token. `reason`: the SQLSTATE and the server's first line, with anything
+/// token-shaped cut out.
+struct RejectedRow {
+  std::string id;
+  std::string reason;
+};
+
 /// What the batch changed (or had changed on a previous, ambiguous attempt). `missed`: the
 /// ids whose compare-and-swap failed (the row no longer held the old token): conflicts.
+/// `rewritten`: rows updated whose stored value is not the token written (a BEFORE UPDATE
+/// trigger changed it); their journal rows hold what was stored, so rollback restores
+/// them. `rejected`: rows the database refused one by one once the batch was split.
 struct BatchResult {
   std::vector<std::string> missed;
+  std::vector<std::string> rewritten;
+  std::vector<RejectedRow> rejected;
   std::int64_t rotated = 0;
   std::int64_t flag_fixed = 0;
 };
 
+/// True for the errors a single row's value can cause (SQLSTATE classes 22 and 23, 44,
+/// P0001 raise_exception, P0004 assert_failure): a batch failing so is split to find them.
+[[nodiscard]] bool is_row_error(std::string_view sqlstate) noexcept;
+
 /// One statement, one transaction, one round trip: the CAS update, the journal rows of
 /// exactly the rows changed, the run checkpoint and counts. A chunk batch writes only if
 /// its chunk checkpoint is still chunk->from; repeated after a commit whose reply was
-/// lost it writes nothing and reports what that commit applied. Safe to repeat. Throws
-/// DbError, non-retryable when the chunk's checkpoint moved under this worker.
+/// lost it writes nothing and reports what that commit applied. A batch the database
+/// refuses for a row's sake (is_row_error) is written again in one transaction, split in
+/// halves under savepoints until the refused rows stand alone; the rest is written, the
+/// checkpoint moves once, and the refused rows come back in `rejected`. Safe to repeat.
+/// Throws DbError, non-retryable when the chunk's checkpoint moved under this worker.
 [[nodiscard]] BatchResult write_batch(Connection& conn, const Table& table,
                                       const std::vector<Change>& changes, const BatchContext& ctx);
 

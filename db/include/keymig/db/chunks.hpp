@@ -32,9 +32,13 @@ struct Chunk {
 /// Leases the first chunk that is pending, or leased by a session that no longer exists
 /// (pid + backend_start gone from pg_stat_activity), to this session (FOR UPDATE SKIP
 /// LOCKED). The lease lives as long as this connection's session. nullopt: none left.
-/// Throws DbError.
+/// A lease whose holder's name starts with `own_workers` is never taken over, dead session
+/// or not: those are this process's lanes, alive while it is, whose sessions may be
+/// reconnecting (two lanes on one chunk would each see the other's batches as their own
+/// repeated ones, and count them twice). Throws DbError.
 [[nodiscard]] std::optional<Chunk> lease_chunk(Connection& conn, const std::string& run_id,
-                                               const std::string& worker);
+                                               const std::string& worker,
+                                               const std::string& own_workers = {});
 /// Moves this worker's leases to the current session (after a reconnect), so that they
 /// do not look abandoned to other workers. Throws DbError.
 void renew_leases(Connection& conn, const std::string& run_id, const std::string& worker);

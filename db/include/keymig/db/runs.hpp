@@ -22,6 +22,8 @@ struct RunCounts {
   std::int64_t empty = 0;
   std::int64_t undecryptable = 0;
   std::int64_t conflicts = 0;
+  std::int64_t rejected = 0;   // refused by the database row by row: keep their old token
+  std::int64_t rewritten = 0;  // stored value not the token written (a BEFORE UPDATE trigger)
 };
 
 /// A row of keymig.runs. States: running, completed, failed, rolled_back, finalized.

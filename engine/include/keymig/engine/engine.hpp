@@ -115,8 +115,18 @@ struct MigrateReport {
   std::vector<KeyRows> by_key;         // classes of the rows read
   std::optional<db::RunCounts> run_totals;
   double seconds = 0;
+  // Rows the database refused (a CHECK, a trigger that raises, a column too short): they
+  // keep their old token, which the rolling key reads. Reason: SQLSTATE and message.
+  std::int64_t rejected = 0;
+  std::vector<UndecryptableRow> rejected_rows;  // id and the database's reason
+  // Rows whose stored value is not the token keymig wrote (a BEFORE UPDATE trigger): their
+  // journal rows hold what was stored, and finalize keeps them.
+  std::int64_t rewritten = 0;
+  std::vector<std::string> rewritten_rows;  // ids, at most kMaxListedRows
   [[nodiscard]] std::string to_json() const;
-  [[nodiscard]] int exit_code() const noexcept;  // 0, or 3 with undecryptable rows left
+  /// 4 when rows were rejected or rewritten (they still need the rolling key, or hold what
+  /// keymig did not write); else 3 with undecryptable rows left; else 0.
+  [[nodiscard]] int exit_code() const noexcept;
 };
 
 /// `keymig verify [--run ID]`.
@@ -163,6 +173,11 @@ struct FinalizeReport {
   bool rolling_key_retirable = false;
   std::int64_t journal_deleted = 0;
   std::string reason;  // why not finalized, or a note
+  // Journaled rows whose table row holds a value the active key does not read (not the
+  // run's token, not empty, not deleted): their journal rows are the only readable copy,
+  // and finalize refuses while there are any.
+  std::int64_t journal_unreadable = 0;
+  std::vector<std::string> journal_unreadable_rows;  // ids, at most kMaxListedRows
   [[nodiscard]] std::string to_json() const;
   [[nodiscard]] int exit_code() const noexcept;  // 0 finalized, 4 not
 };
