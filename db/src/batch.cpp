@@ -7,6 +7,7 @@
 
 #include "binary_array.hpp"
 #include "journal_codec.hpp"
+#include "keymig/redact.hpp"
 #include "pq.hpp"
 
 namespace keymig::db {
@@ -348,33 +349,14 @@ BatchResult recover_repeated(pqxx::transaction_base& tx, const Table& t, const B
 }
 
 // The reason a row was refused, for reports and logs: SQLSTATE and the server's first
-// line. A trigger's RAISE can quote the row, so anything token- or key-shaped (a long run
-// of base64url characters) is cut out.
+// line. A trigger's RAISE can quote the row: scrub_tokens cuts out anything token- or
+// key-shaped.
 std::string rejection_reason(const pqxx::sql_error& e) {
   std::string line(e.what());
   line = line.substr(0, line.find('\n'));
   if (line.rfind("ERROR:", 0) == 0) line.erase(0, 6);
   while (!line.empty() && line.front() == ' ') line.erase(0, 1);
-  std::string out;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    std::size_t j = i;
-    auto word_char = [](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '=' ||
-             c == '+' || c == '/';
-    };
-    while (j < line.size() && word_char(line[j])) ++j;
-    if (j == i) {
-      out.push_back(line[i++]);
-      continue;
-    }
-    if (j - i >= 32 || line.compare(i, 6, "gAAAAA") == 0)
-      out += "[redacted]";
-    else
-      out.append(line, i, j - i);
-    i = j;
-  }
-  return "SQLSTATE " + e.sqlstate() + ": " + out;
+  return "SQLSTATE " + e.sqlstate() + ": " + scrub_tokens(line);
 }
 
 // Binary parameters and arguments of one batch statement over `part`.
