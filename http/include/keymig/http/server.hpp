@@ -1,11 +1,23 @@
 #pragma once
 
-// A small HTTP/1.1 server: `serve` routes /metrics, /healthz, /readyz and /status through
-// it, the one-shot commands /metrics and /healthz (metrics_handler). Deliberately minimal:
-// GET and HEAD only (405 otherwise), one request per connection (`Connection: close`),
-// bounded request head (431), one deadline per connection for the whole exchange and a
-// cap on concurrent connections, so that a slow or hostile client cannot pin the event
-// loop or memory.
+// The HTTP/1.1 server behind /metrics, /healthz, /readyz and /status: `serve` routes them
+// through it, the one-shot commands /metrics and /healthz (metrics_handler). Built on
+// Boost.Beast's request parser; a slow or hostile client must not take out a liveness
+// probe, so:
+// - GET and HEAD only (405 with `Allow` otherwise); the request head is bounded (431, or 414
+//   when the request line alone is over, or its target is), the body too (413; GET and
+//   HEAD carry none); anything malformed is a 400. An error response closes the
+//   connection.
+// - Persistent connections (HTTP/1.1 keep-alive; `Connection: close` and HTTP/1.0 are
+//   honoured), each with deadlines: the request head must arrive within header_timeout of
+//   the accept (or of its first byte, on a kept-alive connection), a kept-alive connection
+//   may idle idle_timeout between requests, and a response must be written within
+//   write_timeout. A client that misses one is disconnected.
+// - At most max_connections at once. At the cap a newcomer is still accepted: it closes the
+//   connection that has waited longest without a complete request (a trickler, or an idle
+//   keep-alive); only when every connection is busy writing a response is the newcomer
+//   turned away. Probes are answered in milliseconds, so they outlive any number of
+//   tricklers.
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -22,10 +34,10 @@ namespace keymig::metrics {
 class Metrics;
 }
 
-namespace keymig::service {
+namespace keymig::http {
 
-/// Cannot listen (address in use, permission) or another runtime failure of the service.
-class ServiceError : public keymig::Error {
+/// Cannot listen (address in use, permission).
+class HttpError : public keymig::Error {
  public:
   using keymig::Error::Error;
 };
@@ -47,9 +59,22 @@ struct HttpResponse {
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 struct HttpLimits {
-  std::size_t max_request_bytes = 8192;     // request line + headers
-  std::chrono::milliseconds timeout{5000};  // whole exchange, per connection
-  std::size_t max_connections = 64;         // beyond: accepted and closed at once
+  std::size_t max_header_bytes = 8192;             // request line + headers: 431 (414 for the line)
+  std::size_t max_target_bytes = 2048;             // path and query: 414
+  std::size_t max_body_bytes = 1024;               // 413; a body this small is read and ignored
+  std::chrono::milliseconds header_timeout{5000};  // accept (or first byte) to end of head
+  std::chrono::milliseconds idle_timeout{15000};   // kept-alive, between requests
+  std::chrono::milliseconds write_timeout{5000};   // one response
+  std::size_t max_connections = 64;
+};
+
+/// What the server did to its clients since it started; readable from any thread.
+struct HttpStats {
+  std::uint64_t accepted = 0;
+  std::uint64_t requests = 0;   // answered, error responses included
+  std::uint64_t evicted = 0;    // closed at the cap to make room for a newcomer
+  std::uint64_t refused = 0;    // newcomers closed at the cap: every connection was writing
+  std::uint64_t timed_out = 0;  // closed at a deadline
 };
 
 /// "127.0.0.1:9464", "[::1]:9464", ":9464" (all interfaces), "0.0.0.0:0" (any free port).
@@ -61,16 +86,17 @@ struct ListenAddress {
 };
 [[nodiscard]] ListenAddress parse_listen_address(std::string_view text);
 
-/// Parses the request head ("GET /x?y HTTP/1.1\r\n..."). Returns false for anything that is
-/// not a plausible HTTP/1.x request line.
-[[nodiscard]] bool parse_request_head(std::string_view head, HttpRequest& out);
+/// Parses a complete request head ("GET /x?y HTTP/1.1\r\n...\r\n\r\n") with the server's
+/// parser and default limits. Returns the status the server would answer before calling
+/// the handler: 0 when `out` is a request the handler sees, else 400, 405, 413, 414 or 431.
+[[nodiscard]] int parse_request_head(std::string_view head, HttpRequest& out);
 
 /// Serves `handler` on an io_context the caller runs. Not thread-safe: call every method
-/// on the io_context's thread (or before it runs).
+/// but stats() on the io_context's thread (or before it runs).
 class HttpServer {
  public:
   /// Binds at once so that a bad or busy address fails early. Throws UsageError for a
-  /// malformed address, ServiceError when it cannot bind.
+  /// malformed address, HttpError when it cannot bind.
   HttpServer(boost::asio::io_context& io, std::string_view listen, HttpHandler handler,
              HttpLimits limits = {});
   ~HttpServer();
@@ -86,9 +112,10 @@ class HttpServer {
   [[nodiscard]] std::uint16_t port() const noexcept;
   /// "host:port" as bound.
   [[nodiscard]] std::string local_address() const;
+  [[nodiscard]] HttpStats stats() const noexcept;
 
  private:
-  friend class HttpSession;
+  friend class Session;
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
@@ -96,7 +123,7 @@ class HttpServer {
 /// An HttpServer on its own io_context and thread, for one-shot commands that expose
 /// `--metrics-listen` while they run:
 ///
-///     keymig::service::HttpServerThread http(listen, keymig::service::metrics_handler(m));
+///     keymig::http::HttpServerThread http(listen, keymig::http::metrics_handler(m));
 ///     http.start();   // binds (throws) and serves in the background
 ///     ... run the migration ...
 ///     http.stop();    // also done by the destructor
@@ -110,11 +137,12 @@ class HttpServerThread {
   HttpServerThread(const HttpServerThread&) = delete;
   HttpServerThread& operator=(const HttpServerThread&) = delete;
 
-  /// Binds and starts the thread. Throws UsageError / ServiceError as HttpServer does.
+  /// Binds and starts the thread. Throws UsageError / HttpError as HttpServer does.
   void start();
   /// Idempotent; joins the thread.
   void stop();
   [[nodiscard]] std::uint16_t port() const noexcept;
+  [[nodiscard]] HttpStats stats() const noexcept;
 
  private:
   std::string listen_;
@@ -122,6 +150,7 @@ class HttpServerThread {
   HttpLimits limits_;
   boost::asio::io_context io_;
   std::unique_ptr<HttpServer> server_;
+  HttpStats final_stats_;  // after stop()
   std::thread thread_;
 };
 
@@ -133,4 +162,4 @@ inline constexpr std::string_view kPrometheusContentType =
 /// outlive the handler.
 [[nodiscard]] HttpHandler metrics_handler(const metrics::Metrics& metrics);
 
-}  // namespace keymig::service
+}  // namespace keymig::http
