@@ -4,6 +4,7 @@
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
@@ -153,7 +154,7 @@ class Session;
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Impl(asio::io_context& io, HttpHandler h, HttpLimits l)
-      : io(io), acceptor(io), handler(std::move(h)), limits(l) {}
+      : io(io), acceptor(io), pause(io), handler(std::move(h)), limits(l) {}
 
   void accept();
   void on_accept(tcp::socket socket);
@@ -163,6 +164,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
 
   asio::io_context& io;
   tcp::acceptor acceptor;
+  asio::steady_timer pause;  // between two accepts at the cap
+  std::chrono::steady_clock::time_point last_cap_warning{};
   HttpHandler handler;
   HttpLimits limits;
   bool stopped = false;
@@ -201,6 +204,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   [[nodiscard]] bool waiting_for_request() const noexcept {
     return !closed_ && state_ != State::writing;
+  }
+
+  void log_eviction(std::chrono::steady_clock::time_point now) {
+    const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - accepted_at_);
+    KEYMIG_LOG(debug, "http", "http_evicted", {"age_ms", static_cast<long long>(age.count())},
+               {"kept_alive", state_ == State::idle}, {"buffered", buffer_.size()});
   }
 
   void close() {
@@ -346,6 +355,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bhttp::response<bhttp::string_body> response_;
   std::array<char, 1024> drain_{};
   std::size_t drained_ = 0;
+  std::chrono::steady_clock::time_point accepted_at_ = std::chrono::steady_clock::now();
   State state_ = State::reading;
   bool keep_alive_ = false;
   bool closed_ = false;
@@ -363,7 +373,14 @@ void HttpServer::Impl::accept() {
         } else {
           self->on_accept(std::move(socket));
         }
-        self->accept();
+        if (self->sessions.size() < self->limits.max_connections) return self->accept();
+        // At the cap each accept evicts a waiting connection. Clients that reconnect as soon
+        // as they are evicted would otherwise churn through the slots faster than a probe's
+        // request can be read; pacing the accepts gives every connection time to send one.
+        self->pause.expires_after(self->limits.accept_interval_at_cap);
+        self->pause.async_wait([self](const boost::system::error_code& ec) {
+          if (!ec && !self->stopped) self->accept();
+        });
       });
 }
 
@@ -380,9 +397,17 @@ void HttpServer::Impl::on_accept(tcp::socket socket) {
 }
 
 bool HttpServer::Impl::evict_one() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_cap_warning >= std::chrono::minutes(1)) {
+    last_cap_warning = now;
+    KEYMIG_LOG(warn, "http", "http_connection_cap_reached",
+               {"max_connections", limits.max_connections}, {"evicted", evicted.load()},
+               {"refused", refused.load()});
+  }
   for (auto& weak : sessions) {
     auto session = weak.lock();
     if (session && session->waiting_for_request()) {
+      session->log_eviction(now);
       session->close();  // erases `weak`: stop iterating
       ++evicted;
       return true;
@@ -417,6 +442,7 @@ void HttpServer::stop() {
   impl_->stopped = true;
   boost::system::error_code ignored;
   impl_->acceptor.close(ignored);
+  impl_->pause.cancel();
   // A copy: each close() leaves the list.
   std::list<std::weak_ptr<Session>> sessions = impl_->sessions;
   for (auto& weak : sessions)

@@ -16,8 +16,9 @@
 // - At most max_connections at once. At the cap a newcomer is still accepted: it closes the
 //   connection that has waited longest without a complete request (a trickler, or an idle
 //   keep-alive); only when every connection is busy writing a response is the newcomer
-//   turned away. Probes are answered in milliseconds, so they outlive any number of
-//   tricklers.
+//   turned away. At the cap accepts are paced (accept_interval_at_cap), so that even
+//   clients that reconnect at once cannot churn through the slots faster than a probe's
+//   request is read. Probes are answered in milliseconds, so they outlive the tricklers.
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -65,7 +66,9 @@ struct HttpLimits {
   std::chrono::milliseconds header_timeout{5000};  // accept (or first byte) to end of head
   std::chrono::milliseconds idle_timeout{15000};   // kept-alive, between requests
   std::chrono::milliseconds write_timeout{5000};   // one response
-  std::size_t max_connections = 64;
+  std::size_t max_connections = 128;
+  // At the cap: the pause between two accepts (each of which evicts a connection).
+  std::chrono::milliseconds accept_interval_at_cap{1};
 };
 
 /// What the server did to its clients since it started; readable from any thread.
