@@ -16,9 +16,9 @@
 #include "command.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/error.hpp"
+#include "keymig/http/server.hpp"
 #include "keymig/log.hpp"
 #include "keymig/metrics/metrics.hpp"
-#include "keymig/service/http_server.hpp"
 
 namespace keymig::app {
 namespace {
@@ -143,10 +143,10 @@ class OneShotMetrics {
     if (flags.listen.empty() && push_gateway_.empty() && textfile_.empty()) return;
     metrics_ = std::make_unique<metrics::Metrics>();
     if (!flags.listen.empty()) {
-      http_ = std::make_unique<service::HttpServerThread>(flags.listen,
-                                                          service::metrics_handler(*metrics_));
+      http_ =
+          std::make_unique<http::HttpServerThread>(flags.listen, http::metrics_handler(*metrics_));
       http_->start();
-      const auto addr = service::parse_listen_address(flags.listen);
+      const auto addr = http::parse_listen_address(flags.listen);
       std::string host = addr.host.empty() || addr.host == "0.0.0.0" ? "127.0.0.1" : addr.host;
       if (host.find(':') != std::string::npos) host = "[" + host + "]";
       KEYMIG_LOG(info, "app", "metrics_listening",
@@ -178,7 +178,7 @@ class OneShotMetrics {
   std::string push_gateway_;
   std::string textfile_;
   std::unique_ptr<metrics::Metrics> metrics_;
-  std::unique_ptr<service::HttpServerThread> http_;
+  std::unique_ptr<http::HttpServerThread> http_;
   bool published_ = false;
 };
 

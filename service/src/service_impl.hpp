@@ -33,6 +33,10 @@ namespace keymig::service {
 
 namespace asio = boost::asio;
 using json = nlohmann::json;
+using http::HttpRequest;
+using http::HttpResponse;
+using http::HttpServer;
+using http::metrics_handler;
 
 inline constexpr const char* kChannel = "keymig_requests";
 

@@ -14,7 +14,8 @@
 
 #include "keymig/config/config.hpp"
 #include "keymig/crypto/fernet.hpp"
-#include "keymig/service/http_server.hpp"
+#include "keymig/error.hpp"
+#include "keymig/http/server.hpp"
 #include "keymig/service/jobs.hpp"
 
 namespace keymig::metrics {
@@ -22,6 +23,12 @@ class Metrics;
 }
 
 namespace keymig::service {
+
+/// A runtime failure of the service (the HTTP listener's is an http::HttpError).
+class ServiceError : public keymig::Error {
+ public:
+  using keymig::Error::Error;
+};
 
 /// Everything a run needs from config: swapped as a whole on SIGHUP, so a run keeps the
 /// settings it started with and the next run uses the new ones.
@@ -69,7 +76,7 @@ struct ServiceOptions {
 class Service {
  public:
   /// Loads the settings once (throws what the loader throws: exit 2) and binds the HTTP
-  /// listener (throws UsageError / ServiceError).
+  /// listener (throws UsageError / http::HttpError).
   Service(SettingsLoader loader, Runner runner, metrics::Metrics& metrics,
           ServiceOptions options = {});
   ~Service();
