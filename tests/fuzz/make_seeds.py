@@ -66,6 +66,14 @@ def main():
     write("config", configs())
     write("duration", ["6h", "500ms", "1m30s", "0", "02:00", "23:59", "24:00", "1d", "-1s",
                        "9999999999999999999h", "1.5h", "", "00:00"])
+    write("http", ["GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "HEAD /healthz HTTP/1.0\r\n\r\n",
+                   "GET /status?x=1 HTTP/1.1\r\nConnection: close\r\n\r\n",
+                   "POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                   "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                   "GET " + "/a" * 1500 + " HTTP/1.1\r\n\r\n", "GET\r\n\r\n"])
+    write("request", ["migrate\n", "migrate\n{}", "verify\n{\"ids\": [1, \"2\"]}",
+                      "reset_mfa\n{\"usernames\": [\"alice\"]}", "reset_mfa\n{\"ids\": []}",
+                      "migrate\n{\"ids\": [1e400, -1, null, {}]}", "x\n[", "migrate\n" + "[" * 3000])
     return 0
 
 
