@@ -270,6 +270,7 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
     text << list_ids("double-encrypted rows", r.double_encrypted_rows, r.double_encrypted);
     if (r.undecryptable > 0)
       text << "\nundecryptable rows:" << list_rows(r.undecryptable_rows, r.undecryptable);
+    for (const auto& w : r.warnings) text << "\nwarning: " << w;
     print(common, r.to_json(), text.str());
     return r.exit_code();
   };

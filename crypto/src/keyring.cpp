@@ -146,6 +146,7 @@ Classification KeyRing::classify(std::string_view token) const {
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
   result.reason = parse(token, bytes, result.timestamp, result.canonical);
   if (result.reason != Reason::ok) return result;
+  result.canonical_length = detail::encoded_length(bytes.size());
   result.key_index = impl_->find_key(bytes);
   if (result.key_index < 0) result.reason = Reason::unknown_key;
   return result;
@@ -156,6 +157,7 @@ Classification KeyRing::classify_deep(std::string_view token) const {
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
   result.reason = parse(token, bytes, result.timestamp, result.canonical);
   if (result.reason != Reason::ok) return result;
+  result.canonical_length = detail::encoded_length(bytes.size());
   result.key_index = impl_->find_key(bytes);
   if (result.key_index < 0)
     result.reason = Reason::unknown_key;

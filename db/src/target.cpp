@@ -156,6 +156,7 @@ Table check_target(Connection& conn, const TargetSpec& spec) {
                         " is " + secret->type_name + " (needs text, varchar or bytea)");
     t.secret_column = spec.secret_column;
     t.secret_is_bytea = secret->base_oid == kOidBytea;
+    t.secret_max_chars = secret->max_chars;
 
     if (!spec.flag_column.empty()) {
       auto flag = find_column(tx, rel, spec.flag_column);

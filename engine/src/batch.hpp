@@ -29,6 +29,7 @@ struct Tally {
   std::int64_t flag_wrong = 0;  // active, flag column not true
   std::int64_t verified_ok = 0;
   std::int64_t double_encrypted = 0;  // readable, and the plaintext is itself a token
+  std::size_t longest_token = 0;      // scan: canonical characters of the longest readable token
   std::vector<std::int64_t> by_key;   // index = key_index
   std::map<std::string, std::int64_t> by_reason;
   std::int64_t classify_ops = 0, decrypt_ops = 0, encrypt_ops = 0;

@@ -99,6 +99,18 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   report.undecryptable_by_reason = sum.by_reason;
   report.flag_wrong = sum.flag_wrong;
   report.double_encrypted = sum.double_encrypted;
+  report.secret_column_chars = table.secret_max_chars;
+  report.longest_token_chars = static_cast<std::int64_t>(sum.longest_token);
+  if (table.secret_max_chars >= 0 && report.longest_token_chars > table.secret_max_chars) {
+    report.warnings.push_back(
+        "secret column " + table.label() + " is varchar(" + std::to_string(table.secret_max_chars) +
+        ") but rows hold tokens whose canonical text " + "(what migrate writes) is " +
+        std::to_string(report.longest_token_chars) +
+        " characters: migrate would reject them; widen the column first");
+    KEYMIG_LOG(warn, "engine", "secret_column_too_short", {"target", report.target},
+               {"column_chars", report.secret_column_chars},
+               {"longest_token_chars", report.longest_token_chars});
+  }
   report.seconds = seconds_since(start);
   publish_rows_by_key(options.metrics, report.target, report.by_key, report.undecryptable,
                       report.empty);

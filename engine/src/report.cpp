@@ -81,6 +81,9 @@ std::string ScanReport::to_json() const {
                       {"undecryptable_rows", rows_json(undecryptable_rows)},
                       {"double_encrypted", double_encrypted},
                       {"double_encrypted_rows", double_encrypted_rows},
+                      {"secret_column_chars", secret_column_chars},
+                      {"longest_token_chars", longest_token_chars},
+                      {"warnings", warnings},
                       {"seconds", seconds},
                       {"exit_code", exit_code()}};
   return j.dump();

@@ -1,5 +1,7 @@
 #include "transform.hpp"
 
+#include <algorithm>
+
 namespace keymig::engine::detail {
 
 void Tally::add(const Tally& o) {
@@ -13,6 +15,7 @@ void Tally::add(const Tally& o) {
   flag_wrong += o.flag_wrong;
   verified_ok += o.verified_ok;
   double_encrypted += o.double_encrypted;
+  longest_token = std::max(longest_token, o.longest_token);
   if (by_key.size() < o.by_key.size()) by_key.resize(o.by_key.size(), 0);
   for (std::size_t i = 0; i < o.by_key.size(); ++i) by_key[i] += o.by_key[i];
   for (const auto& [reason, n] : o.by_reason) by_reason[reason] += n;
@@ -90,6 +93,7 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
         continue;
       }
       if (c.double_encrypted) note_double_encrypted(b, row);
+      b.tally.longest_token = std::max(b.tally.longest_token, c.canonical_length);
       ++b.tally.by_key[c.key_index];
       if (c.key_index == 0) {
         ++b.tally.active;

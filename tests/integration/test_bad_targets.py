@@ -144,6 +144,40 @@ class BadTargetsTest(DbTestCase):
         self.assertEqual(set(seen), set(by_id))
         km.run("verify", "--json", expect=EXIT_OK)
 
+    def test_scan_warns_when_a_varchar_secret_column_is_shorter_than_what_migrate_writes(self):
+        # Short secrets make 120-character tokens ending in one '='; stored without it they
+        # fit a varchar(119), but migrate writes the canonical 120.
+        rows, plain = [], {}
+        for i in range(1, 9):
+            secret = totp_secret(self.fx.rng, short=True)
+            token = make_token(self.keys.rolling[0], secret, 1_600_000_000 + i)
+            self.assertEqual(len(token), 120)
+            self.fx.secrets.add(token, token.rstrip("="))
+            plain[i] = secret
+            rows.append("(%d, '%s', false)" % (i, token.rstrip("=")))
+        psql(self.dsn, "CREATE TABLE public.narrow (id int PRIMARY KEY, mfa_secret varchar(119),"
+             " mfa_fernet_active boolean); INSERT INTO public.narrow VALUES " + ",".join(rows))
+        km = self.keymig("public.narrow")
+        s = km.run("scan", "--json", expect=EXIT_OK).json
+        self.assertEqual((s["secret_column_chars"], s["longest_token_chars"]), (119, 120))
+        self.assertEqual(len(s["warnings"]), 1, s["warnings"])
+        self.assertIn("varchar(119)", s["warnings"][0])
+        self.assertIn("widen the column", s["warnings"][0])
+        self.assertIn("warning: secret column public.narrow.mfa_secret is varchar(119)",
+                      km.run("scan", expect=EXIT_OK).stdout)
+        # What the warning foretold: the rows are refused one by one and keep their text.
+        before = snapshot(self.dsn, "public.narrow")
+        m = km.run("migrate", "--json").json
+        self.assertEqual(m["rejected"], 8)
+        self.assertTrue(snapshot(self.dsn, "public.narrow") == before)
+        # Wide enough for the canonical text: no warning.
+        psql(self.dsn, "ALTER TABLE public.narrow ALTER COLUMN mfa_secret TYPE varchar(120)")
+        s = km.run("scan", "--json", expect=EXIT_OK).json
+        self.assertEqual((s["secret_column_chars"], s["warnings"]), (120, []))
+        km.run("migrate", "--json", expect=EXIT_OK)
+        for rid, token in query(self.dsn, "SELECT id, mfa_secret FROM public.narrow"):
+            self.assertEqual(decrypt_with(self.keys.active, token)[0], plain[int(rid)])
+
 
 class DoubleEncryptedTest(DbTestCase):
     """Rows whose plaintext is a Fernet token (a field library that encrypted twice): under

@@ -133,6 +133,9 @@ struct Classification {
   bool canonical = true;
   // classify_deep only: the plaintext is itself a Fernet token (is_token_text).
   bool double_encrypted = false;
+  // Characters of the token's canonical text (what a rotation of it writes); 0 when the
+  // text did not parse.
+  std::size_t canonical_length = 0;
 };
 
 struct Rotation {

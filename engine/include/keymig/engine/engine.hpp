@@ -94,6 +94,11 @@ struct ScanReport {
   // Still counted in their key's class; the application reads a token, not its secret.
   std::int64_t double_encrypted = 0;
   std::vector<std::string> double_encrypted_rows;  // ids, at most kMaxListedRows
+  // A varchar(n) secret column shorter than the longest canonical token of a readable
+  // row: migrate would have rows refused (rejected) for length. -1: no limit.
+  std::int64_t secret_column_chars = -1;
+  std::int64_t longest_token_chars = 0;
+  std::vector<std::string> warnings;
   double seconds = 0;
   [[nodiscard]] std::string to_json() const;
   [[nodiscard]] int exit_code() const noexcept;  // 0, or 3 with undecryptable rows
