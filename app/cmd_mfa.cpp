@@ -50,6 +50,7 @@ nlohmann::json user_json(const engine::UserStatus& u) {
                       {"sysadmin", u.sysadmin}};
   j["stored_flag"] = u.stored_flag ? nlohmann::json(*u.stored_flag) : nlohmann::json(nullptr);
   j["flag_wrong"] = u.flag_wrong;
+  j["double_encrypted"] = u.double_encrypted;
   if (u.unreadable()) j["reason"] = crypto::reason_name(u.reason);
   return j;
 }
@@ -71,6 +72,11 @@ void print_summary(const engine::StatusReport& s) {
   std::cout << "\n";
   if (s.has_flag_column)
     std::cout << "  wrong \"MFA fernet active\" flag: " << s.wrong_flag << "\n";
+  std::cout << "  double-encrypted (the plaintext is itself a token): " << s.double_encrypted;
+  for (std::size_t i = 0; i < s.double_encrypted_ids.size() && i < 20; ++i)
+    std::cout << (i == 0 ? " (ids " : " ") << escape_control(s.double_encrypted_ids[i]);
+  if (s.double_encrypted > 0) std::cout << (s.double_encrypted > 20 ? " ...)" : ")");
+  std::cout << "\n";
   std::cout << "  sysadmins: " << s.sysadmins << " (" << s.sysadmins_without_mfa << " without MFA, "
             << s.sysadmins_unreadable << " unreadable)\n";
   for (const auto& col : s.missing_sysadmin_columns)

@@ -266,8 +266,11 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
     for (const auto& [reason, n] : r.undecryptable_by_reason)
       text << "\n    " << reason << ": " << n;
     text << "\n  flag not true on active rows: " << r.flag_wrong;
+    text << "\n  double-encrypted (the plaintext is itself a token): " << r.double_encrypted;
+    text << list_ids("double-encrypted rows", r.double_encrypted_rows, r.double_encrypted);
     if (r.undecryptable > 0)
       text << "\nundecryptable rows:" << list_rows(r.undecryptable_rows, r.undecryptable);
+    for (const auto& w : r.warnings) text << "\nwarning: " << w;
     print(common, r.to_json(), text.str());
     return r.exit_code();
   };
@@ -332,12 +335,14 @@ std::string verify_text(const engine::VerifyReport& r) {
   text << "verify of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s"
        << "\n  ok (active key alone): " << r.ok << "\n  needs a rolling key: " << r.needs_rolling
        << "\n  undecryptable: " << r.undecryptable << "\n  empty: " << r.empty
-       << "\n  flag mismatched: " << r.mismatched;
+       << "\n  flag mismatched: " << r.mismatched
+       << "\n  double-encrypted (the plaintext is itself a token): " << r.double_encrypted;
   if (!r.run_id.empty())
     text << "\n  journal of run " << r.run_id << ": " << r.journal_checked << " checked, "
          << r.journal_failed << " failed, " << r.journal_cleared << " cleared";
   text << list_ids("rows needing a rolling key", r.needs_rolling_rows, r.needs_rolling);
   text << list_ids("journal check failed for", r.journal_failed_rows, r.journal_failed);
+  text << list_ids("double-encrypted rows", r.double_encrypted_rows, r.double_encrypted);
   if (r.undecryptable > 0)
     text << "\nundecryptable rows:" << list_rows(r.undecryptable_rows, r.undecryptable);
   return text.str();

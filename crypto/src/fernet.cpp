@@ -175,6 +175,15 @@ const Key& Fernet::key() const noexcept {
   return impl_->key;
 }
 
+bool is_token_text(std::string_view text) noexcept {
+  static constexpr std::string_view kPrefix = "gAAAAA";
+  if (text.substr(0, kPrefix.size()) != kPrefix) return false;
+  detail::Buffer bytes(detail::decoded_capacity(text.size()), /*secret=*/true);
+  std::uint64_t timestamp = 0;
+  bool canonical = true;
+  return parse(text, bytes, timestamp, canonical) == Reason::ok;
+}
+
 std::optional<std::uint64_t> unverified_timestamp(std::string_view token) noexcept {
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
   std::uint64_t timestamp = 0;

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,23 @@ struct KeyRing::Impl {
       return result;
     }
     return key.decrypt_verified(bytes, result.timestamp, /*canonical=*/true);
+  }
+
+  // The first block alone decides for nearly every token: a TOTP secret never starts with
+  // "gAAAAA" (base32 is upper case), so the rest is decrypted only for a likely inner token.
+  [[nodiscard]] bool holds_token(const detail::Buffer& bytes, int index) const {
+    static constexpr char kPrefix[] = "gAAAAA";
+    const Fernet::Impl& key = *keys[static_cast<std::size_t>(index)].impl_;
+    std::uint8_t first[16];
+    detail::aes_cbc_decrypt(key.key.encryption_key(), bytes.data() + detail::kTimestampEnd,
+                            bytes.data() + detail::kHeaderSize, 16, first);
+    const bool likely = std::memcmp(first, kPrefix, sizeof kPrefix - 1) == 0;
+    OPENSSL_cleanse(first, sizeof first);
+    if (!likely) return false;
+    detail::Buffer padded(bytes.size() - kOverhead, /*secret=*/true);
+    std::size_t plain_len = 0;
+    if (key.open(bytes, padded, plain_len) != Reason::ok) return false;
+    return is_token_text(std::string_view(reinterpret_cast<const char*>(padded.data()), plain_len));
   }
 
   template <typename Hint>
@@ -128,8 +146,23 @@ Classification KeyRing::classify(std::string_view token) const {
   detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
   result.reason = parse(token, bytes, result.timestamp, result.canonical);
   if (result.reason != Reason::ok) return result;
+  result.canonical_length = detail::encoded_length(bytes.size());
   result.key_index = impl_->find_key(bytes);
   if (result.key_index < 0) result.reason = Reason::unknown_key;
+  return result;
+}
+
+Classification KeyRing::classify_deep(std::string_view token) const {
+  Classification result;
+  detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
+  result.reason = parse(token, bytes, result.timestamp, result.canonical);
+  if (result.reason != Reason::ok) return result;
+  result.canonical_length = detail::encoded_length(bytes.size());
+  result.key_index = impl_->find_key(bytes);
+  if (result.key_index < 0)
+    result.reason = Reason::unknown_key;
+  else
+    result.double_encrypted = impl_->holds_token(bytes, result.key_index);
   return result;
 }
 

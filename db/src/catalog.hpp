@@ -22,6 +22,7 @@ struct Column {
   std::string type_name;
   bool not_null = false;
   bool unique = false;  // a unique index (no predicate, no expression) over exactly it
+  int max_chars = -1;   // varchar(n), directly or through a domain: n; else -1
 };
 
 /// The live column `name` of relation `rel` (an oid), or nullopt. Throws pqxx errors

@@ -36,6 +36,47 @@ void check_row_security(pqxx::work& tx, unsigned rel, const std::string& table_l
                             : std::string(", or run as the table's owner ") + owner));
 }
 
+// keymig pages a relation by its id and updates rows in place: only a table (plain or
+// partitioned) holds rows it can do that to and that the application reads back.
+void check_relkind(pqxx::work& tx, unsigned rel, const std::string& label,
+                   const std::string& kind) {
+  if (kind == "r" || kind == "p") return;
+  const std::string what = "target: " + label + " is ";
+  const std::string none = "; nothing was changed. ";
+  if (kind == "v") {
+    // The tables the view's rule reads: for the simple view over the users table, the one
+    // to name instead.
+    auto under = tx.exec_params(
+        "SELECT DISTINCT n.nspname || '.' || c.relname FROM pg_rewrite w"
+        "  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid"
+        "  JOIN pg_class c ON c.oid = d.refobjid"
+        "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE w.ev_class = $1::oid AND d.refobjid <> $1::oid AND c.relkind IN ('r', 'p')"
+        " ORDER BY 1",
+        rel);
+    std::string tables;
+    for (const auto& row : under) tables += (tables.empty() ? "" : ", ") + row[0].as<std::string>();
+    throw TargetError(what +
+                      "a view; keymig pages and updates rows by id in a table, and through a "
+                      "view it cannot tell which rows it sees or what an update does" +
+                      none + "Name the table under the view in keyMigration.target.table" +
+                      (tables.empty() ? std::string() : " (it reads " + tables + ")"));
+  }
+  if (kind == "m")
+    throw TargetError(what + "a materialized view: a copy that the next REFRESH overwrites" + none +
+                      "Migrate the table it is made from, then refresh it");
+  if (kind == "f")
+    throw TargetError(what + "a foreign table: its rows live on another server" + none +
+                      "Run keymig against the database that holds the table");
+  const char* name = kind == "S"   ? "a sequence"
+                     : kind == "i" ? "an index"
+                     : kind == "I" ? "a partitioned index"
+                     : kind == "c" ? "a composite type"
+                     : kind == "t" ? "a TOAST table"
+                                   : "not a table";
+  throw TargetError(what + name + none + "Name a table in keyMigration.target.table");
+}
+
 }  // namespace
 
 Table check_target(Connection& conn, const TargetSpec& spec) {
@@ -46,24 +87,40 @@ Table check_target(Connection& conn, const TargetSpec& spec) {
     std::string schema, name;
     auto dot = spec.table.find('.');
     pqxx::result r;
+    // Any relation kind, so that a view or a foreign table hears what it is rather than
+    // "does not exist".
     if (dot == std::string::npos) {
       name = spec.table;
       // Unqualified: the session's search_path decides, as it would for the application.
       r = tx.exec_params(
-          "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
+          "SELECT c.oid::int8, n.nspname, c.relname, c.relkind::text,"
+          "       has_schema_privilege(n.oid, 'USAGE'), current_user::text FROM pg_class c"
           "  JOIN pg_namespace n ON n.oid = c.relnamespace"
-          " WHERE c.oid = to_regclass(quote_ident($1)) AND c.relkind IN ('r', 'p')",
+          " WHERE c.oid = to_regclass(quote_ident($1))",
           name);
     } else {
       schema = spec.table.substr(0, dot);
       name = spec.table.substr(dot + 1);
       r = tx.exec_params(
-          "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
+          "SELECT c.oid::int8, n.nspname, c.relname, c.relkind::text,"
+          "       has_schema_privilege(n.oid, 'USAGE'), current_user::text FROM pg_class c"
           "  JOIN pg_namespace n ON n.oid = c.relnamespace"
-          " WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+          " WHERE n.nspname = $1 AND c.relname = $2",
           schema, name);
     }
     if (r.empty()) throw TargetError("target: table \"" + spec.table + "\" does not exist");
+    check_relkind(tx, r[0][0].as<unsigned>(),
+                  r[0][1].as<std::string>() + "." + r[0][2].as<std::string>(),
+                  r[0][3].as<std::string>());
+    // The catalog shows every schema's tables, but the first statement that names one in a
+    // schema the role may not use fails mid-pass: say so here, as a target error.
+    if (!r[0][4].as<bool>())
+      throw TargetError("target: role " + tx.quote_name(r[0][5].as<std::string>()) +
+                        " lacks USAGE on schema " + r[0][1].as<std::string>() + ", which holds " +
+                        spec.table +
+                        ": nothing was written; grant it (scripts/keymig-role.sql, "
+                        "docs/operations.md \"Least privilege\") or run keymig as a role "
+                        "that has it");
     Table t;
     auto rel = r[0][0].as<unsigned>();
     t.schema = r[0][1].as<std::string>();
@@ -77,9 +134,15 @@ Table check_target(Connection& conn, const TargetSpec& spec) {
     if (!id->unique)
       throw TargetError("target: id column \"" + spec.id_column + "\" of " + table_label +
                         " is not unique (needs a primary key or a unique index on exactly it)");
+    // A unique index lets any number of NULL ids through, and a row with a NULL id can be
+    // neither paged (id > $last) nor updated by id: it would never be migrated.
     if (!id->not_null)
       throw TargetError("target: id column \"" + spec.id_column + "\" of " + table_label +
-                        " allows NULL");
+                        " allows NULL; rows with a NULL id cannot be paged or updated, so they "
+                        "would stay under the rolling key; nothing was changed. Give them ids "
+                        "and ALTER TABLE " +
+                        tx.quote_name(t.schema) + "." + tx.quote_name(t.name) + " ALTER COLUMN " +
+                        tx.quote_name(spec.id_column) + " SET NOT NULL");
     t.id_column = spec.id_column;
     t.id_type = id->type_name;
 
@@ -93,6 +156,7 @@ Table check_target(Connection& conn, const TargetSpec& spec) {
                         " is " + secret->type_name + " (needs text, varchar or bytea)");
     t.secret_column = spec.secret_column;
     t.secret_is_bytea = secret->base_oid == kOidBytea;
+    t.secret_max_chars = secret->max_chars;
 
     if (!spec.flag_column.empty()) {
       auto flag = find_column(tx, rel, spec.flag_column);

@@ -28,7 +28,9 @@ struct Tally {
   std::int64_t respelled = 0;   // migrate: active, non-canonical text written back canonical
   std::int64_t flag_wrong = 0;  // active, flag column not true
   std::int64_t verified_ok = 0;
-  std::vector<std::int64_t> by_key;  // index = key_index
+  std::int64_t double_encrypted = 0;  // readable, and the plaintext is itself a token
+  std::size_t longest_token = 0;      // scan: canonical characters of the longest readable token
+  std::vector<std::int64_t> by_key;   // index = key_index
   std::map<std::string, std::int64_t> by_reason;
   std::int64_t classify_ops = 0, decrypt_ops = 0, encrypt_ops = 0;
   void add(const Tally& other);
@@ -39,8 +41,9 @@ struct Batch {
   std::vector<db::Row> rows;
   std::vector<db::Change> changes;  // migrate: what to write
   std::vector<UndecryptableRow> undecryptable;
-  std::vector<std::string> needs_rolling;  // verify: ids
-  std::vector<UserStatus> users;           // status: one per row, in row order
+  std::vector<std::string> needs_rolling;     // verify: ids
+  std::vector<std::string> double_encrypted;  // scan, verify: ids
+  std::vector<UserStatus> users;              // status: one per row, in row order
   Tally tally;
   std::optional<db::ChunkStep> chunk;  // run mode: the checkpoint step this batch makes
 };

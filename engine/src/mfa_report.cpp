@@ -28,6 +28,8 @@ nlohmann::json status_json(const StatusReport& s) {
           {"sysadmins", s.sysadmins},
           {"sysadmins_without_mfa", s.sysadmins_without_mfa},
           {"sysadmins_unreadable", s.sysadmins_unreadable},
+          {"double_encrypted", s.double_encrypted},
+          {"double_encrypted_ids", s.double_encrypted_ids},
           {"not_found", s.not_found},
           {"missing_sysadmin_columns", s.missing_sysadmin_columns},
           {"seconds", s.seconds}};
@@ -70,8 +72,9 @@ UserStatus classify_user(const crypto::KeyRing& keys, std::string id, std::strin
   u.stored_flag = stored_flag;
   u.mfa = !is_null && !token.empty();
   if (u.mfa) {
-    auto c = keys.classify(token);
+    auto c = keys.classify_deep(token);
     u.key_index = c.reason == crypto::Reason::ok ? c.key_index : -1;
+    u.double_encrypted = c.double_encrypted;
     u.reason = c.reason;
     u.fernet_active = u.key_index == 0;
   }
@@ -89,6 +92,10 @@ void StatusReport::add(const UserStatus& u) {
     return;
   }
   ++with_mfa;
+  if (u.double_encrypted) {
+    ++double_encrypted;
+    if (double_encrypted_ids.size() < kMaxListedUsers) double_encrypted_ids.push_back(u.id);
+  }
   if (u.key_index >= 0 && u.key_index < static_cast<int>(by_key.size())) {
     ++by_key[u.key_index].users;
     return;

@@ -10,6 +10,7 @@
 #include "key_rows.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/journal.hpp"
+#include "keymig/db/privileges.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
 #include "keymig/db/schema.hpp"
@@ -40,6 +41,11 @@ Options options_from_config(const config::Config& config) {
 }
 
 namespace {
+
+void keep_ids(std::vector<std::string>& kept, std::vector<std::string>& batch) {
+  for (auto& id : batch)
+    if (kept.size() < kMaxListedRows) kept.push_back(std::move(id));
+}
 
 // The read-only passes (scan, verify): every selected row through `mode`, with progress;
 // `sink` sees each batch in order after it is counted. Returns the totals.
@@ -72,11 +78,15 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   const auto start = std::chrono::steady_clock::now();
   db::Connection reader = open_connection(options.connect, options.metrics);
   const db::Table table = db::check_target(reader, target_spec(options.target));
+  // A schema or table the role may not read fails the first page otherwise, as a runtime
+  // error deep in the pass rather than a target error naming the grant.
+  db::check_privileges(reader, table, db::Access::read);
   record.on_target(table.label());
   ScanReport report;
   report.target = table.label();
   const Tally sum =
       read_pass(keys, options, reader, table, Mode::scan, report.undecryptable_rows, [&](Batch& b) {
+        keep_ids(report.double_encrypted_rows, b.double_encrypted);
         if (options.metrics)
           options.metrics->add_crypto_operations("classify", b.tally.classify_ops);
       });
@@ -88,12 +98,26 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   report.undecryptable = sum.undecryptable;
   report.undecryptable_by_reason = sum.by_reason;
   report.flag_wrong = sum.flag_wrong;
+  report.double_encrypted = sum.double_encrypted;
+  report.secret_column_chars = table.secret_max_chars;
+  report.longest_token_chars = static_cast<std::int64_t>(sum.longest_token);
+  if (table.secret_max_chars >= 0 && report.longest_token_chars > table.secret_max_chars) {
+    report.warnings.push_back(
+        "secret column " + table.label() + " is varchar(" + std::to_string(table.secret_max_chars) +
+        ") but rows hold tokens whose canonical text " + "(what migrate writes) is " +
+        std::to_string(report.longest_token_chars) +
+        " characters: migrate would reject them; widen the column first");
+    KEYMIG_LOG(warn, "engine", "secret_column_too_short", {"target", report.target},
+               {"column_chars", report.secret_column_chars},
+               {"longest_token_chars", report.longest_token_chars});
+  }
   report.seconds = seconds_since(start);
   publish_rows_by_key(options.metrics, report.target, report.by_key, report.undecryptable,
                       report.empty);
   KEYMIG_LOG(info, "engine", "scan_done", {"target", report.target}, {"rows", report.rows_scanned},
              {"active", report.active}, {"rolling", report.rolling},
-             {"undecryptable", report.undecryptable});
+             {"undecryptable", report.undecryptable},
+             {"double_encrypted", report.double_encrypted});
   // Undecryptable rows (exit 3) are data, not a failed scan; a scan cut short is neither.
   if (options.stop && options.stop->load())
     record.unfinished();
@@ -125,6 +149,7 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
   const auto start = std::chrono::steady_clock::now();
   db::Connection reader = open_connection(options.connect, options.metrics);
   const db::Table table = db::check_target(reader, target_spec(options.target));
+  db::check_privileges(reader, table, db::Access::read);
   if (record) record->on_target(table.label());
   VerifyReport report;
   report.target = table.label();
@@ -138,9 +163,8 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
   }
   const Tally sum = read_pass(keys, options, reader, table, Mode::verify, report.undecryptable_rows,
                               [&](Batch& b) {
-                                for (auto& id : b.needs_rolling)
-                                  if (report.needs_rolling_rows.size() < kMaxListedRows)
-                                    report.needs_rolling_rows.push_back(std::move(id));
+                                keep_ids(report.needs_rolling_rows, b.needs_rolling);
+                                keep_ids(report.double_encrypted_rows, b.double_encrypted);
                                 if (auto* m = options.metrics) {
                                   m->add_crypto_operations("verify", b.tally.decrypt_ops);
                                   m->add_crypto_operations("classify", b.tally.classify_ops);
@@ -152,6 +176,7 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
   report.undecryptable = sum.undecryptable;
   report.empty = sum.empty;
   report.mismatched = sum.flag_wrong;
+  report.double_encrypted = sum.double_encrypted;
 
   if (!run_id.empty()) {
     std::optional<std::string> after;
@@ -193,7 +218,8 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
              {"rows", report.rows_scanned}, {"ok", report.ok},
              {"needs_rolling", report.needs_rolling}, {"undecryptable", report.undecryptable},
              {"mismatched", report.mismatched}, {"journal_checked", report.journal_checked},
-             {"journal_failed", report.journal_failed});
+             {"journal_failed", report.journal_failed},
+             {"double_encrypted", report.double_encrypted});
   return report;
 }
 

@@ -52,6 +52,8 @@ nlohmann::json verify_json(const VerifyReport& r) {
           {"undecryptable_rows", rows_json(r.undecryptable_rows)},
           {"needs_rolling_rows", r.needs_rolling_rows},
           {"journal_failed_rows", r.journal_failed_rows},
+          {"double_encrypted", r.double_encrypted},
+          {"double_encrypted_rows", r.double_encrypted_rows},
           {"seconds", r.seconds},
           {"exit_code", r.exit_code()}};
 }
@@ -77,6 +79,11 @@ std::string ScanReport::to_json() const {
                       {"flag_fixed", 0},
                       {"conflicts", 0},
                       {"undecryptable_rows", rows_json(undecryptable_rows)},
+                      {"double_encrypted", double_encrypted},
+                      {"double_encrypted_rows", double_encrypted_rows},
+                      {"secret_column_chars", secret_column_chars},
+                      {"longest_token_chars", longest_token_chars},
+                      {"warnings", warnings},
                       {"seconds", seconds},
                       {"exit_code", exit_code()}};
   return j.dump();

@@ -1,5 +1,7 @@
 #include "transform.hpp"
 
+#include <algorithm>
+
 namespace keymig::engine::detail {
 
 void Tally::add(const Tally& o) {
@@ -12,6 +14,8 @@ void Tally::add(const Tally& o) {
   respelled += o.respelled;
   flag_wrong += o.flag_wrong;
   verified_ok += o.verified_ok;
+  double_encrypted += o.double_encrypted;
+  longest_token = std::max(longest_token, o.longest_token);
   if (by_key.size() < o.by_key.size()) by_key.resize(o.by_key.size(), 0);
   for (std::size_t i = 0; i < o.by_key.size(); ++i) by_key[i] += o.by_key[i];
   for (const auto& [reason, n] : o.by_reason) by_reason[reason] += n;
@@ -26,6 +30,12 @@ void note_undecryptable(Batch& b, const db::Row& row, crypto::Reason reason) {
   ++b.tally.undecryptable;
   ++b.tally.by_reason[crypto::reason_name(reason)];
   b.undecryptable.push_back({row.id, crypto::reason_name(reason)});
+}
+
+// Counted and listed by id, never shown: the inner token is the secret's only form.
+void note_double_encrypted(Batch& b, const db::Row& row) {
+  ++b.tally.double_encrypted;
+  b.double_encrypted.push_back(row.id);
 }
 
 }  // namespace
@@ -55,6 +65,7 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
       ++b.tally.decrypt_ops;
       auto d = keys.decrypt_active(row.token.view());
       if (d.ok()) {
+        if (crypto::is_token_text(d.plaintext.view())) note_double_encrypted(b, row);
         ++b.tally.by_key[0];
         ++b.tally.active;
         ++b.tally.verified_ok;
@@ -62,8 +73,9 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
         continue;
       }
       ++b.tally.classify_ops;
-      auto c = keys.classify(row.token.view());
+      auto c = keys.classify_deep(row.token.view());
       if (c.reason == crypto::Reason::ok && c.key_index > 0) {
+        if (c.double_encrypted) note_double_encrypted(b, row);
         ++b.tally.by_key[c.key_index];
         ++b.tally.rolling;
         b.needs_rolling.push_back(row.id);
@@ -74,12 +86,14 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
     }
     if (mode == Mode::scan) {
       ++b.tally.classify_ops;
-      auto c = keys.classify(row.token.view());
+      auto c = keys.classify_deep(row.token.view());
       if (c.reason != crypto::Reason::ok || c.key_index < 0) {
         note_undecryptable(b, row,
                            c.reason == crypto::Reason::ok ? crypto::Reason::unknown_key : c.reason);
         continue;
       }
+      if (c.double_encrypted) note_double_encrypted(b, row);
+      b.tally.longest_token = std::max(b.tally.longest_token, c.canonical_length);
       ++b.tally.by_key[c.key_index];
       if (c.key_index == 0) {
         ++b.tally.active;

@@ -8,7 +8,7 @@
 namespace keymig::engine::detail {
 
 enum class Mode {
-  scan,     // classify by HMAC alone
+  scan,     // classify by HMAC, and one AES block per row for double encryption
   migrate,  // rotate rolling-key tokens, fix flags: fills Batch::changes
   verify,   // decrypt under the active key alone
   status,   // the admin view: one UserStatus per row (HMAC alone)

@@ -319,3 +319,44 @@ TEST_CASE("one key ring shared by several threads gives every thread correct res
   // 3000 / 4 keys * 2 rolling keys per thread.
   CHECK(ivs.size() == static_cast<std::size_t>(kThreads * kPerThread / 2));
 }
+
+TEST_CASE("is_token_text knows a token's text from a secret that merely starts like one",
+          "[crypto][keyring][double]") {
+  Ring r;
+  const std::string token = std::string(r.fernets[3].encrypt("JBSWY3DPEHPK3PXP").view());
+  CHECK(is_token_text(token));
+  CHECK_FALSE(is_token_text("JBSWY3DPEHPK3PXP"));
+  CHECK_FALSE(is_token_text("gAAAAAnot-a-token"));
+  CHECK_FALSE(is_token_text(token.substr(0, 40)));
+  CHECK_FALSE(is_token_text(""));
+  CHECK_FALSE(is_token_text(" " + token));
+}
+
+TEST_CASE("classify_deep tells a token whose plaintext is a token, under any key",
+          "[crypto][keyring][double]") {
+  Ring r;
+  const std::string inner = std::string(r.fernets[3].encrypt("JBSWY3DPEHPK3PXP").view());
+  for (int k : {0, 1, 2}) {
+    const auto& f = r.fernets[static_cast<std::size_t>(k)];
+    auto twice = r.ring->classify_deep(f.encrypt_at_time(inner, 1'600'000'000).view());
+    CHECK(twice.reason == Reason::ok);
+    CHECK(twice.key_index == k);
+    CHECK(twice.timestamp == 1'600'000'000u);
+    CHECK(twice.double_encrypted);
+    // A same-key inner layer, as a library that encrypts twice with one key makes.
+    const std::string same = std::string(f.encrypt("JBSWY3DPEHPK3PXP").view());
+    CHECK(r.ring->classify_deep(f.encrypt(same).view()).double_encrypted);
+    auto once = r.ring->classify_deep(f.encrypt("JBSWY3DPEHPK3PXP").view());
+    CHECK(once.key_index == k);
+    CHECK_FALSE(once.double_encrypted);
+    // Starts like a token in the first block, is not one.
+    CHECK_FALSE(
+        r.ring->classify_deep(f.encrypt("gAAAAABnot-a-token-at-all").view()).double_encrypted);
+    // classify itself stays HMAC-only and never says so.
+    CHECK_FALSE(r.ring->classify(f.encrypt(inner).view()).double_encrypted);
+  }
+  auto unknown = r.ring->classify_deep(r.fernets[3].encrypt(inner).view());
+  CHECK(unknown.reason == Reason::unknown_key);
+  CHECK_FALSE(unknown.double_encrypted);
+  CHECK(r.ring->classify_deep("not a token").reason == Reason::not_base64);
+}

@@ -102,6 +102,31 @@ TEST_CASE("status counts add up per key, reason and sysadmin", "[engine][mfa]") 
   CHECK(report.sysadmins_unreadable == 1);
 }
 
+TEST_CASE("status counts and lists users whose secret is a token encrypted twice",
+          "[engine][mfa]") {
+  Ring r;
+  keymig::engine::StatusReport report;
+  report.by_key = {{0, "active", r.ring.fingerprint(0), 0},
+                   {1, "rolling_0", r.ring.fingerprint(1), 0}};
+  const std::string inner = r.token_under(r.other, "JBSWY3DPEHPK3PXP");
+  auto twice = classify(r, r.token_under(r.rolling_copy, inner), false, false);
+  CHECK(twice.double_encrypted);
+  CHECK(twice.key_index == 1);  // still a rolling-key user: readable, to be rotated
+  CHECK_FALSE(twice.unreadable());
+  CHECK_FALSE(
+      classify(r, r.token_under(r.active_copy, "JBSWY3DPEHPK3PXP"), false, true).double_encrypted);
+  report.add(twice);
+  report.add(classify(r, r.token_under(r.active_copy, inner), false, true));
+  report.add(classify(r, r.token_under(r.active_copy, "x"), false, true));
+  CHECK(report.double_encrypted == 2);
+  CHECK(report.double_encrypted_ids == std::vector<std::string>{"7", "7"});
+  CHECK(report.by_key[0].users == 2);
+  CHECK(report.by_key[1].users == 1);
+  const std::string json = report.to_json();
+  CHECK(json.find("\"double_encrypted\":2") != std::string::npos);
+  CHECK(json.find(inner) == std::string::npos);
+}
+
 TEST_CASE("the pre-flight fails only when someone would be locked out", "[engine][mfa]") {
   keymig::engine::PreflightReport report;
   CHECK(report.exit_code() == keymig::kExitOk);

@@ -82,6 +82,11 @@ struct DecryptResult {
   [[nodiscard]] bool ok() const noexcept { return reason == Reason::ok; }
 };
 
+/// Whether `text` is itself a Fernet token's text: it starts as every token of this era
+/// does ("gAAAAA": version 0x80 and a timestamp below 2^36) and parses as one (no key, no
+/// MAC). What a field library that encrypts twice leaves as the plaintext.
+[[nodiscard]] bool is_token_text(std::string_view text) noexcept;
+
 /// Reads the clear-text timestamp without any key (no verification).
 [[nodiscard]] std::optional<std::uint64_t> unverified_timestamp(std::string_view token) noexcept;
 
@@ -126,6 +131,11 @@ struct Classification {
   int key_index = -1;
   std::uint64_t timestamp = 0;
   bool canonical = true;
+  // classify_deep only: the plaintext is itself a Fernet token (is_token_text).
+  bool double_encrypted = false;
+  // Characters of the token's canonical text (what a rotation of it writes); 0 when the
+  // text did not parse.
+  std::size_t canonical_length = 0;
 };
 
 struct Rotation {
@@ -155,6 +165,10 @@ class KeyRing {
 
   /// By HMAC alone: no AES.
   [[nodiscard]] Classification classify(std::string_view token) const;
+  /// classify, and whether the plaintext is itself a token: one AES block per verified
+  /// token (the first, where a token's "gAAAAA" would be), the whole plaintext only when
+  /// that block starts like one. The plaintext never leaves.
+  [[nodiscard]] Classification classify_deep(std::string_view token) const;
   /// Under a rolling key: decrypt and re-encrypt under the active key with a fresh IV and
   /// the original timestamp. Under the active key: key_index 0 and, for canonical text,
   /// no new token (no AES); a non-canonical spelling gets its canonical one.

@@ -25,6 +25,7 @@ struct Table {
   std::string username_column;  // empty: none, or not present in the table
   std::string id_type;          // SQL type name from the catalog, e.g. "bigint", "uuid"
   bool secret_is_bytea = false;
+  int secret_max_chars = -1;  // varchar(n): n; else -1 (no limit)
 
   // Quoted identifiers, ready to paste into SQL.
   std::string q_table;  // "schema"."name"

@@ -77,7 +77,8 @@ struct KeyRows {
 /// At most this many undecryptable rows are listed in a report (all are counted).
 inline constexpr std::size_t kMaxListedRows = 100000;
 
-/// `keymig scan`: classes by HMAC alone; nothing written.
+/// `keymig scan`: classes by HMAC (and one AES block per row for double_encrypted);
+/// nothing written.
 struct ScanReport {
   std::string target;
   std::int64_t rows_scanned = 0;
@@ -89,6 +90,15 @@ struct ScanReport {
   std::map<std::string, std::int64_t> undecryptable_by_reason;
   std::int64_t flag_wrong = 0;  // active rows whose flag is not true
   std::vector<UndecryptableRow> undecryptable_rows;
+  // Readable rows whose plaintext is itself a Fernet token (a field encrypted twice).
+  // Still counted in their key's class; the application reads a token, not its secret.
+  std::int64_t double_encrypted = 0;
+  std::vector<std::string> double_encrypted_rows;  // ids, at most kMaxListedRows
+  // A varchar(n) secret column shorter than the longest canonical token of a readable
+  // row: migrate would have rows refused (rejected) for length. -1: no limit.
+  std::int64_t secret_column_chars = -1;
+  std::int64_t longest_token_chars = 0;
+  std::vector<std::string> warnings;
   double seconds = 0;
   [[nodiscard]] std::string to_json() const;
   [[nodiscard]] int exit_code() const noexcept;  // 0, or 3 with undecryptable rows
@@ -145,6 +155,9 @@ struct VerifyReport {
   std::vector<UndecryptableRow> undecryptable_rows;
   std::vector<std::string> needs_rolling_rows;   // ids, at most kMaxListedRows
   std::vector<std::string> journal_failed_rows;  // ids, at most kMaxListedRows
+  // Readable rows (ok or needs_rolling) whose plaintext is itself a Fernet token.
+  std::int64_t double_encrypted = 0;
+  std::vector<std::string> double_encrypted_rows;  // ids, at most kMaxListedRows
   double seconds = 0;
   [[nodiscard]] std::string to_json() const;
   /// 4 when rows need a rolling key or a check failed (journal, flag); else 3 with
@@ -188,7 +201,8 @@ struct PurgeReport {
   [[nodiscard]] std::string to_json() const;
 };
 
-/// Counts classes by HMAC alone (no AES), writing nothing, not even schema keymig.
+/// Counts classes by HMAC, and double encryption by one AES block per readable row,
+/// writing nothing, not even schema keymig.
 /// Throws as described at the top.
 [[nodiscard]] ScanReport scan(const crypto::KeyRing& keys, const Options& options);
 

@@ -33,11 +33,13 @@ struct UserStatus {
   std::optional<bool> stored_flag;             // the "MFA fernet active" column; nullopt: none/NULL
   bool flag_wrong = false;                     // a flag column exists and disagrees
   bool sysadmin = false;                       // any sysAdminColumns true
+  bool double_encrypted = false;               // readable, and the plaintext is itself a token
   [[nodiscard]] bool unreadable() const noexcept { return mfa && key_index < 0; }
 };
 
-/// Classifies one row's token (HMAC only) into a status. `has_flag`: whether the target
-/// has a flag column (a NULL flag then counts as false). Thread-safe.
+/// Classifies one row's token (HMAC, and one AES block for double encryption) into a status.
+/// `has_flag`: whether the target has a flag column (a NULL flag then counts as false).
+/// Thread-safe.
 [[nodiscard]] UserStatus classify_user(const crypto::KeyRing& keys, std::string id,
                                        std::string username, std::string_view token, bool is_null,
                                        std::optional<bool> stored_flag, bool has_flag,
@@ -50,6 +52,9 @@ struct KeyCount {
   std::string fingerprint;  // safe to print
   std::int64_t users = 0;
 };
+
+/// At most this many ids are listed per class in a StatusReport (all are counted).
+inline constexpr std::size_t kMaxListedUsers = 100000;
 
 /// What `keymig status` reports. Counts only: no secret, no token.
 struct StatusReport {
@@ -64,6 +69,8 @@ struct StatusReport {
   std::int64_t sysadmins = 0;
   std::int64_t sysadmins_without_mfa = 0;
   std::int64_t sysadmins_unreadable = 0;
+  std::int64_t double_encrypted = 0;              // readable users whose plaintext is a token
+  std::vector<std::string> double_encrypted_ids;  // the first kMaxListedUsers
   bool has_flag_column = false;
   bool has_username_column = false;
   std::vector<std::string> sysadmin_columns;          // used
