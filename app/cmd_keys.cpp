@@ -274,7 +274,8 @@ engine::PreflightReport run_preflight(const Common& common, const config::Config
 }
 
 int check_config(const Common& common, bool with_db) {
-  const config::Config config = config::load(config_files(common));
+  const config::Config config =
+      config::load(config_files(common), config::process_env(), setting_checks());
   std::optional<engine::PreflightReport> preflight;
   if (with_db) preflight = run_preflight(common, config);
   const int code = preflight ? preflight->exit_code() : kExitOk;

@@ -7,7 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "keymig/engine/keys.hpp"
+#include "keymig/http/server.hpp"
 #include "keymig/log.hpp"
+#include "keymig/metrics/metrics.hpp"
 #include "keymig/process.hpp"
 #include "keymig/secure.hpp"
 #include "keymig/text.hpp"
@@ -137,8 +139,23 @@ std::vector<std::string> config_files(const Common& common) {
       "where ./values.yaml is, or set KEYMIG_ACTIVE_KEY");
 }
 
+config::SettingChecks setting_checks() {
+  config::SettingChecks checks;
+  checks.listen_address = [](const std::string& text) {
+    try {
+      (void)http::parse_listen_address(text);
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  checks.push_gateway = metrics::push_gateway_problem;
+  return checks;
+}
+
 config::Config load_config(const Common& common) {
-  config::Config config = config::load(config_files(common));
+  config::Config config =
+      config::load(config_files(common), config::process_env(), setting_checks());
   for (const auto& warning : config.warnings)
     KEYMIG_LOG(warn, "config", "config_warning", {"detail", warning});
   return config;

@@ -43,6 +43,9 @@ CLI::Option* add_list_option(CLI::App& sub, const std::string& name,
 /// Loads the config files named by --config (none: ./values.yaml if present) and logs its
 /// warnings. Throws config::ConfigError.
 [[nodiscard]] config::Config load_config(const Common& common);
+/// The checks of metrics.listen and metrics.pushGateway by their one parser each (http,
+/// metrics), for config::load.
+[[nodiscard]] config::SettingChecks setting_checks();
 /// Builds the key ring from the config; validates the keys. Throws config::ConfigError
 /// (naming file, line and key; never the key).
 [[nodiscard]] crypto::KeyRing load_keyring(const config::Config& config);

@@ -1,6 +1,5 @@
 #include "keymig/config/config.hpp"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -450,7 +449,7 @@ void read_identifier(const Reader& reader, const std::string& path, std::string&
   }
 }
 
-void read_migration(const Reader& reader, Migration& m) {
+void read_migration(const Reader& reader, const SettingChecks& checks, Migration& m) {
   reader.read_string("keyMigration.database.dsn", m.dsn);
   read_identifier(reader, "keyMigration.target.table", m.target.table, true);
   read_identifier(reader, "keyMigration.target.idColumn", m.target.id_column, true);
@@ -478,13 +477,15 @@ void read_migration(const Reader& reader, Migration& m) {
   }
   reader.read_string("keyMigration.metrics.listen", m.metrics.listen);
   if (const Leaf* leaf = reader.find("keyMigration.metrics.listen")) {
-    const std::string problem = listen_address_problem(m.metrics.listen);
+    const std::string problem =
+        checks.listen_address ? checks.listen_address(m.metrics.listen) : "";
     if (!problem.empty()) fail(origin_of("keyMigration.metrics.listen", *leaf), problem);
   }
   reader.read_string("keyMigration.metrics.pushGateway", m.metrics.push_gateway);
   if (const Leaf* leaf = reader.find("keyMigration.metrics.pushGateway");
       leaf != nullptr && !m.metrics.push_gateway.empty()) {
-    const std::string problem = push_gateway_problem(m.metrics.push_gateway);
+    const std::string problem =
+        checks.push_gateway ? checks.push_gateway(m.metrics.push_gateway) : "";
     if (!problem.empty()) fail(origin_of("keyMigration.metrics.pushGateway", *leaf), problem);
   }
   reader.read_string("keyMigration.metrics.textfile", m.metrics.textfile);
@@ -540,104 +541,7 @@ std::int64_t parse_duration_millis(const std::string& text, const Origin& origin
   return total;
 }
 
-bool is_port(std::string_view text, unsigned min) {
-  if (text.empty() || text.size() > 5) return false;
-  if (!std::all_of(text.begin(), text.end(),
-                   [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; }))
-    return false;
-  const unsigned long port = std::stoul(std::string(text));
-  return port >= min && port <= 65535;
-}
-
-bool is_ipv4(const std::string& host) {
-  in_addr addr{};
-  return ::inet_pton(AF_INET, host.c_str(), &addr) == 1;
-}
-
-bool is_ipv6(const std::string& host) {
-  in6_addr addr{};
-  return ::inet_pton(AF_INET6, host.c_str(), &addr) == 1;
-}
-
-bool has_space_or_control(std::string_view text) {
-  return std::any_of(text.begin(), text.end(),
-                     [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; });
-}
-
 }  // namespace
-
-// The rule of the HTTP server's own parser (serve and --metrics-listen), restated here so
-// that check-config needs no HTTP code.
-std::string listen_address_problem(const std::string& text) {
-  std::string host;
-  std::string_view port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
-      return "expected [IPv6]:PORT, e.g. [::1]:9464";
-    host = text.substr(1, close - 1);
-    if (!is_ipv6(host)) return "not an IPv6 address in the brackets";
-    port = std::string_view(text).substr(close + 2);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string::npos) return "expected HOST:PORT, e.g. 127.0.0.1:9464";
-    host = text.substr(0, colon);
-    if (host.find(':') != std::string::npos) return "put an IPv6 address in brackets: [::1]:9464";
-    if (!host.empty() && host != "localhost" && !is_ipv4(host))
-      return "the host must be a numeric IP address, localhost or empty (all addresses)";
-    port = std::string_view(text).substr(colon + 1);
-  }
-  if (!is_port(port, 0)) return "the port must be a number 0-65535";
-  return {};
-}
-
-std::string push_gateway_problem(const std::string& text) {
-  constexpr const char* kExpected =
-      " (expected http://host:port, e.g. http://127.0.0.1:9091; percent-encode / @ : ? # % in "
-      "a password)";
-  if (has_space_or_control(text)) return std::string("spaces or control characters") + kExpected;
-  const auto scheme_end = text.find("://");
-  if (scheme_end == std::string::npos) return std::string("no http:// or https://") + kExpected;
-  const std::string scheme = text.substr(0, scheme_end);
-  if (scheme != "http" && scheme != "https")
-    return std::string("the scheme must be http or https") + kExpected;
-  std::string rest = text.substr(scheme_end + 3);
-  // As libcurl reads it (the push's parser): the authority ends at the first '/', '?' or
-  // '#', so a password holding one of them must percent-encode it.
-  const auto end = rest.find_first_of("/?#");
-  std::string authority = rest.substr(0, end);
-  const std::string after = end == std::string::npos ? "" : rest.substr(end);
-  if (const auto at = authority.rfind('@'); at != std::string::npos)
-    authority = authority.substr(at + 1);
-  if (!after.empty() && after != "/")
-    return std::string("a path, query or fragment after host:port is not supported") + kExpected;
-  std::string host = authority;
-  std::string port;
-  if (!authority.empty() && authority.front() == '[') {
-    const auto close = authority.find(']');
-    if (close == std::string::npos) return std::string("an unclosed '['") + kExpected;
-    host = authority.substr(1, close - 1);
-    if (!is_ipv6(host)) return std::string("not an IPv6 address in the brackets") + kExpected;
-    const std::string tail = authority.substr(close + 1);
-    if (!tail.empty()) {
-      if (tail.front() != ':') return std::string("junk after ']'") + kExpected;
-      port = tail.substr(1);
-      if (!is_port(port, 1)) return std::string("the port must be a number 1-65535") + kExpected;
-    }
-    return {};
-  }
-  if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-    if (!is_port(port, 1)) return std::string("the port must be a number 1-65535") + kExpected;
-  }
-  if (host.empty()) return std::string("no host") + kExpected;
-  const bool host_ok = std::all_of(host.begin(), host.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' || c == '_';
-  });
-  if (!host_ok) return std::string("the host is not a host name or address") + kExpected;
-  return {};
-}
 
 Getenv process_env() {
   // The key variables left the environment at start (process::capture_secret_env).
@@ -670,7 +574,7 @@ int parse_time_of_day(const std::string& text, const Origin& origin) {
   fail(origin, "expected a UTC time of day \"HH:MM\" (00:00..23:59), got '" + s + "'");
 }
 
-Config load(const std::vector<std::string>& paths, const Getenv& env) {
+Config load(const std::vector<std::string>& paths, const Getenv& env, const SettingChecks& checks) {
   Config config;
   config.files = paths;
   Leaves leaves;
@@ -694,7 +598,7 @@ Config load(const std::vector<std::string>& paths, const Getenv& env) {
                    mfa.remember_me_disabled_for_sysadmins);
 
   read_keys(reader, env, config);
-  read_migration(reader, config.migration);
+  read_migration(reader, checks, config.migration);
   return config;
 }
 

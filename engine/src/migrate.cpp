@@ -96,10 +96,12 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
 
   db::Connection reader = open_connection(options.connect, options.metrics);
   LaneSessions sessions(options);
-  // A dry run writes nothing, the schema included: it reads the target alone.
-  if (!options.dry_run) db::ensure_schema(reader);
+  // The target first: a refused one (missing, a view, hidden by row security, a
+  // privilege short) leaves no trace, not even schema keymig. A dry run writes nothing,
+  // the schema included: it reads the target alone.
   const db::Table table = db::check_target(reader, target_spec(options.target));
   db::check_privileges(reader, table, options.dry_run ? db::Access::read : db::Access::write);
+  if (!options.dry_run) db::ensure_schema(reader);
   record.on_target(table.label());
   report.target = table.label();
 

@@ -8,6 +8,7 @@
 
 #include "keymig/base64.hpp"
 #include "keymig/error.hpp"
+#include "keymig/metrics/metrics.hpp"
 #include "keymig/secure.hpp"
 
 namespace keymig::metrics {
@@ -90,6 +91,15 @@ PushUrl parse_push_url(const std::string& url) {
   out.port = port;
   out.display = out.scheme_host + ":" + port;
   return out;
+}
+
+std::string push_gateway_problem(const std::string& url) {
+  try {
+    (void)parse_push_url(url);
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return std::string();
 }
 
 std::pair<std::string, std::string> grouping_label(std::string_view name, std::string_view value) {

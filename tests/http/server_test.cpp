@@ -103,8 +103,9 @@ TEST_CASE("listen addresses are numeric host and port", "[http]") {
   CHECK(parse_listen_address(":80").host == "0.0.0.0");
   CHECK(parse_listen_address("[::1]:0").host == "::1");
   CHECK(parse_listen_address("localhost:1").host == "127.0.0.1");
-  for (const char* bad : {"", "9464", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:9x",
-                          "example.com:80", "::1:80", "[::1]80"}) {
+  for (const char* bad :
+       {"", "9464", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:9x", "example.com:80",
+        "::1:80", "[::1]80", "nonsense", "[::1:9464", "1.2.3.4:x"}) {
     INFO(bad);
     CHECK_THROWS_AS(parse_listen_address(bad), keymig::UsageError);
   }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "keymig/error.hpp"
+#include "keymig/metrics/metrics.hpp"
 
 using keymig::metrics::parse_push_url;
 
@@ -79,4 +80,24 @@ TEST_CASE("a bad Pushgateway URL is refused without quoting a credential", "[pus
   CHECK(refusal("http://gw:99999") != "");
   CHECK(refusal("gw:9091") != "");
   CHECK(refusal("") != "");
+}
+
+TEST_CASE("push_gateway_problem is the push's own parser, for check-config", "[push_url]") {
+  for (const std::string bad :
+       {"gw:9091", "ftp://gw:9091", "http://", "http://:9091", "http://gw:0", "http://gw:65536",
+        "http://gw:port", "http://gw:9091/metrics", "http://gw:9091?x", "http://g w:9091",
+        "http://ops:s3cr3tpw@gw:bad", "http://[::1:9091", "http://[zz]:9091", "http://g\x01w",
+        "http://ops:s3cr3tpw/x@gw:9091"}) {
+    INFO(bad);
+    const std::string problem = keymig::metrics::push_gateway_problem(bad);
+    CHECK_FALSE(problem.empty());
+    CHECK(problem.find("s3cr3tpw") == std::string::npos);
+  }
+  for (const std::string good :
+       {"http://gw:9091", "https://gw.monitoring.svc", "http://gw:9091/",
+        "http://ops:p%2Fss@gw:9091", "http://ops:p%40ss@gw:9091", "http://ops:p:s%3Fs%23@gw:9091",
+        "http://[::1]:9091", "https://10.0.0.1"}) {
+    INFO(good);
+    CHECK(keymig::metrics::push_gateway_problem(good).empty());
+  }
 }

@@ -100,22 +100,23 @@ using Getenv = std::function<std::optional<std::string>(const char* name)>;
 /// KEYMIG_ROLLING_KEYS. Checks types, ranges, unknown keys under `keyMigration`, duplicate
 /// keys in the sections keymig reads, and the shape of metrics.listen and pushGateway.
 /// Does not parse keys as Fernet keys (engine does, with crypto). Throws ConfigError.
-[[nodiscard]] Config load(const std::vector<std::string>& paths, const Getenv& env = process_env());
+/// Checks of settings whose one parser lives in another module: the listen address in
+/// http, the Pushgateway URL in metrics (app passes them, see app/command.cpp). Each
+/// returns "" for a good value, else what is wrong without quoting the value (a URL may
+/// hold a password); the loader adds the file, line and key. An unset check accepts.
+struct SettingChecks {
+  std::function<std::string(const std::string&)> listen_address;
+  std::function<std::string(const std::string&)> push_gateway;
+};
+
+[[nodiscard]] Config load(const std::vector<std::string>& paths, const Getenv& env = process_env(),
+                          const SettingChecks& checks = {});
 
 /// "6h" -> 21600 s. Units s, m, h, d. Throws ConfigError (origin in the message).
 [[nodiscard]] std::chrono::seconds parse_duration(const std::string& text, const Origin& origin);
 /// "2s" -> 2000 ms, "500ms", "1m30s"; "0" is zero. Throws ConfigError.
 [[nodiscard]] std::chrono::milliseconds parse_duration_ms(const std::string& text,
                                                           const Origin& origin);
-/// Whether `text` is a listen address keymig can bind: HOST:PORT with HOST empty,
-/// "localhost", a numeric IPv4 address or a bracketed IPv6 one, and PORT 0-65535.
-/// Empty when it is; else what is wrong (never quoting the text).
-[[nodiscard]] std::string listen_address_problem(const std::string& text);
-/// Whether `text` is a Pushgateway URL keymig can push to: http:// or https://, an
-/// optional user:password@, a host, an optional port 1-65535, nothing after but "/".
-/// Empty when it is; else what is wrong (never quoting the URL, which may hold a password).
-[[nodiscard]] std::string push_gateway_problem(const std::string& text);
-
 /// "02:00" -> 120 (minute of the day, UTC). Throws ConfigError.
 [[nodiscard]] int parse_time_of_day(const std::string& text, const Origin& origin);
 

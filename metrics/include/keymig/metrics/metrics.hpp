@@ -22,6 +22,10 @@ class MetricsError : public keymig::Error {
 /// outcomes, key labels, ops, statuses, commands), never a user id: a value outside its
 /// documented set is counted under "other" (with one warning per value) rather than
 /// growing the series count or throwing in the middle of a batch.
+/// "" when `url` is a Pushgateway URL a push can use, else what is wrong, never quoting
+/// the URL (it may hold a password). The same parser as the push: check-config uses it.
+[[nodiscard]] std::string push_gateway_problem(const std::string& url);
+
 class Metrics {
  public:
   Metrics();
