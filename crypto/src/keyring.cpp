@@ -77,6 +77,21 @@ struct KeyRing::Impl {
     return is_token_text(std::string_view(reinterpret_cast<const char*>(padded.data()), plain_len));
   }
 
+  // classify and classify_deep: `deep` also looks inside (holds_token).
+  [[nodiscard]] Classification classify(std::string_view token, bool deep) const {
+    Classification result;
+    detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
+    result.reason = parse(token, bytes, result.timestamp, result.canonical);
+    if (result.reason != Reason::ok) return result;
+    result.canonical_length = detail::encoded_length(bytes.size());
+    result.key_index = find_key(bytes);
+    if (result.key_index < 0)
+      result.reason = Reason::unknown_key;
+    else if (deep)
+      result.double_encrypted = holds_token(bytes, result.key_index);
+    return result;
+  }
+
   template <typename Hint>
   int remember(Hint& hint, int index) const noexcept {
     hint.ring = id;
@@ -142,28 +157,11 @@ KeyRing& KeyRing::operator=(KeyRing&&) noexcept = default;
 KeyRing::~KeyRing() = default;
 
 Classification KeyRing::classify(std::string_view token) const {
-  Classification result;
-  detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-  result.reason = parse(token, bytes, result.timestamp, result.canonical);
-  if (result.reason != Reason::ok) return result;
-  result.canonical_length = detail::encoded_length(bytes.size());
-  result.key_index = impl_->find_key(bytes);
-  if (result.key_index < 0) result.reason = Reason::unknown_key;
-  return result;
+  return impl_->classify(token, /*deep=*/false);
 }
 
 Classification KeyRing::classify_deep(std::string_view token) const {
-  Classification result;
-  detail::Buffer bytes(detail::decoded_capacity(token.size()), false);
-  result.reason = parse(token, bytes, result.timestamp, result.canonical);
-  if (result.reason != Reason::ok) return result;
-  result.canonical_length = detail::encoded_length(bytes.size());
-  result.key_index = impl_->find_key(bytes);
-  if (result.key_index < 0)
-    result.reason = Reason::unknown_key;
-  else
-    result.double_encrypted = impl_->holds_token(bytes, result.key_index);
-  return result;
+  return impl_->classify(token, /*deep=*/true);
 }
 
 Rotation KeyRing::rotate(std::string_view token) const {

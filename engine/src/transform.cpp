@@ -33,6 +33,16 @@ void note_undecryptable(Batch& b, const db::Row& row, crypto::Reason reason) {
 }
 
 // Counted and listed by id, never shown: the inner token is the secret's only form.
+// The row's token as read becomes the compare-and-swap's old token.
+void add_change(Batch& b, db::Row& row, SecretString new_token) {
+  db::Change ch;
+  ch.id = row.id;
+  ch.old_token = std::move(row.token);
+  ch.new_token = std::move(new_token);
+  ch.old_flag = row.flag;
+  b.changes.push_back(std::move(ch));
+}
+
 void note_double_encrypted(Batch& b, const db::Row& row) {
   ++b.tally.double_encrypted;
   b.double_encrypted.push_back(row.id);
@@ -117,24 +127,14 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
       // back canonical (the same bytes) and journaled like a rotation, so that the row no
       // longer depends on a decoder's leniency (pyca's newer one has none).
       ++b.tally.respelled;
-      db::Change ch;
-      ch.id = row.id;
-      ch.old_token = std::move(row.token);
-      ch.new_token = std::move(r.token);
-      ch.old_flag = row.flag;
-      b.changes.push_back(std::move(ch));
+      add_change(b, row, std::move(r.token));
       continue;
     }
     if (r.key_index == 0) {
       ++b.tally.active;
       if (has_flag && !flag_true) {
         ++b.tally.flag_wrong;
-        db::Change ch;
-        ch.id = row.id;
-        ch.new_token = row.token.clone();
-        ch.old_token = std::move(row.token);
-        ch.old_flag = row.flag;
-        b.changes.push_back(std::move(ch));
+        add_change(b, row, row.token.clone());
       } else {
         ++b.tally.active_ok;
       }
@@ -143,12 +143,7 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
     ++b.tally.rolling;
     ++b.tally.decrypt_ops;
     ++b.tally.encrypt_ops;
-    db::Change ch;
-    ch.id = row.id;
-    ch.old_token = std::move(row.token);
-    ch.new_token = std::move(r.token);
-    ch.old_flag = row.flag;
-    b.changes.push_back(std::move(ch));
+    add_change(b, row, std::move(r.token));
   }
   // Tokens not moved into changes are wiped now rather than when the batch dies.
   for (auto& row : b.rows) row.token.wipe();
