@@ -16,17 +16,8 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from keymig_testlib import (EXIT_NEEDS_ROLLING, EXIT_OK, EXIT_UNDECRYPTABLE, DbTestCase,
                             Keymig, Secrets, copy_in, current_secrets, drop_db, new_db, psql,
-                            snapshot, totp_secret, write_config)
+                            USERS_DDL, snapshot, totp_secret, write_config)
 
-DDL = """
-CREATE TABLE public.users (
-  id bigint PRIMARY KEY,
-  username text NOT NULL UNIQUE,
-  mfa_secret text,
-  mfa_fernet_active boolean NOT NULL DEFAULT false,
-  is_staff boolean NOT NULL DEFAULT false,
-  is_superuser boolean NOT NULL DEFAULT false
-)"""
 COLUMNS = "id, username, mfa_secret, mfa_fernet_active"
 
 NOISE = " \n\t\r\v\f=%+/-_.:*!~\x01\x7f\u00e9"
@@ -119,7 +110,7 @@ class LenientSpellingsTest(DbTestCase):
     def setUp(self):
         self.dbname = "kmt_lenient"
         self.dsn = new_db(self.dbname)
-        psql(self.dsn, DDL)
+        psql(self.dsn, USERS_DDL)
         self.km = Keymig(self, self.config, self.dsn, self.secrets)
 
     def tearDown(self):
