@@ -159,9 +159,38 @@ ALTER TABLE keymig.requests ADD COLUMN IF NOT EXISTS target text,
 INSERT INTO keymig.schema_version (version) VALUES (6);
 )SQL";
 
+// Version 7: what an operator needs to trust a run's judgement. keymig.scans keeps the
+// last scan of each target (counts by key fingerprint, undecryptable rows), so that a
+// migrate can refuse to leave more rows unreadable than the operator last saw. Rows in
+// keymig.acknowledged are undecryptable rows an operator has looked at and accepted
+// (orphans no key reads): reported, but they no longer fail a run; a new one still does.
+// requests.requested_by and requests.reason are the audit trail the admin UI fills in.
+const char* const kSchemaV7 = R"SQL(
+CREATE TABLE IF NOT EXISTS keymig.scans (
+  target text COLLATE "C" PRIMARY KEY,
+  scanned_at timestamptz NOT NULL DEFAULT now(),
+  rows_scanned bigint NOT NULL,
+  undecryptable bigint NOT NULL,
+  counts jsonb NOT NULL,
+  active_fingerprint text,
+  rolling_fingerprints text[]
+);
+CREATE TABLE IF NOT EXISTS keymig.acknowledged (
+  target text COLLATE "C",
+  row_id text COLLATE "C",
+  reason text,
+  acknowledged_by text NOT NULL,
+  acknowledged_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (target, row_id)
+);
+ALTER TABLE keymig.requests ADD COLUMN IF NOT EXISTS requested_by text,
+  ADD COLUMN IF NOT EXISTS reason text;
+INSERT INTO keymig.schema_version (version) VALUES (7);
+)SQL";
+
 // kMigrations[v - 1] takes the schema from version v - 1 to v.
 const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3,
-                                   kSchemaV4, kSchemaV5, kSchemaV6};
+                                   kSchemaV4, kSchemaV5, kSchemaV6, kSchemaV7};
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
 
 // A role that may not create schema keymig, or may not upgrade it, hears which privilege
