@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "keymig/locked.hpp"
 #include "keymig/secure.hpp"
 
 extern char** environ;
@@ -19,11 +20,11 @@ namespace {
 struct Captured {
   std::mutex mutex;
   bool done = false;
-  std::map<std::string, SecretString, std::less<>> values;
+  std::map<std::string, LockedSecret, std::less<>> values;
 };
 
 Captured& captured() {
-  // Never destroyed before exit: the SecretStrings wipe themselves in the destructor.
+  // Never destroyed before exit: the LockedSecrets wipe themselves in the destructor.
   static Captured c;
   return c;
 }
@@ -54,7 +55,7 @@ void capture_secret_env() {
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       if (std::strncmp(*e, name, len) != 0 || (*e)[len] != '=') continue;
       char* entry = *e;
-      c.values.insert_or_assign(name, SecretString(std::string_view(entry + len + 1)));
+      c.values.insert_or_assign(name, LockedSecret(std::string_view(entry + len + 1)));
       ::unsetenv(name);  // takes the pointer out of environ; the bytes stay where they were
       // The initial environment lives on the stack and is what /proc/PID/environ shows.
       secure_wipe(entry + len + 1, std::strlen(entry + len + 1));

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "codec.hpp"
+#include "keymig/locked.hpp"
 #include "openssl.hpp"
 #include "token.hpp"
 
@@ -41,6 +42,10 @@ std::uint64_t now_seconds() noexcept {
 
 }  // namespace
 
+void forget_key_schedules() noexcept {
+  detail::forget_key_schedules();
+}
+
 // ---------------------------------------------------------------------------------------
 // Key
 
@@ -52,7 +57,7 @@ Key Key::parse(std::string_view text) {
   std::size_t len = 0;
   const bool ok = decode_base64url_strict(text, decoded, len) && len == 32;
   Key key;
-  if (ok) std::memcpy(key.bytes_.data(), decoded, 32);
+  if (ok) std::memcpy(key.bytes_, decoded, kSize);
   OPENSSL_cleanse(decoded, sizeof decoded);
   if (!ok)
     throw KeyError(std::string(kKeyShape) +
@@ -62,29 +67,29 @@ Key Key::parse(std::string_view text) {
 
 Key Key::generate() {
   Key key;
-  detail::os_random(key.bytes_.data(), key.bytes_.size());
+  detail::os_random(key.bytes_, kSize);
   return key;
 }
 
-Key::Key(Key&& other) noexcept : bytes_(other.bytes_) {
-  OPENSSL_cleanse(other.bytes_.data(), other.bytes_.size());
-}
+Key::Key() : bytes_(static_cast<std::uint8_t*>(locked_alloc(kSize))) {}
+
+Key::Key(Key&& other) noexcept : bytes_(std::exchange(other.bytes_, nullptr)) {}
 
 Key& Key::operator=(Key&& other) noexcept {
   if (this != &other) {
-    bytes_ = other.bytes_;
-    OPENSSL_cleanse(other.bytes_.data(), other.bytes_.size());
+    locked_free(bytes_, kSize);
+    bytes_ = std::exchange(other.bytes_, nullptr);
   }
   return *this;
 }
 
 Key::~Key() {
-  OPENSSL_cleanse(bytes_.data(), bytes_.size());
+  locked_free(bytes_, kSize);
 }
 
 SecretString Key::encode() const {
-  std::string text(detail::encoded_length(bytes_.size()), '\0');
-  detail::encode_base64url(bytes_.data(), bytes_.size(), text.data());
+  std::string text(detail::encoded_length(kSize), '\0');
+  detail::encode_base64url(bytes_, kSize, text.data());
   return SecretString(std::move(text));
 }
 
@@ -95,7 +100,7 @@ std::string Key::fingerprint() const {
   unsigned int n = 0;
   if (EVP_DigestInit_ex2(md.get(), detail::sha256(), nullptr) != 1 ||
       EVP_DigestUpdate(md.get(), kDomain, sizeof kDomain - 1) != 1 ||
-      EVP_DigestUpdate(md.get(), bytes_.data(), bytes_.size()) != 1 ||
+      EVP_DigestUpdate(md.get(), bytes_, kSize) != 1 ||
       EVP_DigestFinal_ex(md.get(), digest, &n) != 1)
     detail::throw_openssl("fingerprint");
   static constexpr char kHex[] = "0123456789abcdef";
@@ -108,7 +113,7 @@ std::string Key::fingerprint() const {
 }
 
 bool Key::same_as(const Key& other) const noexcept {
-  return CRYPTO_memcmp(bytes_.data(), other.bytes_.data(), bytes_.size()) == 0;
+  return CRYPTO_memcmp(bytes_, other.bytes_, kSize) == 0;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -69,9 +69,23 @@ ThreadContexts::ThreadContexts()
     throw_openssl("AES decrypt context");
 }
 
+namespace {
+thread_local ThreadContexts* made_contexts = nullptr;  // set once the thread has its own
+}  // namespace
+
 ThreadContexts& thread_contexts() {
   thread_local ThreadContexts contexts;
+  made_contexts = &contexts;
   return contexts;
+}
+
+void forget_key_schedules() noexcept {
+  if (made_contexts == nullptr) return;
+  static constexpr std::uint8_t kNoKey[16] = {};
+  // Cannot fail once the cipher is bound (key expansion only); a failure would leave the
+  // old schedule, which the context's free still cleanses.
+  (void)EVP_CipherInit_ex2(made_contexts->encrypt.get(), nullptr, kNoKey, nullptr, -1, nullptr);
+  (void)EVP_CipherInit_ex2(made_contexts->decrypt.get(), nullptr, kNoKey, nullptr, -1, nullptr);
 }
 
 HmacKey::HmacKey(const std::uint8_t* key, std::size_t key_len)

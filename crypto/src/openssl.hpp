@@ -48,6 +48,8 @@ struct ThreadContexts {
   CipherCtxPtr decrypt;
 };
 [[nodiscard]] ThreadContexts& thread_contexts();
+/// See keymig::crypto::forget_key_schedules.
+void forget_key_schedules() noexcept;
 
 /// HMAC-SHA256 with the key's ipad/opad blocks absorbed once: a MAC then costs two
 /// context copies instead of two extra compressions. Immutable after construction and

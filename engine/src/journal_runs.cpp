@@ -137,6 +137,7 @@ void count_unreadable_journaled(const crypto::KeyRing& keys, const Options& opti
       if (report.journal_unreadable_rows.size() < kMaxListedRows)
         report.journal_unreadable_rows.push_back(row.id);
     }
+    crypto::forget_key_schedules();
     after = entries.back().row_id;
     if (static_cast<std::int64_t>(entries.size()) < page) break;
   }

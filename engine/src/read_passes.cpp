@@ -3,6 +3,7 @@
 
 #include "read_passes.hpp"
 
+#include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
 #include "command_record.hpp"
@@ -187,8 +188,10 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
           retry_hook(options.metrics, "verify"));
       if (entries.empty()) break;
       std::vector<char> ok(entries.size(), 0);
-      tbb::parallel_for(std::size_t{0}, entries.size(), [&](std::size_t i) {
-        if (!entries[i].new_null) ok[i] = journal_entry_ok(keys, entries[i]) ? 1 : 0;
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, entries.size()), [&](const auto& r) {
+        for (std::size_t i = r.begin(); i != r.end(); ++i)
+          if (!entries[i].new_null) ok[i] = journal_entry_ok(keys, entries[i]) ? 1 : 0;
+        crypto::forget_key_schedules();  // on the thread that ran this part
       });
       for (std::size_t i = 0; i < entries.size(); ++i) {
         if (entries[i].new_null) {

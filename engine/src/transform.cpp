@@ -51,6 +51,10 @@ void note_double_encrypted(Batch& b, const db::Row& row) {
 }  // namespace
 
 void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) {
+  // However the batch ends, no key schedule stays behind on this thread.
+  struct ForgetKeySchedules {
+    ~ForgetKeySchedules() { crypto::forget_key_schedules(); }
+  } forget;
   if (mode == Mode::status) {
     // The admin view counts users, not rows: the sink adds each status to its report.
     b.users.reserve(b.rows.size());

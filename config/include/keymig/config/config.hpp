@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "keymig/error.hpp"
+#include "keymig/locked.hpp"
 #include "keymig/secure.hpp"
 
 namespace keymig::config {
@@ -26,9 +27,10 @@ struct Origin {
   [[nodiscard]] std::string describe() const;  // "values.yaml:12 secretStore.activeKey"
 };
 
-/// A key as configured: its text (secret) and where it came from.
+/// A key as configured: its text (secret, kept in locked memory for the config's life)
+/// and where it came from.
 struct KeySetting {
-  SecretString text;
+  LockedSecret text;
   Origin origin;
   std::string key_file;  // set when it came from activeKeyFile/rollingKeyFile
 };

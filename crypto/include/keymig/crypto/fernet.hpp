@@ -46,7 +46,8 @@ enum class Reason : std::uint8_t {
 [[nodiscard]] const char* reason_name(Reason reason) noexcept;
 
 /// A Fernet key: 16-byte signing key and 16-byte encryption key. Move-only, wiped on
-/// destruction, never printable.
+/// destruction, never printable; its bytes live in locked, dump-excluded memory
+/// (keymig/locked.hpp). A moved-from Key may only be destroyed or assigned to.
 class Key {
  public:
   /// Accepts base64url with or without '=' padding. Throws KeyError.
@@ -67,12 +68,13 @@ class Key {
   /// Constant-time comparison.
   [[nodiscard]] bool same_as(const Key& other) const noexcept;
 
-  [[nodiscard]] const std::uint8_t* signing_key() const noexcept { return bytes_.data(); }
-  [[nodiscard]] const std::uint8_t* encryption_key() const noexcept { return bytes_.data() + 16; }
+  [[nodiscard]] const std::uint8_t* signing_key() const noexcept { return bytes_; }
+  [[nodiscard]] const std::uint8_t* encryption_key() const noexcept { return bytes_ + 16; }
 
  private:
-  Key() = default;
-  std::array<std::uint8_t, 32> bytes_{};
+  static constexpr std::size_t kSize = 32;
+  Key();
+  std::uint8_t* bytes_;  // kSize bytes from locked_alloc; null once moved from
 };
 
 struct DecryptResult {
@@ -86,6 +88,14 @@ struct DecryptResult {
 /// does ("gAAAAA": version 0x80 and a timestamp below 2^36) and parses as one (no key, no
 /// MAC). What a field library that encrypts twice leaves as the plaintext.
 [[nodiscard]] bool is_token_text(std::string_view text) noexcept;
+
+/// Replaces the calling thread's AES key schedules with a zero key's. Each thread keeps
+/// one AES context per direction for its whole life, and the last key it used stays
+/// expanded there (in ordinary heap memory: its first round key is the key itself);
+/// re-keying after every token would cost a fifth of a rotation's CPU. Code that runs a
+/// batch of Fernet work calls this when the batch is done, so that no key schedule
+/// outlives the batch.
+void forget_key_schedules() noexcept;
 
 /// Reads the clear-text timestamp without any key (no verification).
 [[nodiscard]] std::optional<std::uint64_t> unverified_timestamp(std::string_view token) noexcept;
