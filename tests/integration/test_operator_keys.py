@@ -21,17 +21,7 @@ import unittest
 from keymig_testlib import (EXIT_NEEDS_ROLLING, EXIT_OK, EXIT_UNDECRYPTABLE, EXIT_USAGE,
                             DbTestCase, Keymig, KeySet, UserFixture, current_secrets,
                             decrypt_with, drop_db, http_get, journal_count, new_db, psql,
-                            scalar, snapshot, start_serve, wait_until, write_config)
-
-
-def sample(text, name, **labels):
-    """The value of the first sample `name{labels...}` in a text exposition, or None."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+                            sample, scalar, snapshot, start_serve, wait_until, write_config)
 
 
 def fingerprints(km):
