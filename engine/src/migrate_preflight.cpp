@@ -1,6 +1,7 @@
 #include "migrate_preflight.hpp"
 
 #include "key_history.hpp"
+#include "keymig/db/runs.hpp"
 #include "keymig/error.hpp"
 #include "keymig/log.hpp"
 #include "read_passes.hpp"
@@ -59,6 +60,17 @@ PreflightCheck migrate_preflight(db::Connection& reader, const db::Table& table,
     check.warnings.push_back("--force: " + why);
     KEYMIG_LOG(warn, "engine", "preflight_forced", {"target", table.label()},
                {"reason", "swapped keys"}, {"run_id", history.swapped->run_id});
+  }
+
+  // A worker joining (or resuming) a run under way: the run's first worker counted the
+  // rows, with the same active key (plan_run checks it); N workers of one run must not
+  // read the table N more times.
+  if (!options.run_id.empty()) {
+    const auto run = db::load_run(reader, options.run_id);
+    if (run && run->kind == "migrate" && run->state == "running") {
+      check.baseline_from = "run " + run->run_id + " under way: its first worker counted";
+      return check;
+    }
   }
 
   // Read-only: neither paced like the writes nor shown as the run's progress.
