@@ -41,6 +41,7 @@ struct PassFlags {
   std::vector<std::string> usernames;
   std::string run_id;
   bool dry_run = false;
+  bool force = false;
   std::string older_than;
   MetricsFlags metrics;
 };
@@ -79,6 +80,7 @@ engine::Options make_options(const Common& common, const config::Config& config,
   if (!o.selection.ids.empty() && !o.selection.usernames.empty())
     throw UsageError("--ids and --usernames: give one or the other");
   o.dry_run = f.dry_run;
+  o.force = f.force;
   o.run_id = f.run_id;
   return o;
 }
@@ -193,7 +195,7 @@ std::string list_rows(const std::vector<engine::UndecryptableRow>& rows, std::in
   std::size_t shown = 0;
   for (const auto& r : rows) {
     if (shown++ == kShown) break;
-    out << "\n  id " << r.id << ": " << r.reason;
+    out << "\n  id " << r.id << ": " << r.reason << (r.acknowledged ? " (acknowledged)" : "");
   }
   const auto listed = static_cast<std::int64_t>(std::min(rows.size(), kShown));
   if (listed < total)
@@ -263,6 +265,7 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
     for (const auto& k : r.by_key)
       text << "\n  " << k.key << " (" << k.fingerprint << "): " << k.rows;
     text << "\n  empty: " << r.empty << "\n  undecryptable: " << r.undecryptable;
+    if (r.acknowledged > 0) text << " (" << r.acknowledged << " acknowledged)";
     for (const auto& [reason, n] : r.undecryptable_by_reason)
       text << "\n    " << reason << ": " << n;
     text << "\n  flag not true on active rows: " << r.flag_wrong;
@@ -283,6 +286,10 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
   add_walk_flags(sub, common, *f);
   add_selection_flags(sub, *f);
   sub.add_flag("--dry-run", f->dry_run, "count what would change; write nothing");
+  sub.add_flag("--force", f->force,
+               "write even when the pre-flight refuses (the active key is one an earlier run "
+               "rotated away from, or more rows would stay undecryptable than the last scan "
+               "found)");
   sub.add_option("--run-id", f->run_id,
                  "resume this run, or join it as another worker (created if new)")
       ->type_name("ID");
@@ -302,8 +309,11 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
     text << "\n  rows " << r.rows_scanned << ", " << (r.dry_run ? "would rotate " : "rotated ")
          << r.rotated << ", already active " << r.already_active << " (flag "
          << (r.dry_run ? "to fix " : "fixed ") << r.flag_fixed << "), empty " << r.empty
-         << ", undecryptable " << r.undecryptable << ", conflicts " << r.conflicts << " in "
-         << r.seconds << " s";
+         << ", undecryptable " << r.undecryptable;
+    if (r.acknowledged > 0) text << " (" << r.acknowledged << " acknowledged)";
+    text << ", conflicts " << r.conflicts << " in " << r.seconds << " s";
+    if (r.preflight)
+      for (const auto& w : r.preflight->warnings) text << "\nwarning: " << w;
     if (!r.not_found.empty()) {
       text << "\n  not found:";
       for (const auto& v : r.not_found) text << " " << v;
@@ -334,8 +344,9 @@ std::string verify_text(const engine::VerifyReport& r) {
   std::ostringstream text;
   text << "verify of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s"
        << "\n  ok (active key alone): " << r.ok << "\n  needs a rolling key: " << r.needs_rolling
-       << "\n  undecryptable: " << r.undecryptable << "\n  empty: " << r.empty
-       << "\n  flag mismatched: " << r.mismatched
+       << "\n  undecryptable: " << r.undecryptable
+       << (r.acknowledged > 0 ? " (" + std::to_string(r.acknowledged) + " acknowledged)" : "")
+       << "\n  empty: " << r.empty << "\n  flag mismatched: " << r.mismatched
        << "\n  double-encrypted (the plaintext is itself a token): " << r.double_encrypted;
   if (!r.run_id.empty())
     text << "\n  journal of run " << r.run_id << ": " << r.journal_checked << " checked, "

@@ -160,17 +160,20 @@ INSERT INTO keymig.schema_version (version) VALUES (6);
 )SQL";
 
 // Version 7: what an operator needs to trust a run's judgement. keymig.scans keeps the
-// last scan of each target (counts by key fingerprint, undecryptable rows), so that a
-// migrate can refuse to leave more rows unreadable than the operator last saw. Rows in
+// last whole-target scan or verify of each target (counts by key fingerprint,
+// undecryptable rows and how many of them were acknowledged), so that a migrate can
+// refuse to leave more rows unreadable than the operator last saw. Rows in
 // keymig.acknowledged are undecryptable rows an operator has looked at and accepted
 // (orphans no key reads): reported, but they no longer fail a run; a new one still does.
 // requests.requested_by and requests.reason are the audit trail the admin UI fills in.
 const char* const kSchemaV7 = R"SQL(
 CREATE TABLE IF NOT EXISTS keymig.scans (
   target text COLLATE "C" PRIMARY KEY,
+  command text NOT NULL,
   scanned_at timestamptz NOT NULL DEFAULT now(),
   rows_scanned bigint NOT NULL,
   undecryptable bigint NOT NULL,
+  acknowledged bigint NOT NULL DEFAULT 0,
   counts jsonb NOT NULL,
   active_fingerprint text,
   rolling_fingerprints text[]
@@ -178,7 +181,7 @@ CREATE TABLE IF NOT EXISTS keymig.scans (
 CREATE TABLE IF NOT EXISTS keymig.acknowledged (
   target text COLLATE "C",
   row_id text COLLATE "C",
-  reason text,
+  reason text NOT NULL,
   acknowledged_by text NOT NULL,
   acknowledged_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (target, row_id)

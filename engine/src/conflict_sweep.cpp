@@ -15,7 +15,8 @@ namespace keymig::engine::detail {
 
 std::int64_t sweep_conflicts(db::Connection& conn, const db::Table& table,
                              const crypto::KeyRing& keys, const Options& opts,
-                             const std::string& run_id, Outcome& out) {
+                             const std::string& run_id, Outcome& out,
+                             const AcknowledgedIds* acknowledged) {
   std::vector<std::string> ids;
   ids.swap(out.conflict_ids);
   const std::int64_t first_conflicts = out.conflicts;
@@ -28,7 +29,7 @@ std::int64_t sweep_conflicts(db::Connection& conn, const db::Table& table,
     b.rows = db::with_retry(
         conn, [&] { return db::read_rows(conn, table, part); }, retry_hook(opts.metrics, "sweep"));
     found += static_cast<std::int64_t>(b.rows.size());
-    transform(b, keys, Mode::migrate, table.has_flag());
+    transform(b, keys, Mode::migrate, table.has_flag(), acknowledged);
     count_crypto(opts, b.tally);
     sweep.tally.add(b.tally);
     sweep.take_undecryptable(b.undecryptable);
@@ -40,6 +41,7 @@ std::int64_t sweep_conflicts(db::Connection& conn, const db::Table& table,
   out.already_active += sweep.already_active;
   out.tally.empty += sweep.tally.empty;
   out.tally.undecryptable += sweep.tally.undecryptable;
+  out.tally.acknowledged += sweep.tally.acknowledged;
   out.take_undecryptable(sweep.undecryptable_rows);
   for (auto& r : sweep.rejected_rows) out.note_rejected({std::move(r.id), std::move(r.reason)});
   out.rejected += sweep.rejected - static_cast<std::int64_t>(sweep.rejected_rows.size());

@@ -1,5 +1,7 @@
 #include "key_rows.hpp"
 
+#include <algorithm>
+
 namespace keymig::engine::detail {
 
 std::vector<KeyRows> key_rows(const crypto::KeyRing& keys,
@@ -21,10 +23,13 @@ std::vector<std::string> rolling_fingerprints(const crypto::KeyRing& keys) {
 
 void publish_rows_by_key(metrics::Metrics* metrics, const std::string& target,
                          const std::vector<KeyRows>& by_key, std::int64_t undecryptable,
-                         std::int64_t empty) {
+                         std::int64_t acknowledged, std::int64_t empty) {
   if (!metrics) return;
   for (const auto& k : by_key) metrics->set_rows_by_key(target, k.key, static_cast<double>(k.rows));
-  metrics->set_rows_by_key(target, "undecryptable", static_cast<double>(undecryptable));
+  metrics->set_rows_by_key(
+      target, "undecryptable",
+      static_cast<double>(std::max<std::int64_t>(0, undecryptable - acknowledged)));
+  metrics->set_rows_by_key(target, "acknowledged", static_cast<double>(acknowledged));
   metrics->set_rows_by_key(target, "empty", static_cast<double>(empty));
 }
 

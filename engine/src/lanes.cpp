@@ -66,7 +66,8 @@ db::Connection LaneSessions::take_reader(int lane) {
 
 Outcome run_lanes(LaneSessions& sessions, db::Connection& reader, const db::Table& table,
                   const crypto::KeyRing& keys, const Options& opts,
-                  const std::optional<db::Run>& run, ProgressMeter& meter) {
+                  const std::optional<db::Run>& run, ProgressMeter& meter,
+                  const AcknowledgedIds* acknowledged) {
   db::Connection& writer = sessions.writer();
   const bool has_flag = table.has_flag();
   const int lanes = (opts.dry_run || !run || !opts.selection.empty()) ? 1 : sessions.max_lanes();
@@ -84,7 +85,7 @@ Outcome run_lanes(LaneSessions& sessions, db::Connection& reader, const db::Tabl
     if (run) source.use_run(run->run_id, workers + std::to_string(lane));
     run_pipeline(
         std::max(1, cores / lanes), [&] { return source.next(); },
-        [&](Batch& b) { transform(b, keys, Mode::migrate, has_flag); },
+        [&](Batch& b) { transform(b, keys, Mode::migrate, has_flag, acknowledged); },
         [&](std::unique_ptr<Batch> b) {
           lane_out.tally.add(b->tally);
           lane_out.take_undecryptable(b->undecryptable);

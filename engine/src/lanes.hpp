@@ -54,10 +54,11 @@ class LaneSessions {
 /// Runs the lanes (one without a run, for a dry run or a selection) until the source
 /// ends or stops, and returns their joined outcome. Lane 0 reads on `reader`, or on the
 /// writer when lanes share their session. A lane that fails makes the others drain
-/// (their batches in flight commit); its exception is rethrown here.
+/// (their batches in flight commit); its exception is rethrown here. Undecryptable rows
+/// whose ids are `acknowledged` (may be null) are counted and marked so.
 [[nodiscard]] Outcome run_lanes(LaneSessions& sessions, db::Connection& reader,
                                 const db::Table& table, const crypto::KeyRing& keys,
                                 const Options& options, const std::optional<db::Run>& run,
-                                ProgressMeter& meter);
+                                ProgressMeter& meter, const AcknowledgedIds* acknowledged);
 
 }  // namespace keymig::engine::detail

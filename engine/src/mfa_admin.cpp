@@ -13,7 +13,9 @@
 
 #include "command_record.hpp"
 #include "connect.hpp"
+#include "key_history.hpp"
 #include "key_rows.hpp"
+#include "keymig/db/acknowledged.hpp"
 #include "keymig/db/privileges.hpp"
 #include "keymig/db/rows.hpp"
 #include "keymig/db/runs.hpp"
@@ -165,8 +167,12 @@ PreflightReport lockout_preflight(db::Connection& conn, const config::Config& co
   StatusOptions options;
   options.page_size = config.migration.batch_size > 0 ? config.migration.batch_size * 2 : 5000;
   options.threads = config.migration.threads;
+  const std::string target = db::check_target(conn, target_spec(config.migration.target)).label();
+  const auto acknowledged = db::acknowledged_ids(conn, target);
   report.status = mfa_status(conn, config, keys, options, [&](const UserStatus& u) {
-    if (u.unreadable()) {
+    if (u.unreadable() && acknowledged.count(u.id)) {
+      ++report.acknowledged;
+    } else if (u.unreadable()) {
       ++report.locked_out;
       if (u.reason == crypto::Reason::unknown_key) ++report.missing_key;
       if (report.locked_out_users.size() < max_listed)
@@ -179,24 +185,10 @@ PreflightReport lockout_preflight(db::Connection& conn, const config::Config& co
           {u.id, u.username, u.mfa ? crypto::reason_name(u.reason) : "no_mfa", true});
   });
 
-  // Keys the last migration knew about that this config no longer has: the usual way a
-  // values.yaml edit locks users out is a rolling key removed too early.
-  std::set<std::string> configured;
-  for (int i = 0; i <= static_cast<int>(keys.rolling_count()); ++i)
-    configured.insert(keys.fingerprint(i));
-  try {
-    for (const auto& run : db::list_runs(conn, 50)) {
-      if (run.kind != "migrate" || run.target != report.status.target) continue;
-      std::vector<std::string> fps = run.rolling_fingerprints;
-      fps.push_back(run.active_fingerprint);
-      for (const auto& fp : fps)
-        if (!fp.empty() && !configured.count(fp)) report.removed_fingerprints.push_back(fp);
-      break;
-    }
-  } catch (const db::DbError& e) {
-    // No keymig schema yet (never migrated): nothing to compare with.
-    if (e.sqlstate() != "42P01" && e.sqlstate() != "3F000") throw;
-  }
+  // Keys the last migration and scan knew about that this config no longer has: the
+  // usual way a values.yaml edit locks users out is a rolling key removed too early.
+  const KeyHistory history = read_key_history(conn, report.status.target, keys);
+  if (history.swapped) report.swapped_keys = swapped_message(*history.swapped, keys);
 
   if (report.missing_key > 0)
     report.warnings.push_back(
@@ -206,9 +198,14 @@ PreflightReport lockout_preflight(db::Connection& conn, const config::Config& co
   if (report.locked_out > report.missing_key)
     report.warnings.push_back(std::to_string(report.locked_out - report.missing_key) +
                               " user(s) have a malformed secret that no key can read");
-  for (const auto& fp : report.removed_fingerprints)
-    report.warnings.push_back("key " + fp +
-                              " used by the last migration of this target is not configured");
+  for (const auto& m : history.missing) {
+    report.removed_fingerprints.push_back(m.fingerprint);
+    report.warnings.push_back("key " + m.fingerprint + " is not configured (" + m.seen + ")");
+  }
+  if (report.acknowledged > 0)
+    report.warnings.push_back(std::to_string(report.acknowledged) +
+                              " user(s) with an unreadable secret are acknowledged "
+                              "(`keymig acknowledge --list`): not counted as locked out");
   if (admins_must) {
     const char* rule =
         mfa.mandatory ? "userLogin.mfa.mandatory" : "userLogin.mfa.mandatoryForSysAdmins";

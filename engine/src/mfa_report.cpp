@@ -106,6 +106,7 @@ void StatusReport::add(const UserStatus& u) {
 }
 
 int PreflightReport::exit_code() const noexcept {
+  if (!swapped_keys.empty()) return kExitUsage;
   return locked_out > 0 ? kExitNeedsRolling : kExitOk;
 }
 
@@ -113,7 +114,9 @@ std::string format_preflight(const PreflightReport& r) {
   std::ostringstream out;
   const auto& s = r.status;
   out << "database pre-flight (" << s.target << "): " << s.users << " users, " << s.with_mfa
-      << " with MFA, " << r.locked_out << " would be locked out\n";
+      << " with MFA, " << r.locked_out << " would be locked out";
+  if (r.acknowledged > 0) out << " (and " << r.acknowledged << " acknowledged)";
+  out << "\n";
   for (const auto& k : s.by_key)
     out << "  " << k.label << " (" << k.fingerprint << "): " << k.users << " users\n";
   for (const auto& [reason, n] : s.undecryptable)
@@ -130,8 +133,9 @@ std::string format_preflight(const PreflightReport& r) {
         << (u.username.empty() ? "" : " username=" + escape_control(u.username))
         << " reason=" << u.reason << "\n";
   for (const auto& w : r.warnings) out << "warning: " << w << "\n";
-  out << (r.exit_code() == kExitOk ? "pre-flight: nobody would be locked out\n"
-                                   : "pre-flight: deploying this config would lock users out\n");
+  if (!r.swapped_keys.empty()) out << "error: " << r.swapped_keys << "\n";
+  out << (r.locked_out == 0 ? "pre-flight: nobody would be locked out\n"
+                            : "pre-flight: deploying this config would lock users out\n");
   return out.str();
 }
 
@@ -142,6 +146,7 @@ std::string preflight_json(const PreflightReport& r) {
   nlohmann::json j = {
       {"status", status_json(r.status)}, {"locked_out", r.locked_out},
       {"missing_key", r.missing_key},    {"locked_out_users", locked},
+      {"acknowledged", r.acknowledged},  {"swapped_keys", r.swapped_keys},
       {"sysadmins_at_risk", admins},     {"removed_fingerprints", r.removed_fingerprints},
       {"warnings", r.warnings},          {"ok", r.exit_code() == kExitOk}};
   return j.dump();

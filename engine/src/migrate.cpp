@@ -8,6 +8,7 @@
 #include "conflict_sweep.hpp"
 #include "connect.hpp"
 #include "key_rows.hpp"
+#include "keymig/db/acknowledged.hpp"
 #include "keymig/db/batch.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/privileges.hpp"
@@ -19,6 +20,7 @@
 #include "keymig/log.hpp"
 #include "keymig/redact.hpp"
 #include "lanes.hpp"
+#include "migrate_preflight.hpp"
 #include "progress.hpp"
 #include "run_plan.hpp"
 
@@ -50,6 +52,7 @@ void fill_report(MigrateReport& report, Outcome& out, const crypto::KeyRing& key
   report.flag_fixed = out.flag_fixed;
   report.empty = out.tally.empty;
   report.undecryptable = out.tally.undecryptable;
+  report.acknowledged = out.tally.acknowledged;
   report.conflicts = out.conflicts;
   report.undecryptable_rows = std::move(out.undecryptable_rows);
   report.rejected = out.rejected;
@@ -73,7 +76,7 @@ void finish_run(db::Connection& reader, const db::Run& run, const Options& optio
   if (final_run) report.run_totals = final_run->counts;
   KEYMIG_LOG(info, "engine", done ? "run_completed" : "run_left", {"run_id", run.run_id},
              {"state", report.state}, {"rotated", report.rotated}, {"conflicts", report.conflicts},
-             {"undecryptable", report.undecryptable});
+             {"undecryptable", report.undecryptable}, {"acknowledged", report.acknowledged});
   if (report.rejected > 0)
     KEYMIG_LOG(warn, "engine", "rows_rejected", {"run_id", run.run_id}, {"rows", report.rejected},
                {"note",
@@ -104,6 +107,11 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   if (!options.dry_run) db::ensure_schema(reader);
   record.on_target(table.label());
   report.target = table.label();
+  // Before the run is made or a row written: a swapped or short config is refused here
+  // (exit 2), with the likely missing key named. A dry run writes nothing to refuse.
+  const AcknowledgedIds acknowledged = db::acknowledged_ids(reader, table.label());
+  if (!options.dry_run)
+    report.preflight = migrate_preflight(reader, table, keys, options, acknowledged);
 
   Options opts = options;  // the selection and journal may come from the resumed run
   const RunPlan plan = plan_run(reader, table, keys, opts, sessions.max_lanes());
@@ -114,10 +122,10 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   ProgressMeter meter(opts, plan.total, plan.run ? plan.run->counts.rows_scanned : 0);
   Outcome out;
   try {
-    out = run_lanes(sessions, reader, table, keys, opts, plan.run, meter);
+    out = run_lanes(sessions, reader, table, keys, opts, plan.run, meter, &acknowledged);
     if (!out.conflict_ids.empty() && !opts.dry_run)
-      report.conflicts_resolved =
-          sweep_conflicts(sessions.writer(), table, keys, opts, plan.run->run_id, out);
+      report.conflicts_resolved = sweep_conflicts(sessions.writer(), table, keys, opts,
+                                                  plan.run->run_id, out, &acknowledged);
   } catch (const std::exception& e) {
     fail_run(opts, plan.run, e);
     throw;
@@ -131,9 +139,9 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     report.state = "dry_run";
   report.seconds = seconds_since(start);
   publish_rows_by_key(opts.metrics, report.target, report.by_key, report.undecryptable,
-                      report.empty);
+                      report.acknowledged, report.empty);
   // Stopped, left to other workers, or a dry run: neither success nor failure.
-  if (!opts.dry_run && report.state == "completed")
+  if (report.succeeded())
     record.succeeded();
   else
     record.unfinished();

@@ -6,17 +6,22 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
+#include <nlohmann/json.hpp>
+
 #include "command_record.hpp"
 #include "connect.hpp"
 #include "key_rows.hpp"
+#include "keymig/db/acknowledged.hpp"
 #include "keymig/db/chunks.hpp"
 #include "keymig/db/journal.hpp"
 #include "keymig/db/privileges.hpp"
 #include "keymig/db/retry.hpp"
 #include "keymig/db/runs.hpp"
+#include "keymig/db/scans.hpp"
 #include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
+#include "keymig/ids.hpp"
 #include "keymig/log.hpp"
 #include "page_source.hpp"
 #include "pipeline.hpp"
@@ -48,11 +53,13 @@ void keep_ids(std::vector<std::string>& kept, std::vector<std::string>& batch) {
     if (kept.size() < kMaxListedRows) kept.push_back(std::move(id));
 }
 
-// The read-only passes (scan, verify): every selected row through `mode`, with progress;
-// `sink` sees each batch in order after it is counted. Returns the totals.
+}  // namespace
+
+namespace detail {
+
 Tally read_pass(const crypto::KeyRing& keys, const Options& options, db::Connection& reader,
                 const db::Table& table, Mode mode, std::vector<UndecryptableRow>& undecryptable,
-                const std::function<void(Batch&)>& sink) {
+                const std::function<void(Batch&)>& sink, const AcknowledgedIds* acknowledged) {
   const std::int64_t total =
       db::count_rows(reader, table, options.selection.empty() ? nullptr : &options.selection);
   PageSource source(reader, table, options);
@@ -60,7 +67,7 @@ Tally read_pass(const crypto::KeyRing& keys, const Options& options, db::Connect
   Tally sum;
   run_pipeline(
       options.threads, [&] { return source.next(); },
-      [&](Batch& b) { transform(b, keys, mode, table.has_flag()); },
+      [&](Batch& b) { transform(b, keys, mode, table.has_flag(), acknowledged); },
       [&](std::unique_ptr<Batch> b) {
         sum.add(b->tally);
         for (auto& r : b->undecryptable)
@@ -70,6 +77,46 @@ Tally read_pass(const crypto::KeyRing& keys, const Options& options, db::Connect
       });
   meter.finish();
   return sum;
+}
+
+std::string unix_time_text(std::uint64_t seconds) {
+  return seconds == 0 ? std::string() : iso8601_utc(static_cast<std::int64_t>(seconds));
+}
+
+}  // namespace detail
+
+namespace {
+
+// A whole-target pass that ran to its end becomes the target's baseline in keymig.scans
+// (migrate's pre-flight compares against it). Best effort: scan and verify need no write
+// privilege, and a role without one still gets its report.
+bool record_baseline(db::Connection& reader, const db::Table& table, const crypto::KeyRing& keys,
+                     const Options& options, const char* command, const Tally& sum) {
+  if (!options.selection.empty() || (options.stop && options.stop->load())) return false;
+  db::ScanRecord rec;
+  rec.target = table.label();
+  rec.command = command;
+  rec.rows_scanned = sum.rows;
+  rec.undecryptable = sum.undecryptable;
+  rec.acknowledged = sum.acknowledged;
+  nlohmann::json by_key = nlohmann::json::array();
+  for (const auto& k : key_rows(keys, sum.by_key))
+    by_key.push_back({{"key", k.key}, {"fingerprint", k.fingerprint}, {"rows", k.rows}});
+  rec.counts_json = nlohmann::json{{"by_key", by_key},
+                                   {"empty", sum.empty},
+                                   {"by_reason", sum.by_reason},
+                                   {"unknown_key_first", unix_time_text(sum.unknown_key_first)},
+                                   {"unknown_key_last", unix_time_text(sum.unknown_key_last)}}
+                        .dump();
+  rec.active_fingerprint = keys.fingerprint(0);
+  rec.rolling_fingerprints = rolling_fingerprints(keys);
+  try {
+    return db::record_scan(reader, rec);
+  } catch (const db::DbError& e) {
+    KEYMIG_LOG(warn, "engine", "baseline_not_recorded", {"target", rec.target},
+               {"command", command}, {"sqlstate", e.sqlstate()}, {"error", e.what()});
+    return false;
+  }
 }
 
 }  // namespace
@@ -85,18 +132,22 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   record.on_target(table.label());
   ScanReport report;
   report.target = table.label();
-  const Tally sum =
-      read_pass(keys, options, reader, table, Mode::scan, report.undecryptable_rows, [&](Batch& b) {
+  const AcknowledgedIds acknowledged = db::acknowledged_ids(reader, table.label());
+  const Tally sum = read_pass(
+      keys, options, reader, table, Mode::scan, report.undecryptable_rows,
+      [&](Batch& b) {
         keep_ids(report.double_encrypted_rows, b.double_encrypted);
         if (options.metrics)
           options.metrics->add_crypto_operations("classify", b.tally.classify_ops);
-      });
+      },
+      &acknowledged);
   report.rows_scanned = sum.rows;
   report.active = sum.active;
   report.rolling = sum.rolling;
   report.by_key = key_rows(keys, sum.by_key);
   report.empty = sum.empty;
   report.undecryptable = sum.undecryptable;
+  report.acknowledged = sum.acknowledged;
   report.undecryptable_by_reason = sum.by_reason;
   report.flag_wrong = sum.flag_wrong;
   report.double_encrypted = sum.double_encrypted;
@@ -112,12 +163,13 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
                {"column_chars", report.secret_column_chars},
                {"longest_token_chars", report.longest_token_chars});
   }
+  report.recorded = record_baseline(reader, table, keys, options, "scan", sum);
   report.seconds = seconds_since(start);
   publish_rows_by_key(options.metrics, report.target, report.by_key, report.undecryptable,
-                      report.empty);
+                      report.acknowledged, report.empty);
   KEYMIG_LOG(info, "engine", "scan_done", {"target", report.target}, {"rows", report.rows_scanned},
              {"active", report.active}, {"rolling", report.rolling},
-             {"undecryptable", report.undecryptable},
+             {"undecryptable", report.undecryptable}, {"acknowledged", report.acknowledged},
              {"double_encrypted", report.double_encrypted});
   // Undecryptable rows (exit 3) are data, not a failed scan; a scan cut short is neither.
   if (options.stop && options.stop->load())
@@ -162,19 +214,23 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
     if (run->target != table.label())
       throw UsageError("run " + run_id + " is on " + run->target + ", not " + table.label());
   }
-  const Tally sum = read_pass(keys, options, reader, table, Mode::verify, report.undecryptable_rows,
-                              [&](Batch& b) {
-                                keep_ids(report.needs_rolling_rows, b.needs_rolling);
-                                keep_ids(report.double_encrypted_rows, b.double_encrypted);
-                                if (auto* m = options.metrics) {
-                                  m->add_crypto_operations("verify", b.tally.decrypt_ops);
-                                  m->add_crypto_operations("classify", b.tally.classify_ops);
-                                }
-                              });
+  const AcknowledgedIds acknowledged = db::acknowledged_ids(reader, table.label());
+  const Tally sum = read_pass(
+      keys, options, reader, table, Mode::verify, report.undecryptable_rows,
+      [&](Batch& b) {
+        keep_ids(report.needs_rolling_rows, b.needs_rolling);
+        keep_ids(report.double_encrypted_rows, b.double_encrypted);
+        if (auto* m = options.metrics) {
+          m->add_crypto_operations("verify", b.tally.decrypt_ops);
+          m->add_crypto_operations("classify", b.tally.classify_ops);
+        }
+      },
+      &acknowledged);
   report.rows_scanned = sum.rows;
   report.ok = sum.verified_ok;
   report.needs_rolling = sum.rolling;
   report.undecryptable = sum.undecryptable;
+  report.acknowledged = sum.acknowledged;
   report.empty = sum.empty;
   report.mismatched = sum.flag_wrong;
   report.double_encrypted = sum.double_encrypted;
@@ -208,20 +264,17 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
       after = entries.back().row_id;
     }
   }
+  // A finalize's verify is a pass over the same rows: it is a baseline as much as a
+  // verify of its own.
+  report.recorded = record_baseline(reader, table, keys, options, "verify", sum);
   report.seconds = seconds_since(start);
-  if (auto* m = options.metrics) {
-    m->set_rows_by_key(report.target, "active", static_cast<double>(report.ok));
-    m->set_rows_by_key(report.target, "undecryptable", static_cast<double>(report.undecryptable));
-    m->set_rows_by_key(report.target, "empty", static_cast<double>(report.empty));
-    for (std::size_t i = 1; i < sum.by_key.size(); ++i)
-      m->set_rows_by_key(report.target, crypto::KeyRing::key_label(static_cast<int>(i)),
-                         static_cast<double>(sum.by_key[i]));
-  }
+  publish_rows_by_key(options.metrics, report.target, key_rows(keys, sum.by_key),
+                      report.undecryptable, report.acknowledged, report.empty);
   KEYMIG_LOG(info, "engine", "verify_done", {"target", report.target},
              {"rows", report.rows_scanned}, {"ok", report.ok},
              {"needs_rolling", report.needs_rolling}, {"undecryptable", report.undecryptable},
-             {"mismatched", report.mismatched}, {"journal_checked", report.journal_checked},
-             {"journal_failed", report.journal_failed},
+             {"acknowledged", report.acknowledged}, {"mismatched", report.mismatched},
+             {"journal_checked", report.journal_checked}, {"journal_failed", report.journal_failed},
              {"double_encrypted", report.double_encrypted});
   return report;
 }
@@ -235,7 +288,7 @@ VerifyReport verify(const crypto::KeyRing& keys, const Options& options,
   // A drain mid-way leaves nothing to resume and proves nothing: neither.
   if (options.stop && options.stop->load())
     record.unfinished();
-  else if (report.exit_code() != kExitNeedsRolling)
+  else if (report.succeeded())
     record.succeeded();  // 0, or 3: undecryptable rows are data (their own alert)
   return report;
 }

@@ -10,7 +10,8 @@ namespace {
 
 nlohmann::json rows_json(const std::vector<UndecryptableRow>& rows) {
   auto out = nlohmann::json::array();
-  for (const auto& r : rows) out.push_back({{"id", r.id}, {"reason", r.reason}});
+  for (const auto& r : rows)
+    out.push_back({{"id", r.id}, {"reason", r.reason}, {"acknowledged", r.acknowledged}});
   return out;
 }
 
@@ -40,6 +41,7 @@ nlohmann::json verify_json(const VerifyReport& r) {
           {"ok", r.ok},
           {"needs_rolling", r.needs_rolling},
           {"undecryptable", r.undecryptable},
+          {"acknowledged", r.acknowledged},
           {"empty", r.empty},
           {"mismatched", r.mismatched},
           {"journal_checked", r.journal_checked},
@@ -55,7 +57,22 @@ nlohmann::json verify_json(const VerifyReport& r) {
           {"double_encrypted", r.double_encrypted},
           {"double_encrypted_rows", r.double_encrypted_rows},
           {"seconds", r.seconds},
+          {"recorded_as_baseline", r.recorded},
           {"exit_code", r.exit_code()}};
+}
+
+nlohmann::json preflight_json(const PreflightCheck& p) {
+  return {{"rows_scanned", p.rows_scanned},
+          {"undecryptable", p.undecryptable},
+          {"acknowledged", p.acknowledged},
+          {"unknown_key", p.unknown_key},
+          {"baseline", p.baseline < 0 ? nlohmann::json(nullptr) : nlohmann::json(p.baseline)},
+          {"baseline_from", p.baseline_from},
+          {"missing_fingerprints", p.missing_fingerprints},
+          {"unknown_key_first", p.unknown_key_first},
+          {"unknown_key_last", p.unknown_key_last},
+          {"forced", p.forced},
+          {"warnings", p.warnings}};
 }
 
 }  // namespace
@@ -71,6 +88,7 @@ std::string ScanReport::to_json() const {
                       {"by_key", keys_json(by_key)},
                       {"empty", empty},
                       {"undecryptable", undecryptable},
+                      {"acknowledged", acknowledged},
                       {"undecryptable_by_reason", reasons},
                       {"flag_wrong", flag_wrong},
                       // The common --json fields: a scan writes nothing.
@@ -84,13 +102,14 @@ std::string ScanReport::to_json() const {
                       {"secret_column_chars", secret_column_chars},
                       {"longest_token_chars", longest_token_chars},
                       {"warnings", warnings},
+                      {"recorded_as_baseline", recorded},
                       {"seconds", seconds},
                       {"exit_code", exit_code()}};
   return j.dump();
 }
 
 int ScanReport::exit_code() const noexcept {
-  return undecryptable > 0 ? kExitUndecryptable : kExitOk;
+  return undecryptable > acknowledged ? kExitUndecryptable : kExitOk;
 }
 
 std::string MigrateReport::to_json() const {
@@ -107,6 +126,7 @@ std::string MigrateReport::to_json() const {
       {"flag_fixed", flag_fixed},
       {"empty", empty},
       {"undecryptable", undecryptable},
+      {"acknowledged", acknowledged},
       {"conflicts", conflicts},
       {"conflicts_resolved", conflicts_resolved},
       {"undecryptable_rows", rows_json(undecryptable_rows)},
@@ -118,23 +138,37 @@ std::string MigrateReport::to_json() const {
       {"rejected_rows", rows_json(rejected_rows)},
       {"rewritten", rewritten},
       {"rewritten_rows", rewritten_rows},
+      {"preflight", preflight ? preflight_json(*preflight) : nlohmann::json(nullptr)},
+      {"succeeded", succeeded()},
       {"exit_code", exit_code()}};
   return j.dump();
 }
 
 int MigrateReport::exit_code() const noexcept {
   if (rejected > 0 || rewritten > 0) return kExitNeedsRolling;
-  return undecryptable > 0 ? kExitUndecryptable : kExitOk;
+  return undecryptable > acknowledged ? kExitUndecryptable : kExitOk;
+}
+
+bool MigrateReport::succeeded() const noexcept {
+  // Rows rejected or rewritten (exit 4) still need the rolling key or an investigation:
+  // the run completed, but did not do its job.
+  return !dry_run && state == "completed" && exit_code() != kExitNeedsRolling;
 }
 
 std::string VerifyReport::to_json() const {
-  return verify_json(*this).dump();
+  nlohmann::json j = verify_json(*this);
+  j["succeeded"] = succeeded();
+  return j.dump();
 }
 
 int VerifyReport::exit_code() const noexcept {
   if (needs_rolling > 0 || mismatched > 0 || journal_failed > 0) return kExitNeedsRolling;
-  if (undecryptable > 0) return kExitUndecryptable;
+  if (undecryptable > acknowledged) return kExitUndecryptable;
   return kExitOk;
+}
+
+bool VerifyReport::succeeded() const noexcept {
+  return exit_code() != kExitNeedsRolling;
 }
 
 std::string RollbackReport::to_json() const {

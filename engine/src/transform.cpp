@@ -8,6 +8,8 @@ void Tally::add(const Tally& o) {
   rows += o.rows;
   empty += o.empty;
   undecryptable += o.undecryptable;
+  acknowledged += o.acknowledged;
+  acknowledged_unknown_key += o.acknowledged_unknown_key;
   active += o.active;
   active_ok += o.active_ok;
   rolling += o.rolling;
@@ -19,6 +21,10 @@ void Tally::add(const Tally& o) {
   if (by_key.size() < o.by_key.size()) by_key.resize(o.by_key.size(), 0);
   for (std::size_t i = 0; i < o.by_key.size(); ++i) by_key[i] += o.by_key[i];
   for (const auto& [reason, n] : o.by_reason) by_reason[reason] += n;
+  if (o.unknown_key_first != 0 &&
+      (unknown_key_first == 0 || o.unknown_key_first < unknown_key_first))
+    unknown_key_first = o.unknown_key_first;
+  unknown_key_last = std::max(unknown_key_last, o.unknown_key_last);
   classify_ops += o.classify_ops;
   decrypt_ops += o.decrypt_ops;
   encrypt_ops += o.encrypt_ops;
@@ -26,10 +32,20 @@ void Tally::add(const Tally& o) {
 
 namespace {
 
-void note_undecryptable(Batch& b, const db::Row& row, crypto::Reason reason) {
+void note_undecryptable(Batch& b, const db::Row& row, crypto::Reason reason,
+                        std::uint64_t timestamp, const AcknowledgedIds* acknowledged) {
   ++b.tally.undecryptable;
   ++b.tally.by_reason[crypto::reason_name(reason)];
-  b.undecryptable.push_back({row.id, crypto::reason_name(reason)});
+  const bool known = acknowledged && acknowledged->count(row.id) > 0;
+  if (known) ++b.tally.acknowledged;
+  if (known && reason == crypto::Reason::unknown_key) ++b.tally.acknowledged_unknown_key;
+  if (reason == crypto::Reason::unknown_key && timestamp != 0) {
+    auto& t = b.tally;
+    if (t.unknown_key_first == 0 || timestamp < t.unknown_key_first)
+      t.unknown_key_first = timestamp;
+    t.unknown_key_last = std::max(t.unknown_key_last, timestamp);
+  }
+  b.undecryptable.push_back({row.id, crypto::reason_name(reason), known});
 }
 
 // Counted and listed by id, never shown: the inner token is the secret's only form.
@@ -50,7 +66,8 @@ void note_double_encrypted(Batch& b, const db::Row& row) {
 
 }  // namespace
 
-void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) {
+void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag,
+               const AcknowledgedIds* acknowledged) {
   // However the batch ends, no key schedule stays behind on this thread.
   struct ForgetKeySchedules {
     ~ForgetKeySchedules() { crypto::forget_key_schedules(); }
@@ -94,16 +111,19 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
         ++b.tally.rolling;
         b.needs_rolling.push_back(row.id);
       } else {
-        note_undecryptable(b, row, c.reason == crypto::Reason::ok ? d.reason : c.reason);
+        note_undecryptable(b, row, c.reason == crypto::Reason::ok ? d.reason : c.reason,
+                           c.timestamp, acknowledged);
       }
       continue;
     }
-    if (mode == Mode::scan) {
+    if (mode == Mode::scan || mode == Mode::preflight) {
       ++b.tally.classify_ops;
-      auto c = keys.classify_deep(row.token.view());
+      auto c = mode == Mode::scan ? keys.classify_deep(row.token.view())
+                                  : keys.classify(row.token.view());
       if (c.reason != crypto::Reason::ok || c.key_index < 0) {
         note_undecryptable(b, row,
-                           c.reason == crypto::Reason::ok ? crypto::Reason::unknown_key : c.reason);
+                           c.reason == crypto::Reason::ok ? crypto::Reason::unknown_key : c.reason,
+                           c.timestamp, acknowledged);
         continue;
       }
       if (c.double_encrypted) note_double_encrypted(b, row);
@@ -122,7 +142,8 @@ void transform(Batch& b, const crypto::KeyRing& keys, Mode mode, bool has_flag) 
     auto r = keys.rotate(row.token.view());
     if (r.reason != crypto::Reason::ok || r.key_index < 0) {
       note_undecryptable(b, row,
-                         r.reason == crypto::Reason::ok ? crypto::Reason::unknown_key : r.reason);
+                         r.reason == crypto::Reason::ok ? crypto::Reason::unknown_key : r.reason,
+                         r.timestamp, acknowledged);
       continue;
     }
     ++b.tally.by_key[r.key_index];

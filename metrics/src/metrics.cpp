@@ -62,7 +62,8 @@ bool contains(const std::array<std::string_view, N>& set, std::string_view value
 
 // rolling_0 .. rolling_999: one per configured rolling key, so bounded by the config.
 bool is_key_label(std::string_view key) {
-  if (key == "active" || key == "undecryptable" || key == "empty") return true;
+  if (key == "active" || key == "undecryptable" || key == "acknowledged" || key == "empty")
+    return true;
   constexpr std::string_view kRolling = "rolling_";
   if (key.substr(0, kRolling.size()) != kRolling) return false;
   const auto digits = key.substr(kRolling.size());

@@ -22,11 +22,14 @@ engine::Options engine_options(const Job& job, const Settings& settings, std::at
   return options;
 }
 
-RunOutcome from_report(int exit_code, std::string summary, bool stopped) {
+// `succeeded`: the engine's verdict (MigrateReport::succeeded, VerifyReport::succeeded),
+// the one keymig_last_run_success follows, so that a request's result and /status say
+// what the metric says of the same outcome.
+RunOutcome from_report(int exit_code, std::string summary, bool stopped, bool succeeded) {
   RunOutcome out;
   out.exit_code = exit_code;
   out.interrupted = stopped;
-  out.ok = !stopped && exit_code == kExitOk;
+  out.ok = !stopped && succeeded;
   out.summary_json = std::move(summary);
   if (stopped) out.error = "stopped by shutdown before the end; the run is resumable";
   return out;
@@ -50,7 +53,7 @@ RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& met
                             {"target", result.target},
                             {"reset", result.users.size()},
                             {"users", users}};
-  return from_report(kExitOk, summary.dump(), false);
+  return from_report(kExitOk, summary.dump(), false, true);
 }
 
 }  // namespace
@@ -61,7 +64,8 @@ Runner engine_runner() {
     switch (job.kind) {
       case JobKind::migrate: {
         auto report = engine::migrate(*settings.keys, engine_options(job, settings, stop, metrics));
-        return from_report(report.exit_code(), report.to_json(), report.stopped);
+        return from_report(report.exit_code(), report.to_json(), report.stopped,
+                           report.succeeded());
       }
       case JobKind::verify: {
         auto report = engine::verify(*settings.keys, engine_options(job, settings, stop, metrics),
@@ -69,7 +73,7 @@ Runner engine_runner() {
         // Verify reads only; a drain mid-way leaves nothing to resume, so it is not a
         // partial success.
         bool stopped = stop.load();
-        return from_report(report.exit_code(), report.to_json(), stopped);
+        return from_report(report.exit_code(), report.to_json(), stopped, report.succeeded());
       }
       case JobKind::reset_mfa:
         return reset(job, settings, metrics);

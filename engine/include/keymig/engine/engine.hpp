@@ -50,6 +50,9 @@ struct Options {
   db::Selection selection;               // ids or usernames; empty: the whole target
   std::string run_id;  // migrate: resume/join this run (created if new); empty: see migrate
   bool resume = true;  // migrate without run_id: resume the newest unfinished run
+  /// migrate: write even when the pre-flight refuses (the active key is one an earlier
+  /// run rotated away from; more rows would stay undecryptable than the last scan found).
+  bool force = false;
   std::int64_t rows_per_chunk = 0;                // id range leased at a time; 0: 10 x batch_size
   std::function<void(const Progress&)> progress;  // may be empty
   /// Set to true (from any thread or a signal handler) to drain: batches in flight
@@ -64,7 +67,8 @@ struct Options {
 
 struct UndecryptableRow {
   std::string id;
-  std::string reason;  // crypto::reason_name
+  std::string reason;         // crypto::reason_name
+  bool acknowledged = false;  // in keymig.acknowledged: known, reported, fails no run
 };
 
 /// Rows per configured key.
@@ -87,6 +91,7 @@ struct ScanReport {
   std::vector<KeyRows> by_key;  // every configured key, ring order
   std::int64_t empty = 0;
   std::int64_t undecryptable = 0;
+  std::int64_t acknowledged = 0;  // of the undecryptable rows, those acknowledged
   std::map<std::string, std::int64_t> undecryptable_by_reason;
   std::int64_t flag_wrong = 0;  // active rows whose flag is not true
   std::vector<UndecryptableRow> undecryptable_rows;
@@ -100,8 +105,32 @@ struct ScanReport {
   std::int64_t longest_token_chars = 0;
   std::vector<std::string> warnings;
   double seconds = 0;
+  /// Whether keymig.scans took this scan as the target's baseline (a whole-target scan
+  /// on a database with schema keymig).
+  bool recorded = false;
   [[nodiscard]] std::string to_json() const;
-  [[nodiscard]] int exit_code() const noexcept;  // 0, or 3 with undecryptable rows
+  /// 0, or 3 with undecryptable rows that are not acknowledged.
+  [[nodiscard]] int exit_code() const noexcept;
+};
+
+/// migrate's lockout pre-flight: the classes of the rows it is about to write, by HMAC
+/// alone, against the target's baseline (docs/DESIGN.md section 3).
+struct PreflightCheck {
+  std::int64_t rows_scanned = 0;
+  std::int64_t undecryptable = 0;
+  std::int64_t acknowledged = 0;  // of those, acknowledged
+  std::int64_t unknown_key = 0;   // of those, well-formed and not acknowledged: a key that
+                                  // made them is missing
+  // What the rule compares with: the unacknowledged undecryptable rows of the last scan
+  // or verify (keymig.scans), else of the last completed whole-target run; -1: none.
+  std::int64_t baseline = -1;
+  std::string baseline_from;  // "scan at ...", "verify at ...", "run ID", or empty
+  // Fingerprints earlier scans and runs of this target used that are not configured now.
+  std::vector<std::string> missing_fingerprints;
+  std::string unknown_key_first;  // ISO 8601 clear-text timestamps of unknown_key tokens
+  std::string unknown_key_last;
+  bool forced = false;  // refused, and written anyway (--force)
+  std::vector<std::string> warnings;
 };
 
 /// `keymig migrate`. Counts are this invocation's; run_totals are the run's so far.
@@ -118,6 +147,7 @@ struct MigrateReport {
   std::int64_t flag_fixed = 0;
   std::int64_t empty = 0;
   std::int64_t undecryptable = 0;
+  std::int64_t acknowledged = 0;        // of the undecryptable rows, those acknowledged
   std::int64_t conflicts = 0;           // rows changed under us and still changed at the sweep
   std::int64_t conflicts_resolved = 0;  // rows changed under us, handled by the sweep
   std::vector<UndecryptableRow> undecryptable_rows;
@@ -133,10 +163,17 @@ struct MigrateReport {
   // journal rows hold what was stored, and finalize keeps them.
   std::int64_t rewritten = 0;
   std::vector<std::string> rewritten_rows;  // ids, at most kMaxListedRows
+  // What the lockout pre-flight found before the run wrote (none for a dry run).
+  std::optional<PreflightCheck> preflight;
   [[nodiscard]] std::string to_json() const;
   /// 4 when rows were rejected or rewritten (they still need the rolling key, or hold what
-  /// keymig did not write); else 3 with undecryptable rows left; else 0.
+  /// keymig did not write); else 3 with undecryptable rows left that are not
+  /// acknowledged; else 0.
   [[nodiscard]] int exit_code() const noexcept;
+  /// The run did its job (docs/DESIGN.md section 6): not a dry run, the run completed,
+  /// and no row was rejected or rewritten (exit 0 or 3).
+  /// keymig_last_run_success and serve's `succeeded` both follow it.
+  [[nodiscard]] bool succeeded() const noexcept;
 };
 
 /// `keymig verify [--run ID]`.
@@ -147,6 +184,7 @@ struct VerifyReport {
   std::int64_t ok = 0;             // decrypts under the active key alone
   std::int64_t needs_rolling = 0;  // made by a rolling key
   std::int64_t undecryptable = 0;
+  std::int64_t acknowledged = 0;  // of the undecryptable rows, those acknowledged
   std::int64_t empty = 0;
   std::int64_t mismatched = 0;  // active rows whose flag column is not true
   std::int64_t journal_checked = 0;
@@ -160,9 +198,12 @@ struct VerifyReport {
   std::vector<std::string> double_encrypted_rows;  // ids, at most kMaxListedRows
   double seconds = 0;
   [[nodiscard]] std::string to_json() const;
+  bool recorded = false;  // keymig.scans took it as the target's baseline
   /// 4 when rows need a rolling key or a check failed (journal, flag); else 3 with
-  /// undecryptable rows; else 0.
+  /// undecryptable rows that are not acknowledged; else 0.
   [[nodiscard]] int exit_code() const noexcept;
+  /// The pass did its job (docs/DESIGN.md section 6): exit 0 or 3.
+  [[nodiscard]] bool succeeded() const noexcept;
 };
 
 /// `keymig rollback --run ID`.

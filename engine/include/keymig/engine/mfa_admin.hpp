@@ -136,18 +136,23 @@ struct UserRef {
 /// The lockout pre-flight of a config against the live table (`check-config --with-db`).
 struct PreflightReport {
   StatusReport status;
-  std::int64_t locked_out = 0;   // users with a secret no configured key reads
-  std::int64_t missing_key = 0;  // of those: well-formed, so a key that made them is missing
+  std::int64_t locked_out = 0;    // users with a secret no configured key reads, not acknowledged
+  std::int64_t missing_key = 0;   // of those: well-formed, so a key that made them is missing
+  std::int64_t acknowledged = 0;  // unreadable users whose rows are in keymig.acknowledged
   std::vector<UserRef> locked_out_users;          // the first max_listed, in id order
   std::vector<UserRef> sysadmins_at_risk;         // MFA mandatory for them: no MFA, or unreadable
   std::vector<std::string> removed_fingerprints;  // keys of the last run no longer configured
+  // Not empty: the active key is one an earlier run rotated away from (the refusal).
+  std::string swapped_keys;
   std::vector<std::string> warnings;
-  /// kExitOk, or kExitNeedsRolling (4) when deploying the config would lock anyone out.
+  /// kExitUsage (2) for swapped keys; else kExitNeedsRolling (4) when deploying the config
+  /// would lock anyone out whose row is not acknowledged; else kExitOk.
   [[nodiscard]] int exit_code() const noexcept;
 };
 
-/// Reads every user (as mfa_status) and finds who this config would lock out.
-/// Throws db::DbError, db::TargetError.
+/// Reads every user (as mfa_status) and finds who this config would lock out (users whose
+/// rows are acknowledged are counted apart), and whether an earlier run rotated away
+/// from the configured active key. Throws db::DbError, db::TargetError.
 [[nodiscard]] PreflightReport lockout_preflight(db::Connection& conn, const config::Config& config,
                                                 const crypto::KeyRing& keys,
                                                 std::size_t max_listed = 1000);

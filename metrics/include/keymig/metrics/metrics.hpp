@@ -37,7 +37,8 @@ class Metrics {
   /// empty, undecryptable, conflict. A target's first use creates all its outcomes at 0,
   /// so that rate() sees the first increment.
   void add_rows(std::string_view target, std::string_view outcome, std::uint64_t n);
-  /// keymig_rows_by_key{target,key}; key: active, rolling_0.., undecryptable, empty.
+  /// keymig_rows_by_key{target,key}; key: active, rolling_0.., undecryptable (not
+  /// acknowledged), acknowledged (undecryptable rows an operator accepted), empty.
   void set_rows_by_key(std::string_view target, std::string_view key, double rows);
   /// keymig_batches_total{target,status} and keymig_batch_duration_seconds;
   /// status: ok (committed), failed (rolled back after its retries).
