@@ -93,6 +93,10 @@ void TargetLock::release() noexcept {
         KEYMIG_LOG(info, "db", "target_lock_gone_with_session", {"table_oid", oid_});
         return;
       }
+      // Reading first finds out a session the server ended (its FATAL and end of file are
+      // waiting on the socket): libpqxx 6.4 then throws broken_connection, where sending
+      // the unlock on it would leak the statement's PGresult in libpqxx.
+      c.get_notifs();
       pqxx::nontransaction tx(c);
       tx.exec_params("SELECT pg_advisory_unlock($1, $2::oid::int4)", kLockSpace, oid_);
     });
