@@ -41,7 +41,7 @@ test-asan: deps
 test-tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYMIG_SANITIZE=thread
 	cmake --build build-tsan -j $(JOBS)
-	$(SAN_ENV) scripts/run-tests build-tsan -R '^(engine|metrics|service|http): ' $(CTEST_ARGS)
+	$(SAN_ENV) scripts/run-tests build-tsan -R '^(engine|metrics|service|http):' $(CTEST_ARGS)
 
 # libFuzzer harnesses (tests/fuzz), built with clang: FUZZ_SECONDS per harness.
 FUZZ_SECONDS ?= 600
