@@ -428,22 +428,42 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
 std::function<int()> setup_journal(CLI::App& sub, Common& common) {
   auto f = std::make_shared<PassFlags>();
   sub.require_subcommand(1);
-  CLI::App* purge =
-      sub.add_subcommand("purge", "delete the journals of runs idle for longer than --older-than");
+  CLI::App* purge = sub.add_subcommand(
+      "purge",
+      "delete the journals of runs idle for longer than --older-than, or of one rolled-back run");
   add_config_flags(*purge, common);
   add_db_flags(*purge, common);
   add_output_flags(*purge, common);
-  purge->add_option("--older-than", f->older_than, "age, at least 1h, e.g. 30d, 12h")
-      ->type_name("DURATION")
-      ->required();
+  auto* older = purge
+                    ->add_option("--older-than", f->older_than,
+                                 "age, at least 1h, e.g. 30d, 12h (never a running run)")
+                    ->type_name("DURATION");
+  auto* run = purge
+                  ->add_option("--run-id", f->run_id,
+                               "this rolled-back run's journal (old-key ciphertext only, once "
+                               "its rows are back under their old tokens)")
+                  ->type_name("ID");
+  older->excludes(run);
+  run->excludes(older);
   return [f, &common] {
+    if (f->older_than.empty() && f->run_id.empty())
+      throw UsageError("journal purge: give --older-than DURATION or --run-id ID");
     auto config = load_config(common);
     auto options = make_options(common, config, *f);
-    auto age =
-        config::parse_duration(f->older_than, config::Origin{"command line", 0, "--older-than"});
-    auto r = engine::purge_journals(options, age);
+    engine::PurgeReport r;
+    if (!f->run_id.empty()) {
+      r = engine::purge_run_journal(options, f->run_id);
+    } else {
+      auto age =
+          config::parse_duration(f->older_than, config::Origin{"command line", 0, "--older-than"});
+      r = engine::purge_journals(options, age);
+    }
     std::ostringstream text;
-    text << "journal purge: deleted " << r.journal_rows << " journal rows of " << r.runs << " runs";
+    if (!r.run_id.empty())
+      text << "journal purge: deleted " << r.journal_rows << " journal rows of run " << r.run_id;
+    else
+      text << "journal purge: deleted " << r.journal_rows << " journal rows of " << r.runs
+           << " runs";
     print(common, r.to_json(), text.str());
     return static_cast<int>(kExitOk);
   };
@@ -462,8 +482,9 @@ const Registrar kRollback{
 const Registrar kFinalize{CommandSpec{
     "finalize", "verify, then delete a run's journal; say whether the rolling key can go", 150,
     setup_finalize}};
-const Registrar kJournal{CommandSpec{
-    "journal", "journal maintenance: journal purge --older-than 30d", 230, setup_journal}};
+const Registrar kJournal{
+    CommandSpec{"journal", "journal maintenance: journal purge --older-than 30d | --run-id ID", 230,
+                setup_journal}};
 
 }  // namespace
 }  // namespace keymig::app

@@ -156,6 +156,18 @@ struct Metrics::Impl {
                          .Help("Rows the current run has still to read.")
                          .Register(*registry)
                          .Add({});
+  Family<Gauge>& journal_rows =
+      prometheus::BuildGauge()
+          .Name("keymig_journal_rows")
+          .Help("Rows in keymig.journal (old-key ciphertext kept for rollback), by target.")
+          .Register(*registry);
+  Family<Gauge>& journal_oldest =
+      prometheus::BuildGauge()
+          .Name("keymig_journal_oldest_seconds")
+          .Help(
+              "Seconds since the last activity of the longest-idle run that still has "
+              "journal rows, by target; 0 when there is none.")
+          .Register(*registry);
   Family<Counter>& crypto_ops = prometheus::BuildCounter()
                                     .Name("keymig_crypto_operations_total")
                                     .Help("Fernet operations, by op.")
@@ -275,6 +287,12 @@ void Metrics::observe_batch(std::string_view target, std::string_view status, do
 void Metrics::set_progress(double ratio, double rows_remaining) {
   impl_->progress.Set(std::clamp(ratio, 0.0, 1.0));
   impl_->remaining.Set(std::max(rows_remaining, 0.0));
+}
+
+void Metrics::set_journal(std::string_view target, double rows, double oldest_seconds) {
+  const std::string t(target);
+  impl_->journal_rows.Add({{"target", t}}).Set(std::max(rows, 0.0));
+  impl_->journal_oldest.Add({{"target", t}}).Set(std::max(oldest_seconds, 0.0));
 }
 
 void Metrics::add_crypto_operations(std::string_view op, std::uint64_t n) {

@@ -78,4 +78,11 @@ Runner engine_runner() {
   };
 }
 
+JournalKeeper engine_journal_keeper() {
+  return [](const Settings& settings, metrics::Metrics& metrics) {
+    std::atomic<bool> never{false};
+    engine::maintain_journal(engine_options(Job{}, settings, never, metrics));
+  };
+}
+
 }  // namespace keymig::service

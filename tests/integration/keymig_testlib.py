@@ -360,6 +360,16 @@ def kill_hard(proc):
     proc.wait(timeout=60)
 
 
+def metric_sample(text, name, **labels):
+    """The value of the first sample `name{labels...}` in a text exposition, or None."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def wait_until(predicate, timeout, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,8 @@ import urllib.error
 import urllib.request
 
 from keymig_testlib import (EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, DbTestCase, Keymig, KeySet, UserFixture,
-                            drop_db, new_db, wait_until, write_config)
+                            drop_db, metric_sample as sample, new_db, wait_until,
+                            write_config)
 
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 PROMTOOL = "/usr/bin/promtool"
@@ -27,16 +28,6 @@ def free_port():
 def http_get(url, timeout=2):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read().decode()
-
-
-def sample(text, name, **labels):
-    """The value of the first sample `name{labels...}` in a text exposition, or None."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 class OneShotMetricsTest(DbTestCase):

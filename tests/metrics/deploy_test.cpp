@@ -69,7 +69,7 @@ TEST_CASE("the alert rules are valid and pass their promtool unit tests", "[metr
   const auto check = keymig::test::run({"promtool", "check", "rules", rules});
   INFO(check.output);
   CHECK(check.exit_code == 0);
-  CHECK(check.output.find("SUCCESS: 8 rules found") != std::string::npos);
+  CHECK(check.output.find("SUCCESS: 9 rules found") != std::string::npos);
 
   const auto tests = keymig::test::run(
       {"promtool", "test", "rules", kSource + "/deploy/prometheus/keymig-alerts.test.yaml"}, 300);

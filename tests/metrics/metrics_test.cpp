@@ -40,6 +40,8 @@ TEST_CASE("every family of the design is exported with its type", "[metrics]") {
       {"keymig_batch_duration_seconds", "histogram"},
       {"keymig_run_progress_ratio", "gauge"},
       {"keymig_rows_remaining", "gauge"},
+      {"keymig_journal_rows", "gauge"},
+      {"keymig_journal_oldest_seconds", "gauge"},
       {"keymig_crypto_operations_total", "counter"},
       {"keymig_db_retries_total", "counter"},
       {"keymig_last_success_timestamp_seconds", "gauge"},
@@ -64,6 +66,8 @@ TEST_CASE("every family of the design is exported with its type", "[metrics]") {
     CHECK(sample(text, R"(keymig_batch_duration_seconds_bucket{le="60"})") == 1.0);
     CHECK(sample(text, "keymig_run_progress_ratio") == 0.5);
     CHECK(sample(text, "keymig_rows_remaining") == 10.0);
+    CHECK(sample(text, R"(keymig_journal_rows{target="users"})") == 1500.0);
+    CHECK(sample(text, R"(keymig_journal_oldest_seconds{target="users"})") == 7200.0);
     CHECK(sample(text, R"(keymig_crypto_operations_total{op="decrypt"})") == 1.0);
     CHECK(sample(text, "keymig_db_retries_total") == 1.0);
     CHECK(sample(text, R"(keymig_last_success_timestamp_seconds{command="migrate"})") ==

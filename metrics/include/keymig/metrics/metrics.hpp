@@ -44,6 +44,10 @@ class Metrics {
   void observe_batch(std::string_view target, std::string_view status, double seconds);
   /// keymig_run_progress_ratio and keymig_rows_remaining.
   void set_progress(double ratio, double rows_remaining);
+  /// keymig_journal_rows{target} and keymig_journal_oldest_seconds{target}: what
+  /// keymig.journal holds for the target (old-key ciphertext, until finalize or purge),
+  /// and how long its longest-idle run with journal rows has been idle (0: none).
+  void set_journal(std::string_view target, double rows, double oldest_seconds);
   /// keymig_crypto_operations_total{op}; op: classify, decrypt, encrypt, verify.
   void add_crypto_operations(std::string_view op, std::uint64_t n);
   /// keymig_db_retries_total.
