@@ -42,6 +42,7 @@ struct PassFlags {
   std::string run_id;
   bool dry_run = false;
   std::string older_than;
+  int progress_interval = 30;  // seconds between progress log lines without a terminal
   MetricsFlags metrics;
 };
 
@@ -60,6 +61,12 @@ void add_pass_flags(CLI::App& sub, PassFlags& f) {
                  "throttle: rows per second for this process, all lanes together, up to 10^9 "
                  "(0: unthrottled)")
       ->check(CLI::Range(std::int64_t{0}, config::kMaxRowsPerSecond));
+  sub.add_option("--progress-interval", f.progress_interval,
+                 "when stderr is not a terminal, log a progress line this often, in seconds "
+                 "(0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400))
+      ->type_name("SECONDS");
 }
 
 void add_selection_flags(CLI::App& sub, PassFlags& f) {
@@ -99,21 +106,22 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-// A progress line on stderr, only when it is a terminal.
-void attach_progress(engine::Options& o) {
-  if (::isatty(STDERR_FILENO) != 1) return;
+// On a terminal, a progress line on stderr redrawn in place, ended with its pass so that
+// the next log line starts on a line of its own. Elsewhere (a Job's log, a file) a
+// redrawn line is noise: a `progress` log line every `interval_seconds` instead.
+void attach_progress(engine::Options& o, int interval_seconds) {
+  if (::isatty(STDERR_FILENO) != 1) {
+    o.progress_log_every = std::chrono::seconds(interval_seconds);
+    return;
+  }
   o.progress = [](const engine::Progress& p) {
     char eta[32] = "?";
     if (p.eta_seconds >= 0) std::snprintf(eta, sizeof eta, "%.0fs", p.eta_seconds);
-    std::fprintf(stderr, "\r%lld/%lld rows  %.0f rows/s  ETA %s   ",
+    std::fprintf(stderr, "\r%lld/%lld rows  %.0f rows/s  ETA %s   %s",
                  static_cast<long long>(p.rows_done), static_cast<long long>(p.rows_total),
-                 p.rows_per_second, eta);
+                 p.rows_per_second, eta, p.last ? "\n" : "");
     std::fflush(stderr);
   };
-}
-
-void end_progress(const engine::Options& o) {
-  if (o.progress) std::fputs("\n", stderr);
 }
 
 void add_metrics_flags(CLI::App& sub, MetricsFlags& f) {
@@ -234,13 +242,10 @@ struct Walk {
         options(make_options(common, config, f)),
         metrics(config, f.metrics) {
     options.metrics = metrics.get();
-    attach_progress(options);
+    attach_progress(options, f.progress_interval);
   }
-  /// After the engine returned: ends the progress line and publishes the metrics.
-  void done() {
-    end_progress(options);
-    metrics.publish();
-  }
+  /// After the engine returned: publishes the metrics.
+  void done() { metrics.publish(); }
 
   config::Config config;
   crypto::KeyRing keys;
@@ -407,6 +412,7 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
     auto keys = load_keyring(config);
     auto options = make_options(common, config, *f);
     options.run_id.clear();
+    attach_progress(options, f->progress_interval);
     OneShotMetrics metrics(config, f->metrics);
     options.metrics = metrics.get();
     auto r = engine::finalize(keys, options, f->run_id);

@@ -19,6 +19,8 @@ engine::Options engine_options(const Job& job, const Settings& settings, std::at
   options.selection = job.selection;
   options.stop = &stop;
   options.metrics = &metrics;
+  // serve's log has no terminal: a progress line now and then shows a long run moving.
+  options.progress_log_every = std::chrono::seconds(30);
   return options;
 }
 

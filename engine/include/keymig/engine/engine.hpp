@@ -37,6 +37,7 @@ struct Progress {
   std::int64_t rows_total = 0;  // at the start; rows inserted later can exceed it
   double rows_per_second = 0;
   double eta_seconds = -1;  // -1: unknown
+  bool last = false;        // the pass's last report (finished, failed or stopped)
 };
 
 struct Options {
@@ -55,6 +56,9 @@ struct Options {
   bool resume = true;       // migrate without run_id: resume the newest unfinished run
   std::int64_t rows_per_chunk = 0;                // id range leased at a time; 0: 10 x batch_size
   std::function<void(const Progress&)> progress;  // may be empty
+  // A `progress` log line this often, for a log with no terminal to draw on (a Job's,
+  // serve's); 0: none.
+  std::chrono::seconds progress_log_every{0};
   /// Set to true (from any thread or a signal handler) to drain: batches in flight
   /// commit, checkpoints are written, the run stays resumable. May be null.
   std::atomic<bool>* stop = nullptr;
