@@ -83,7 +83,11 @@ Runner engine_runner() {
 JournalKeeper engine_journal_keeper() {
   return [](const Settings& settings, metrics::Metrics& metrics) {
     std::atomic<bool> never{false};
-    engine::maintain_journal(engine_options(Job{}, settings, never, metrics));
+    engine::Options options = engine_options(Job{}, settings, never, metrics);
+    // One attempt: the next round is minutes away, and a worker waiting out retries on
+    // a database that went away holds up the jobs and SIGTERM.
+    options.connect.max_retries = 0;
+    engine::maintain_journal(options);
   };
 }
 

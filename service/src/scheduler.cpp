@@ -77,7 +77,7 @@ void Service::Impl::arm_at(int minute_of_day, int gen) {
 }
 
 void Service::Impl::arm_journal(milliseconds delay) {
-  if (!options.journal_keeper) return;
+  if (!options.journal_keeper || stop_begun) return;
   journal_timer.expires_after(delay);
   journal_timer.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
@@ -94,6 +94,12 @@ void Service::Impl::arm_journal(milliseconds delay) {
 // database. Its own session: a failure here must not cost the worker its session (and
 // the claims it marks as live).
 void Service::Impl::journal_round() {
+  // Not while the database is away: a connect that never answers would hold the worker,
+  // and with it SIGTERM. Again soon, so that the first round follows the first connect.
+  if (!db_up) {
+    asio::post(io, [this] { arm_journal(std::chrono::seconds(1)); });
+    return;
+  }
   auto s = current_settings();
   try {
     options.journal_keeper(*s, metrics);

@@ -103,6 +103,13 @@ class JournalRetentionTest(DbTestCase):
         self.assertEqual(second["journal_purged"], {"runs": 0, "journal_rows": 0})
         self.assertEqual(journal_count(self.dsn, first), self.rolling)
 
+    def test_check_config_shows_the_retention(self):
+        r = self.km_kept.run("check-config", "--json", expect=EXIT_OK).json
+        self.assertEqual(r["journal_retention_seconds"], 3600)
+        self.assertIsNone(self.km.run("check-config", "--json", expect=EXIT_OK)
+                          .json["journal_retention_seconds"])
+        self.assertIn("kept 3600 s after its run", self.km_kept.run("check-config").stdout)
+
     def test_a_retention_under_an_hour_is_a_config_error(self):
         for value in ("30m", "59m", "10s"):
             config = write_config(self.tmp, self.keys.active, self.keys.rolling,
