@@ -319,6 +319,8 @@ int check_config(const Common& common, bool with_db) {
              {"threads", m.threads},
              {"max_rows_per_second", m.max_rows_per_second},
              {"journal", m.journal},
+             {"journal_retention_seconds",
+              m.journal_retention ? json(m.journal_retention->count()) : json(nullptr)},
              {"warnings", warnings}};
     if (preflight) out["preflight"] = json::parse(engine::preflight_json(*preflight));
     write_stdout(out.dump() + "\n");
@@ -349,7 +351,11 @@ int check_config(const Common& common, bool with_db) {
           (m.max_rows_per_second == 0
                ? std::string("unthrottled")
                : "at most " + std::to_string(m.max_rows_per_second) + " rows/s") +
-          ", journal " + (m.journal ? "on" : "off") + "\n";
+          ", journal " + (m.journal ? "on" : "off") +
+          (m.journal_retention ? ", kept " + std::to_string(m.journal_retention->count()) +
+                                     " s after its run (journalRetention)"
+                               : std::string(", kept until finalize or journal purge")) +
+          "\n";
   if (!warnings.empty()) {
     text += "\nwarnings:\n";
     for (const auto& w : warnings) text += "  - " + w + "\n";

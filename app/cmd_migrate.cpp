@@ -43,6 +43,7 @@ struct PassFlags {
   bool dry_run = false;
   bool force = false;
   std::string older_than;
+  int progress_interval = 30;  // seconds between progress log lines without a terminal
   MetricsFlags metrics;
 };
 
@@ -61,6 +62,12 @@ void add_pass_flags(CLI::App& sub, PassFlags& f) {
                  "throttle: rows per second for this process, all lanes together, up to 10^9 "
                  "(0: unthrottled)")
       ->check(CLI::Range(std::int64_t{0}, config::kMaxRowsPerSecond));
+  sub.add_option("--progress-interval", f.progress_interval,
+                 "when stderr is not a terminal, log a progress line this often, in seconds "
+                 "(0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400))
+      ->type_name("SECONDS");
 }
 
 void add_selection_flags(CLI::App& sub, PassFlags& f) {
@@ -101,21 +108,22 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-// A progress line on stderr, only when it is a terminal.
-void attach_progress(engine::Options& o) {
-  if (::isatty(STDERR_FILENO) != 1) return;
+// On a terminal, a progress line on stderr redrawn in place, ended with its pass so that
+// the next log line starts on a line of its own. Elsewhere (a Job's log, a file) a
+// redrawn line is noise: a `progress` log line every `interval_seconds` instead.
+void attach_progress(engine::Options& o, int interval_seconds) {
+  if (::isatty(STDERR_FILENO) != 1) {
+    o.progress_log_every = std::chrono::seconds(interval_seconds);
+    return;
+  }
   o.progress = [](const engine::Progress& p) {
     char eta[32] = "?";
     if (p.eta_seconds >= 0) std::snprintf(eta, sizeof eta, "%.0fs", p.eta_seconds);
-    std::fprintf(stderr, "\r%lld/%lld rows  %.0f rows/s  ETA %s   ",
+    std::fprintf(stderr, "\r%lld/%lld rows  %.0f rows/s  ETA %s   %s",
                  static_cast<long long>(p.rows_done), static_cast<long long>(p.rows_total),
-                 p.rows_per_second, eta);
+                 p.rows_per_second, eta, p.last ? "\n" : "");
     std::fflush(stderr);
   };
-}
-
-void end_progress(const engine::Options& o) {
-  if (o.progress) std::fputs("\n", stderr);
 }
 
 void add_metrics_flags(CLI::App& sub, MetricsFlags& f) {
@@ -236,13 +244,10 @@ struct Walk {
         options(make_options(common, config, f)),
         metrics(config, f.metrics) {
     options.metrics = metrics.get();
-    attach_progress(options);
+    attach_progress(options, f.progress_interval);
   }
-  /// After the engine returned: ends the progress line and publishes the metrics.
-  void done() {
-    end_progress(options);
-    metrics.publish();
-  }
+  /// After the engine returned: publishes the metrics.
+  void done() { metrics.publish(); }
 
   config::Config config;
   crypto::KeyRing keys;
@@ -418,6 +423,7 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
     auto keys = load_keyring(config);
     auto options = make_options(common, config, *f);
     options.run_id.clear();
+    attach_progress(options, f->progress_interval);
     OneShotMetrics metrics(config, f->metrics);
     options.metrics = metrics.get();
     auto r = engine::finalize(keys, options, f->run_id);
@@ -439,22 +445,42 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
 std::function<int()> setup_journal(CLI::App& sub, Common& common) {
   auto f = std::make_shared<PassFlags>();
   sub.require_subcommand(1);
-  CLI::App* purge =
-      sub.add_subcommand("purge", "delete the journals of runs idle for longer than --older-than");
+  CLI::App* purge = sub.add_subcommand(
+      "purge",
+      "delete the journals of runs idle for longer than --older-than, or of one rolled-back run");
   add_config_flags(*purge, common);
   add_db_flags(*purge, common);
   add_output_flags(*purge, common);
-  purge->add_option("--older-than", f->older_than, "age, at least 1h, e.g. 30d, 12h")
-      ->type_name("DURATION")
-      ->required();
+  auto* older = purge
+                    ->add_option("--older-than", f->older_than,
+                                 "age, at least 1h, e.g. 30d, 12h (never a running run)")
+                    ->type_name("DURATION");
+  auto* run = purge
+                  ->add_option("--run-id", f->run_id,
+                               "this rolled-back run's journal (old-key ciphertext only, once "
+                               "its rows are back under their old tokens)")
+                  ->type_name("ID");
+  older->excludes(run);
+  run->excludes(older);
   return [f, &common] {
+    if (f->older_than.empty() && f->run_id.empty())
+      throw UsageError("journal purge: give --older-than DURATION or --run-id ID");
     auto config = load_config(common);
     auto options = make_options(common, config, *f);
-    auto age =
-        config::parse_duration(f->older_than, config::Origin{"command line", 0, "--older-than"});
-    auto r = engine::purge_journals(options, age);
+    engine::PurgeReport r;
+    if (!f->run_id.empty()) {
+      r = engine::purge_run_journal(options, f->run_id);
+    } else {
+      auto age =
+          config::parse_duration(f->older_than, config::Origin{"command line", 0, "--older-than"});
+      r = engine::purge_journals(options, age);
+    }
     std::ostringstream text;
-    text << "journal purge: deleted " << r.journal_rows << " journal rows of " << r.runs << " runs";
+    if (!r.run_id.empty())
+      text << "journal purge: deleted " << r.journal_rows << " journal rows of run " << r.run_id;
+    else
+      text << "journal purge: deleted " << r.journal_rows << " journal rows of " << r.runs
+           << " runs";
     print(common, r.to_json(), text.str());
     return static_cast<int>(kExitOk);
   };
@@ -473,8 +499,9 @@ const Registrar kRollback{
 const Registrar kFinalize{CommandSpec{
     "finalize", "verify, then delete a run's journal; say whether the rolling key can go", 150,
     setup_finalize}};
-const Registrar kJournal{CommandSpec{
-    "journal", "journal maintenance: journal purge --older-than 30d", 230, setup_journal}};
+const Registrar kJournal{
+    CommandSpec{"journal", "journal maintenance: journal purge --older-than 30d | --run-id ID", 230,
+                setup_journal}};
 
 }  // namespace
 }  // namespace keymig::app

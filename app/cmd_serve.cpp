@@ -86,6 +86,7 @@ std::function<int()> setup_serve(CLI::App& sub, Common& common) {
     service::ServiceOptions options;
     options.metrics_listen = flags->metrics_listen;
     options.instance = flags->instance;
+    options.journal_keeper = service::engine_journal_keeper();
     options.fallback_poll =
         std::chrono::milliseconds(static_cast<std::int64_t>(flags->poll_interval * 1000));
     metrics::Metrics metrics;

@@ -58,6 +58,7 @@ const std::set<std::string>& migration_leaves() {
       "keyMigration.threads",
       "keyMigration.maxRowsPerSecond",
       "keyMigration.journal",
+      "keyMigration.journalRetention",
       "keyMigration.lockTimeout",
       "keyMigration.statementTimeout",
       "keyMigration.metrics.listen",
@@ -467,6 +468,20 @@ void read_migration(const Reader& reader, const SettingChecks& checks, Migration
   reader.read_int("keyMigration.threads", m.threads, 0, kMaxThreads);
   reader.read_int("keyMigration.maxRowsPerSecond", m.max_rows_per_second, 0, kMaxRowsPerSecond);
   reader.read_bool("keyMigration.journal", m.journal);
+  if (const Leaf* leaf = reader.find("keyMigration.journalRetention")) {
+    const Origin origin = origin_of("keyMigration.journalRetention", *leaf);
+    if (!leaf->node.IsScalar()) fail(origin, "expected a duration like 7d or 12h");
+    // "" and "0" keep every journal until finalize or `journal purge`, as before.
+    const std::string text = leaf->node.Scalar();
+    if (!text.empty() && text != "0") {
+      const auto keep = parse_duration(text, origin);
+      // The floor of `journal purge --older-than`: a run idle for less may still be
+      // resumed or rolled back by an operator who has not got to it yet.
+      if (keep < std::chrono::hours(1))
+        fail(origin, "must be at least 1h (or 0: keep until finalize)");
+      m.journal_retention = keep;
+    }
+  }
   for (auto [path, out] : {std::pair{"keyMigration.lockTimeout", &m.lock_timeout},
                            std::pair{"keyMigration.statementTimeout", &m.statement_timeout}}) {
     if (const Leaf* leaf = reader.find(path)) {

@@ -1,6 +1,8 @@
 #include "keymig/db/connection.hpp"
 
 #include <libpq-fe.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -102,6 +104,39 @@ std::string redact_connection_message(std::string message, const std::string& ds
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   for (const auto& secret : secrets) message = remove_secret(std::move(message), secret);
   return scrub_tokens(message);
+}
+
+std::string configured_database(const std::string& dsn) {
+  std::string dbname;
+  std::string user;
+  char* error = nullptr;
+  if (PQconninfoOption* options = PQconninfoParse(dsn.c_str(), &error)) {
+    for (auto* o = options; o->keyword; ++o) {
+      if (!o->val) continue;
+      const std::string_view keyword(o->keyword);
+      if (keyword == "dbname") dbname = o->val;
+      if (keyword == "user") user = o->val;
+    }
+    PQconninfoFree(options);
+  }
+  if (error) PQfreemem(error);
+  const auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  if (dbname.empty()) dbname = env("PGDATABASE");
+  if (dbname.empty()) dbname = user.empty() ? env("PGUSER") : user;
+  if (dbname.empty()) {
+    if (const passwd* pw = ::getpwuid(::geteuid()); pw && pw->pw_name) dbname = pw->pw_name;
+  }
+  // A dbname that is itself a connection string would carry its password into a label.
+  if (dbname.find('=') != std::string::npos || dbname.find("://") != std::string::npos) return {};
+  return dbname;
+}
+
+std::string database_name(Connection& conn) {
+  return guarded(conn, "reading the database name",
+                 [](pqxx::connection& c) { return std::string(c.dbname()); });
 }
 
 void check_dsn(const std::string& dsn) {

@@ -1,5 +1,6 @@
 #include "keymig/db/journal.hpp"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "journal_codec.hpp"
@@ -99,7 +100,8 @@ std::int64_t delete_journal(Connection& conn, const std::string& run_id) {
 }
 
 std::pair<std::int64_t, std::int64_t> purge_journals(Connection& conn,
-                                                     std::chrono::seconds older_than) {
+                                                     std::chrono::seconds older_than,
+                                                     const PurgeScope& scope) {
   return guarded(conn, "purging journals", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     // Age is the run's last activity. A run still `running` keeps its journal however old
@@ -107,14 +109,36 @@ std::pair<std::int64_t, std::int64_t> purge_journals(Connection& conn,
     // so that rollback refuses instead of restoring nothing and calling it done.
     auto r = tx.exec_params(
         "WITH r AS (SELECT run_id FROM keymig.runs WHERE state <> 'running'"
+        "   AND NOT ($3 AND state = 'failed') AND ($2::text IS NULL OR target = $2::text)"
+        "   AND ($4::text IS NULL OR run_id = $4::text)"
         "   AND coalesce(finished_at, updated_at, started_at) < now() - make_interval(secs => "
         "$1)),"
         " d AS (DELETE FROM keymig.journal j USING r WHERE j.run_id = r.run_id RETURNING j.run_id),"
         " m AS (UPDATE keymig.runs SET journal_purged_at = now()"
         "   WHERE run_id IN (SELECT run_id FROM d) RETURNING run_id)"
         " SELECT count(DISTINCT run_id), count(*) FROM d",
-        static_cast<double>(older_than.count()));
+        static_cast<double>(older_than.count()), opt_param(scope.target), scope.keep_failed,
+        opt_param(scope.run_id));
     return std::make_pair(r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>());
+  });
+}
+
+JournalStats journal_stats(Connection& conn, const std::string& target) {
+  return guarded(conn, "reading the journal's size", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    // One count per run by the journal's key, not a scan of the whole journal: the
+    // runs of a target are few, their journals may be large.
+    auto r = tx.exec_params(
+        "SELECT count(*), coalesce(sum(n), 0)::bigint, coalesce(max(age), 0)::float8 FROM"
+        " (SELECT (SELECT count(*) FROM keymig.journal j WHERE j.run_id = r.run_id) AS n,"
+        "   extract(epoch FROM now() - coalesce(r.finished_at, r.updated_at, r.started_at)) AS age"
+        "  FROM keymig.runs r WHERE r.target = $1) s WHERE n > 0",
+        target);
+    JournalStats stats;
+    stats.runs = r[0][0].as<std::int64_t>();
+    stats.rows = r[0][1].as<std::int64_t>();
+    stats.oldest_seconds = std::max(0.0, r[0][2].as<double>());
+    return stats;
   });
 }
 

@@ -1,10 +1,14 @@
 // The commands on a run's journal: rollback, finalize and journal purge.
 
+#include "journal_runs.hpp"
+
 #include <algorithm>
+#include <tuple>
 
 #include "command_record.hpp"
 #include "connect.hpp"
 #include "keymig/db/chunks.hpp"
+#include "keymig/db/error.hpp"
 #include "keymig/db/journal.hpp"
 #include "keymig/db/privileges.hpp"
 #include "keymig/db/retry.hpp"
@@ -92,6 +96,7 @@ RollbackReport rollback(const Options& options, const std::string& run_id) {
         conn, [&] { db::set_run_state(conn, run_id, "rolled_back"); },
         retry_hook(options.metrics, "rollback"));
   report.state = stopped ? run->state : "rolled_back";
+  upkeep_journal_after(conn, table.label(), options, /*apply_retention=*/false);
   report.seconds = seconds_since(start);
   KEYMIG_LOG(info, "engine", "rollback_done", {"run_id", run_id}, {"restored", report.restored},
              {"left", report.left});
@@ -152,15 +157,20 @@ FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
   FinalizeReport report;
   report.run_id = run_id;
   std::string state;
+  std::string target;
   {
     db::Connection conn = open_connection(options.connect, options.metrics);
     db::ensure_schema(conn);
     auto run = db::load_run(conn, run_id);
     if (!run) throw UsageError("no run " + run_id + " in keymig.runs");
     state = run->state;
+    target = run->target;
   }
   if (state == "rolled_back")
-    throw UsageError("run " + run_id + " was rolled back: nothing to finalize");
+    throw UsageError("run " + run_id +
+                     " was rolled back: nothing to finalize (its journal holds only old-key "
+                     "ciphertext now: `keymig journal purge --run-id " +
+                     run_id + "` deletes it)");
   // Not finalized (exit 4) is a failed finalize: the record's default.
   report.verify =
       verify_pass(keys, options, state == "finalized" ? std::string() : run_id, &record);
@@ -197,6 +207,7 @@ FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
       conn, [&] { return db::delete_journal(conn, run_id); }, on_retry);
   db::with_retry(
       conn, [&] { db::set_run_state(conn, run_id, "finalized"); }, on_retry);
+  upkeep_journal_after(conn, target, options, /*apply_retention=*/false);
   report.finalized = true;
   report.rolling_key_retirable = true;
   report.reason = report.verify.undecryptable > 0
@@ -210,10 +221,15 @@ FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
   return report;
 }
 
+namespace {
+
+// A run idle for less may still be resumed, finalized or rolled back by an operator who
+// has not got to it yet; purging by age is for journals nobody needs any more.
+constexpr std::chrono::hours kMinimumAge{1};
+
+}  // namespace
+
 PurgeReport purge_journals(const Options& options, std::chrono::seconds older_than) {
-  // A run idle for less may still be resumed, finalized or rolled back by an operator
-  // who has not got to it yet; purge is for journals nobody needs any more.
-  constexpr std::chrono::hours kMinimumAge{1};
   if (older_than < kMinimumAge)
     throw UsageError(
         "journal purge: --older-than must be at least 1h (a run idle for less may "
@@ -225,7 +241,95 @@ PurgeReport purge_journals(const Options& options, std::chrono::seconds older_th
       retry_hook(options.metrics, "purge"));
   KEYMIG_LOG(info, "engine", "journal_purged", {"runs", runs}, {"rows", rows},
              {"older_than_seconds", static_cast<std::int64_t>(older_than.count())});
-  return PurgeReport{runs, rows};
+  return PurgeReport{runs, rows, {}};
+}
+
+PurgeReport purge_run_journal(const Options& options, const std::string& run_id) {
+  if (run_id.empty()) throw UsageError("journal purge: --run-id needs a run id");
+  db::Connection conn = open_connection(options.connect, options.metrics);
+  db::ensure_schema(conn);
+  const auto on_retry = retry_hook(options.metrics, "purge");
+  // Held until the session ends: no rollback or migrate of the run is under way, and none
+  // starts while its journal goes.
+  if (!db::with_retry(
+          conn, [&] { return db::try_lock_run(conn, run_id, /*exclusive=*/true); }, on_retry))
+    throw UsageError("run " + run_id +
+                     " is being migrated or rolled back right now: let that end, then purge");
+  auto run = db::with_retry(
+      conn, [&] { return db::load_run(conn, run_id); }, on_retry);
+  if (!run) throw UsageError("no run " + run_id + " in keymig.runs");
+  // Only a rolled-back run: its rows hold their old tokens again, so its journal keeps
+  // nothing but old-key ciphertext. A completed run's journal may hold the only readable
+  // copy of a row (finalize checks that first); a running or failed one is still to be
+  // resumed or rolled back.
+  if (run->state == "completed")
+    throw UsageError("run " + run_id + " is completed: `keymig finalize --run " + run_id +
+                     "` verifies it and deletes its journal; nothing was deleted");
+  if (run->state != "rolled_back" && run->state != "finalized")
+    throw UsageError("run " + run_id + " is " + run->state +
+                     ": roll it back (`keymig rollback --run " + run_id +
+                     "`) or let it complete first; nothing was deleted");
+  PurgeReport report;
+  report.run_id = run_id;
+  db::PurgeScope scope;
+  scope.run_id = run_id;
+  std::tie(report.runs, report.journal_rows) = db::with_retry(
+      conn, [&] { return db::purge_journals(conn, std::chrono::seconds(0), scope); }, on_retry);
+  KEYMIG_LOG(info, "engine", "journal_purged", {"run_id", run_id}, {"state", run->state},
+             {"rows", report.journal_rows});
+  return report;
+}
+
+namespace detail {
+
+JournalUpkeep upkeep_journal(db::Connection& conn, const std::string& target,
+                             const Options& options, bool apply_retention) {
+  JournalUpkeep upkeep;
+  const auto on_retry = retry_hook(options.metrics, "journal upkeep");
+  if (apply_retention && options.journal_retention) {
+    if (*options.journal_retention < kMinimumAge)
+      throw UsageError("keyMigration.journalRetention must be at least 1h");
+    // Completed and rolled-back runs only: a failed run is resumed by the next migrate,
+    // and its journal is what a rollback of it needs.
+    db::PurgeScope scope;
+    scope.target = target;
+    scope.keep_failed = true;
+    std::tie(upkeep.purged_runs, upkeep.purged_rows) = db::with_retry(
+        conn, [&] { return db::purge_journals(conn, *options.journal_retention, scope); },
+        on_retry);
+    if (upkeep.purged_runs > 0)
+      KEYMIG_LOG(
+          info, "engine", "journal_retention_purged", {"target", target},
+          {"runs", upkeep.purged_runs}, {"rows", upkeep.purged_rows},
+          {"retention_seconds", static_cast<std::int64_t>(options.journal_retention->count())});
+  }
+  const auto stats = db::with_retry(
+      conn, [&] { return db::journal_stats(conn, target); }, on_retry);
+  upkeep.rows = stats.rows;
+  upkeep.oldest_seconds = stats.oldest_seconds;
+  if (options.metrics)
+    options.metrics->set_journal(target, static_cast<double>(stats.rows), stats.oldest_seconds);
+  return upkeep;
+}
+
+void upkeep_journal_after(db::Connection& conn, const std::string& target, const Options& options,
+                          bool apply_retention, JournalUpkeep* out) noexcept {
+  try {
+    auto upkeep = upkeep_journal(conn, target, options, apply_retention);
+    if (out) *out = upkeep;
+  } catch (const std::exception& e) {
+    // The command did its job; the next one (or serve's next round) tries again.
+    KEYMIG_LOG(warn, "engine", "journal_upkeep_failed", {"target", target}, {"error", e.what()});
+  }
+}
+
+}  // namespace detail
+
+JournalUpkeep maintain_journal(const Options& options) {
+  db::Connection conn = open_connection(options.connect, options.metrics);
+  const db::Table table = db::check_target(conn, target_spec(options.target));
+  db::ensure_schema(conn);
+  return upkeep_journal(conn, table.label(), options, /*apply_retention=*/true);
 }
 
 }  // namespace keymig::engine

@@ -7,6 +7,7 @@
 #include "command_record.hpp"
 #include "conflict_sweep.hpp"
 #include "connect.hpp"
+#include "journal_runs.hpp"
 #include "key_rows.hpp"
 #include "keymig/db/acknowledged.hpp"
 #include "keymig/db/batch.hpp"
@@ -137,6 +138,14 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     finish_run(reader, *plan.run, opts, report);
   else
     report.state = "dry_run";
+  if (plan.run) {
+    // After the run's own end, so that its completion stands whatever the upkeep meets;
+    // only a completed run applies the retention (a stopped one is still under way).
+    JournalUpkeep upkeep;
+    upkeep_journal_after(reader, report.target, opts, report.state == "completed", &upkeep);
+    report.journal_purged_runs = upkeep.purged_runs;
+    report.journal_purged_rows = upkeep.purged_rows;
+  }
   report.seconds = seconds_since(start);
   publish_rows_by_key(opts.metrics, report.target, report.by_key, report.undecryptable,
                       report.acknowledged, report.empty);

@@ -2,26 +2,52 @@
 
 #include <algorithm>
 
+#include "keymig/log.hpp"
+
 namespace keymig::engine::detail {
 
 ProgressMeter::ProgressMeter(const Options& options, std::int64_t total, std::int64_t done_before)
     : options_(options), total_(total), done_before_(done_before) {}
 
+ProgressMeter::~ProgressMeter() {
+  // A pass that threw (or was stopped) still ends its terminal line: otherwise the error
+  // that follows is glued to the last report.
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!finished_ && options_.progress) {
+    try {
+      Progress p = snapshot();
+      p.last = true;
+      options_.progress(p);
+    } catch (...) {  // a destructor must not throw; the line is cosmetic
+    }
+  }
+}
+
 void ProgressMeter::add(std::int64_t rows) {
   std::lock_guard<std::mutex> lock(mutex_);
   done_ += rows;
   auto now = std::chrono::steady_clock::now();
+  if (options_.progress_log_every.count() > 0 && now - last_log_ >= options_.progress_log_every) {
+    last_log_ = now;
+    const Progress p = snapshot();
+    KEYMIG_LOG(info, "engine", "progress", {"rows_done", p.rows_done}, {"rows_total", p.rows_total},
+               {"percent", p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) /
+                                                  static_cast<double>(p.rows_total)
+                                            : 0.0},
+               {"rows_per_second", p.rows_per_second}, {"eta_seconds", p.eta_seconds});
+  }
   if (now - last_ < std::chrono::milliseconds(200)) return;
   last_ = now;
-  emit();
+  emit(false);
 }
 
 void ProgressMeter::finish() {
   std::lock_guard<std::mutex> lock(mutex_);
-  emit();
+  finished_ = true;
+  emit(true);
 }
 
-void ProgressMeter::emit() {
+Progress ProgressMeter::snapshot() const {
   Progress p;
   p.rows_done = done_before_ + done_;
   p.rows_total = std::max(total_, p.rows_done);
@@ -30,6 +56,12 @@ void ProgressMeter::emit() {
   p.eta_seconds = p.rows_per_second > 0
                       ? static_cast<double>(p.rows_total - p.rows_done) / p.rows_per_second
                       : -1;
+  return p;
+}
+
+void ProgressMeter::emit(bool last) {
+  Progress p = snapshot();
+  p.last = last;
   if (options_.metrics && p.rows_total > 0) {
     options_.metrics->set_progress(static_cast<double>(p.rows_done) / p.rows_total,
                                    static_cast<double>(p.rows_total - p.rows_done));

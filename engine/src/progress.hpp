@@ -10,21 +10,29 @@
 
 namespace keymig::engine::detail {
 
-/// Calls options.progress at most every 200 ms (and on finish), and sets
-/// keymig_run_progress_ratio and keymig_rows_remaining. Thread-safe: lanes share one.
+/// Calls options.progress at most every 200 ms (and once with Progress::last on finish,
+/// or at destruction when the pass ended otherwise), logs a `progress` line every
+/// options.progress_log_every, and sets keymig_run_progress_ratio and
+/// keymig_rows_remaining. Thread-safe: lanes share one.
 class ProgressMeter {
  public:
   ProgressMeter(const Options& options, std::int64_t total, std::int64_t done_before);
+  ~ProgressMeter();
+  ProgressMeter(const ProgressMeter&) = delete;
+  ProgressMeter& operator=(const ProgressMeter&) = delete;
   void add(std::int64_t rows);
   void finish();
 
  private:
-  void emit();
+  [[nodiscard]] Progress snapshot() const;
+  void emit(bool last);
   std::mutex mutex_;
   const Options& options_;
   std::int64_t total_, done_before_, done_ = 0;
+  bool finished_ = false;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_{};
+  std::chrono::steady_clock::time_point last_log_ = start_;
 };
 
 [[nodiscard]] double seconds_since(std::chrono::steady_clock::time_point start);

@@ -43,6 +43,7 @@ Options options_from_config(const config::Config& config) {
   o.threads = m.threads;
   o.max_rows_per_second = m.max_rows_per_second;
   o.journal = m.journal;
+  o.journal_retention = m.journal_retention;
   return o;
 }
 

@@ -140,6 +140,7 @@ std::string MigrateReport::to_json() const {
       {"rewritten_rows", rewritten_rows},
       {"preflight", preflight ? preflight_json(*preflight) : nlohmann::json(nullptr)},
       {"succeeded", succeeded()},
+      {"journal_purged", {{"runs", journal_purged_runs}, {"journal_rows", journal_purged_rows}}},
       {"exit_code", exit_code()}};
   return j.dump();
 }
@@ -196,7 +197,9 @@ int FinalizeReport::exit_code() const noexcept {
 }
 
 std::string PurgeReport::to_json() const {
-  return nlohmann::json{{"runs", runs}, {"journal_rows", journal_rows}}.dump();
+  nlohmann::json j{{"runs", runs}, {"journal_rows", journal_rows}};
+  if (!run_id.empty()) j["run_id"] = run_id;
+  return j.dump();
 }
 
 }  // namespace keymig::engine

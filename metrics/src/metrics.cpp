@@ -147,16 +147,33 @@ struct Metrics::Impl {
                                   .Help("Wall time of one batch transaction.")
                                   .Register(*registry)
                                   .Add({}, kBatchBuckets);
-  Gauge& progress = prometheus::BuildGauge()
-                        .Name("keymig_run_progress_ratio")
-                        .Help("Share of the current run's rows done, 0 to 1.")
-                        .Register(*registry)
-                        .Add({});
-  Gauge& remaining = prometheus::BuildGauge()
-                         .Name("keymig_rows_remaining")
-                         .Help("Rows the current run has still to read.")
-                         .Register(*registry)
-                         .Add({});
+  Family<Gauge>& progress = prometheus::BuildGauge()
+                                .Name("keymig_run_progress_ratio")
+                                .Help("Share of the current run's rows done, 0 to 1.")
+                                .Register(*registry);
+  Family<Gauge>& remaining = prometheus::BuildGauge()
+                                 .Name("keymig_rows_remaining")
+                                 .Help("Rows the current run has still to read.")
+                                 .Register(*registry);
+  Family<Gauge>& progress_updated =
+      prometheus::BuildGauge()
+          .Name("keymig_run_progress_updated_timestamp_seconds")
+          .Help(
+              "Unix time keymig_run_progress_ratio was last set: a value kept by a "
+              "Pushgateway since its run ended is old.")
+          .Register(*registry);
+  Family<Gauge>& journal_rows =
+      prometheus::BuildGauge()
+          .Name("keymig_journal_rows")
+          .Help("Rows in keymig.journal (old-key ciphertext kept for rollback), by target.")
+          .Register(*registry);
+  Family<Gauge>& journal_oldest =
+      prometheus::BuildGauge()
+          .Name("keymig_journal_oldest_seconds")
+          .Help(
+              "Seconds since the last activity of the longest-idle run that still has "
+              "journal rows, by target; 0 when there is none.")
+          .Register(*registry);
   Family<Counter>& crypto_ops = prometheus::BuildCounter()
                                     .Name("keymig_crypto_operations_total")
                                     .Help("Fernet operations, by op.")
@@ -186,6 +203,7 @@ struct Metrics::Impl {
   std::set<std::string> warned;    // label values already reported as unknown
   std::set<std::string> commands;  // commands whose result was recorded
   std::string target;              // set_target's last label
+  std::string database;            // set_database's last name
 
   Impl() {
     prometheus::BuildGauge()
@@ -274,8 +292,20 @@ void Metrics::observe_batch(std::string_view target, std::string_view status, do
 }
 
 void Metrics::set_progress(double ratio, double rows_remaining) {
-  impl_->progress.Set(std::clamp(ratio, 0.0, 1.0));
-  impl_->remaining.Set(std::max(rows_remaining, 0.0));
+  const std::string t = target();
+  const std::map<std::string, std::string> labels =
+      t.empty() ? std::map<std::string, std::string>{}
+                : std::map<std::string, std::string>{{"target", t}};
+  impl_->progress.Add(labels).Set(std::clamp(ratio, 0.0, 1.0));
+  impl_->remaining.Add(labels).Set(std::max(rows_remaining, 0.0));
+  impl_->progress_updated.Add(labels).Set(
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+void Metrics::set_journal(std::string_view target, double rows, double oldest_seconds) {
+  const std::string t(target);
+  impl_->journal_rows.Add({{"target", t}}).Set(std::max(rows, 0.0));
+  impl_->journal_oldest.Add({{"target", t}}).Set(std::max(oldest_seconds, 0.0));
 }
 
 void Metrics::add_crypto_operations(std::string_view op, std::uint64_t n) {
@@ -310,6 +340,11 @@ void Metrics::set_target(std::string_view target) {
 std::string Metrics::target() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->target;
+}
+
+void Metrics::set_database(std::string_view database) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->database = std::string(database);
 }
 
 std::string Metrics::serialize() const {
@@ -362,6 +397,7 @@ void Metrics::push(const std::string& gateway_url, std::string_view target) cons
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (impl_->commands.size() == 1) group.emplace("command", *impl_->commands.begin());
+    if (!impl_->database.empty()) group.emplace("database", impl_->database);
   }
   push_grouped(gateway_url, group);
 }
@@ -375,9 +411,14 @@ void Metrics::push(const std::string& gateway_url) const {
 
 void Metrics::push(const std::string& gateway_url, std::string_view target,
                    std::string_view command) const {
-  push_grouped(gateway_url,
-               {{"target", std::string(target)},
-                {"command", impl_->bounded("command", command, contains(kCommands, command))}});
+  std::map<std::string, std::string> group{
+      {"target", std::string(target)},
+      {"command", impl_->bounded("command", command, contains(kCommands, command))}};
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (!impl_->database.empty()) group.emplace("database", impl_->database);
+  }
+  push_grouped(gateway_url, group);
 }
 
 void Metrics::push_grouped(const std::string& gateway_url,

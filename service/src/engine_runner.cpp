@@ -19,6 +19,8 @@ engine::Options engine_options(const Job& job, const Settings& settings, std::at
   options.selection = job.selection;
   options.stop = &stop;
   options.metrics = &metrics;
+  // serve's log has no terminal: a progress line now and then shows a long run moving.
+  options.progress_log_every = std::chrono::seconds(30);
   return options;
 }
 
@@ -79,6 +81,17 @@ Runner engine_runner() {
         return reset(job, settings, metrics);
     }
     throw ServiceError("unknown job kind");
+  };
+}
+
+JournalKeeper engine_journal_keeper() {
+  return [](const Settings& settings, metrics::Metrics& metrics) {
+    std::atomic<bool> never{false};
+    engine::Options options = engine_options(Job{}, settings, never, metrics);
+    // One attempt: the next round is minutes away, and a worker waiting out retries on
+    // a database that went away holds up the jobs and SIGTERM.
+    options.connect.max_retries = 0;
+    engine::maintain_journal(options);
   };
 }
 

@@ -1,5 +1,6 @@
-// The schedule (keyMigration.schedule.every / .at) and the fallback poll of the request
-// queue: timers on the event loop that only hand work to the worker.
+// The schedule (keyMigration.schedule.every / .at), the fallback poll of the request
+// queue and the journal upkeep: timers on the event loop that only hand work to the
+// worker.
 
 #include <boost/asio/post.hpp>
 
@@ -73,6 +74,38 @@ void Service::Impl::arm_at(int minute_of_day, int gen) {
     want_run("at");
     arm_at(minute_of_day, gen);
   });
+}
+
+void Service::Impl::arm_journal(milliseconds delay) {
+  if (!options.journal_keeper || stop_begun) return;
+  journal_timer.expires_after(delay);
+  journal_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      journal_wanted = true;
+    }
+    cv.notify_all();
+    arm_journal(options.journal_every);
+  });
+}
+
+// On the worker thread, between jobs, so that it never races a run of this serve for the
+// database. Its own session: a failure here must not cost the worker its session (and
+// the claims it marks as live).
+void Service::Impl::journal_round() {
+  // Not while the database is away: a connect that never answers would hold the worker,
+  // and with it SIGTERM. Again soon, so that the first round follows the first connect.
+  if (!db_up) {
+    asio::post(io, [this] { arm_journal(std::chrono::seconds(1)); });
+    return;
+  }
+  auto s = current_settings();
+  try {
+    options.journal_keeper(*s, metrics);
+  } catch (const std::exception& e) {
+    KEYMIG_LOG(warn, "service", "journal_upkeep_failed", {"error", one_line(e.what())});
+  }
 }
 
 void Service::Impl::want_drain() {

@@ -61,6 +61,7 @@ void Service::Impl::begin_stop() {
   busy_timer.cancel();
   every_timer.cancel();
   at_timer.cancel();
+  journal_timer.cancel();
   reconnect_timer.cancel();
 }
 
@@ -151,6 +152,7 @@ int Service::run() {
     d.connect_listener();
     d.arm_poll();
     d.arm_schedule();
+    d.arm_journal(std::chrono::milliseconds(0));
   });
   d.io.run();
   if (d.worker.joinable()) d.worker.join();

@@ -68,6 +68,7 @@ struct Service::Impl {
   asio::steady_timer busy_timer{io};
   asio::steady_timer every_timer{io};
   asio::steady_timer at_timer{io};
+  asio::steady_timer journal_timer{io};
   bool stop_begun = false;
   bool finished = false;
 
@@ -84,6 +85,7 @@ struct Service::Impl {
   bool stopping = false;
   bool drain_wanted = false;
   bool run_wanted = false;
+  bool journal_wanted = false;
   std::atomic<bool> stop_flag{false};
   std::thread worker;
 
@@ -138,6 +140,8 @@ struct Service::Impl {
   void arm_at(int minute_of_day, int gen);
   void want_drain();
   void want_run(const char* why);
+  void arm_journal(std::chrono::milliseconds delay);
+  void journal_round();  // worker thread
 
   // worker.cpp (worker thread)
   struct TargetGuard {

@@ -83,14 +83,16 @@ Service::Impl::TargetGuard Service::Impl::lock_target(const Settings& s) {
 void Service::Impl::worker_main() {
   std::unique_lock<std::mutex> lock(mu);
   while (true) {
-    cv.wait(lock, [this] { return stopping || drain_wanted || run_wanted; });
+    cv.wait(lock, [this] { return stopping || drain_wanted || run_wanted || journal_wanted; });
     if (stopping) break;
     bool run = std::exchange(run_wanted, false);
     bool drain = std::exchange(drain_wanted, false);
+    bool journal = std::exchange(journal_wanted, false);
     lock.unlock();
     try {
       if (run) scheduled_run();
       if (drain) drain_requests();
+      if (journal) journal_round();
     } catch (const db::DbError& e) {
       KEYMIG_LOG(warn, "service", "database_unavailable", {"error", one_line(e.what())},
                  {"sqlstate", e.sqlstate()});

@@ -532,3 +532,24 @@ TEST_CASE("durations and times of day parse as operators write them", "[config]"
     CHECK_THROWS_AS(cfg::parse_time_of_day(bad, origin), cfg::ConfigError);
   }
 }
+
+TEST_CASE("journalRetention is a duration of at least 1h, off when absent, empty or 0",
+          "[config]") {
+  TempDir dir;
+  CHECK_FALSE(cfg::load({dir.write("a.yaml", "keyMigration: {}\n")}, kNoEnv)
+                  .migration.journal_retention.has_value());
+  for (const char* off : {"\"\"", "0"}) {
+    INFO(off);
+    const auto file = dir.write("b.yaml", std::string("keyMigration:\n  journalRetention: ") + off);
+    CHECK_FALSE(cfg::load({file}, kNoEnv).migration.journal_retention.has_value());
+  }
+  const auto week = dir.write("c.yaml", "keyMigration:\n  journalRetention: 7d\n");
+  CHECK(cfg::load({week}, kNoEnv).migration.journal_retention == std::chrono::hours(7 * 24));
+  const auto short_one = dir.write("d.yaml", "keyMigration:\n  journalRetention: 30m\n");
+  CHECK(load_error({short_one})
+            .find(short_one + ":2 keyMigration.journalRetention: must be at "
+                              "least 1h") == 0);
+  const auto list = dir.write("e.yaml", "keyMigration:\n  journalRetention: [7d]\n");
+  CHECK(load_error({list}).find(list + ":2 keyMigration.journalRetention: expected a duration") ==
+        0);
+}

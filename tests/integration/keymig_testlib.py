@@ -354,7 +354,13 @@ class Keymig:
         return result
 
 
-def sample(text, name, **labels):
+def kill_hard(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def metric_sample(text, name, **labels):
     """The value of the first sample `name{labels...}` in a text exposition, or None."""
     for line in text.splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):
@@ -362,12 +368,6 @@ def sample(text, name, **labels):
         if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return None
-
-
-def kill_hard(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
 
 
 def wait_until(predicate, timeout, interval=0.05):

@@ -11,7 +11,8 @@ import urllib.error
 import urllib.request
 
 from keymig_testlib import (EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, DbTestCase, Keymig, KeySet, UserFixture,
-                            drop_db, new_db, sample, wait_until, write_config)
+                            drop_db, metric_sample as sample, new_db, wait_until,
+                            write_config)
 
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 PROMTOOL = "/usr/bin/promtool"
@@ -134,8 +135,10 @@ class OneShotMetricsTest(DbTestCase):
 
     def test_a_failed_and_a_successful_run_of_one_target_share_one_group(self):
         # The failed run never reached the database, so its target comes from the config
-        # ("users" is public.users.mfa_secret); the successful one resolved it. One group.
-        dead = "postgresql://keymig@127.0.0.1:%d/none?connect_timeout=2" % free_port()
+        # ("users" is public.users.mfa_secret) and its database from the DSN's dbname; the
+        # successful one resolved both. One group: the same database, its server down.
+        dead = "postgresql://keymig@127.0.0.1:%d/%s?connect_timeout=2" % (free_port(),
+                                                                          self.dbname)
         Keymig(self, self.config, dead, self.fx.secrets).run(
             "scan", "--push-gateway", self.gateway, expect=EXIT_RUNTIME,
             env={"PGCONNECT_TIMEOUT": "2"}, timeout=300)

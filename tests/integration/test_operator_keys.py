@@ -21,7 +21,8 @@ import unittest
 from keymig_testlib import (EXIT_NEEDS_ROLLING, EXIT_OK, EXIT_UNDECRYPTABLE, EXIT_USAGE,
                             DbTestCase, Keymig, KeySet, UserFixture, current_secrets,
                             decrypt_with, drop_db, http_get, journal_count, new_db, psql,
-                            sample, scalar, snapshot, start_serve, wait_until, write_config)
+                            metric_sample as sample, scalar, snapshot, start_serve, wait_until,
+                            write_config)
 
 
 def fingerprints(km):

@@ -198,6 +198,32 @@ TEST_CASE("a push reaches a real Pushgateway under job keymig and its target",
             R"(keymig_last_run_success{command="scan",instance="",job="keymig",target="public.accounts.mfa_secret"})") ==
         0.0);
   }
+  SECTION("two databases' runs on one table name keep their own groups") {
+    Metrics app_a;
+    Metrics app_b;
+    for (auto* run : {&app_a, &app_b}) {
+      run->set_target("public.users.mfa_secret");
+      run->set_last_success("scan", 1800000000);
+    }
+    app_a.set_database("app_a");
+    app_b.set_database("app b/2");  // not URL-safe: still its own group
+    app_a.set_rows_by_key("public.users.mfa_secret", "rolling_0", 7);
+    app_b.set_rows_by_key("public.users.mfa_secret", "rolling_0", 0);
+    app_a.push(base);
+    app_b.push(base);
+    const auto both = keymig::test::http_get(base + "/metrics");
+    INFO(both);
+    CHECK(
+        sample(
+            both,
+            R"(keymig_rows_by_key{command="scan",database="app_a",instance="",job="keymig",key="rolling_0",target="public.users.mfa_secret"})") ==
+        7.0);
+    CHECK(
+        sample(
+            both,
+            R"(keymig_rows_by_key{command="scan",database="app b/2",instance="",job="keymig",key="rolling_0",target="public.users.mfa_secret"})") ==
+        0.0);
+  }
   SECTION("a target that is not URL-safe still lands under its own name") {
     m.add_rows("odd/schema.users", "empty", 3);
     m.push(base, "odd/schema.users");

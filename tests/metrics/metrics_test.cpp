@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdio>
 #include <regex>
 #include <string>
@@ -40,6 +41,9 @@ TEST_CASE("every family of the design is exported with its type", "[metrics]") {
       {"keymig_batch_duration_seconds", "histogram"},
       {"keymig_run_progress_ratio", "gauge"},
       {"keymig_rows_remaining", "gauge"},
+      {"keymig_run_progress_updated_timestamp_seconds", "gauge"},
+      {"keymig_journal_rows", "gauge"},
+      {"keymig_journal_oldest_seconds", "gauge"},
       {"keymig_crypto_operations_total", "counter"},
       {"keymig_db_retries_total", "counter"},
       {"keymig_last_success_timestamp_seconds", "gauge"},
@@ -64,6 +68,8 @@ TEST_CASE("every family of the design is exported with its type", "[metrics]") {
     CHECK(sample(text, R"(keymig_batch_duration_seconds_bucket{le="60"})") == 1.0);
     CHECK(sample(text, "keymig_run_progress_ratio") == 0.5);
     CHECK(sample(text, "keymig_rows_remaining") == 10.0);
+    CHECK(sample(text, R"(keymig_journal_rows{target="users"})") == 1500.0);
+    CHECK(sample(text, R"(keymig_journal_oldest_seconds{target="users"})") == 7200.0);
     CHECK(sample(text, R"(keymig_crypto_operations_total{op="decrypt"})") == 1.0);
     CHECK(sample(text, "keymig_db_retries_total") == 1.0);
     CHECK(sample(text, R"(keymig_last_success_timestamp_seconds{command="migrate"})") ==
@@ -209,4 +215,27 @@ TEST_CASE("a key or token passed by mistake as a label value never reaches the l
   const auto text = m.serialize();
   CHECK(text.find(key) == std::string::npos);
   CHECK(text.find(token) == std::string::npos);
+}
+
+TEST_CASE("progress is labelled with the recorded target and says when it was set", "[metrics]") {
+  Metrics m;
+  m.set_target("public.users.mfa_secret");
+  const double before =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  m.set_progress(0.1, 900);
+  const auto text = m.serialize();
+  CHECK(sample(text, R"(keymig_run_progress_ratio{target="public.users.mfa_secret"})") == 0.1);
+  CHECK(sample(text, R"(keymig_rows_remaining{target="public.users.mfa_secret"})") == 900.0);
+  const auto updated = sample(
+      text, R"(keymig_run_progress_updated_timestamp_seconds{target="public.users.mfa_secret"})");
+  REQUIRE(updated.has_value());
+  CHECK(*updated >= before - 1);
+  CHECK(*updated <= before + 60);
+  // Another target's run in the same process keeps its own series.
+  m.set_target("public.admins.mfa_secret");
+  m.set_progress(1.0, 0);
+  CHECK(sample(m.serialize(), R"(keymig_run_progress_ratio{target="public.users.mfa_secret"})") ==
+        0.1);
+  CHECK(sample(m.serialize(), R"(keymig_run_progress_ratio{target="public.admins.mfa_secret"})") ==
+        1.0);
 }

@@ -57,6 +57,7 @@ inline void touch_every_family(metrics::Metrics& m, const std::string& target = 
   m.set_rows_by_key(target, "active", 5);
   m.observe_batch(target, "ok", 0.02);
   m.set_progress(0.5, 10);
+  m.set_journal(target, 1500, 7200);
   m.add_crypto_operations("decrypt", 1);
   m.add_db_retry();
   m.set_last_success("migrate", 1700000000);

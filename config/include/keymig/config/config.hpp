@@ -78,6 +78,9 @@ struct Migration {
   int threads = 0;                       // 0: all cores
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
   bool journal = true;
+  // Journals of finished runs idle for longer are deleted by migrate and serve; nullopt:
+  // kept until finalize or `journal purge`.
+  std::optional<std::chrono::seconds> journal_retention;
   std::chrono::milliseconds lock_timeout{2000};
   std::chrono::milliseconds statement_timeout{60000};
   MetricsSettings metrics;

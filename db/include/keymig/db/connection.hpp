@@ -27,6 +27,16 @@ void check_dsn(const std::string& dsn);
 /// token-shaped words redacted.
 [[nodiscard]] std::string redact_connection_message(std::string message, const std::string& dsn);
 
+/// The database libpq would connect to with `dsn`: its dbname, else PGDATABASE, else
+/// the user name (the DSN's, PGUSER, the login's), as libpq defaults it. For labels; never
+/// a part of the DSN beyond that name ("" when it cannot tell, or the name looks like a
+/// connection string itself).
+[[nodiscard]] std::string configured_database(const std::string& dsn);
+
+class Connection;
+/// The name of the database `conn`'s session is connected to. Throws DbError.
+[[nodiscard]] std::string database_name(Connection& conn);
+
 /// One PostgreSQL session with application_name=keymig and the configured timeouts.
 /// Not thread-safe: one owner (a pipeline's serial stage, a command) at a time.
 /// Throws DsnError for a DSN libpq cannot parse, DbError when it cannot connect.

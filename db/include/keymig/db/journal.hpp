@@ -52,10 +52,27 @@ struct RollbackPage {
 
 /// Deletes a run's journal; returns the rows deleted. Throws DbError.
 std::int64_t delete_journal(Connection& conn, const std::string& run_id);
+/// Which runs purge_journals may take, beyond "idle for longer than older_than".
+struct PurgeScope {
+  std::optional<std::string> target;  // only runs on this Table::label(); nullopt: every run
+  bool keep_failed = false;           // leave `failed` runs (migrate may still resume them) alone
+  std::optional<std::string> run_id;  // only this run (the caller decided it may lose it)
+};
 /// Deletes the journals of runs whose last activity is older than now - older_than,
-/// except runs still `running`, and sets their runs.journal_purged_at.
-/// Returns {runs, journal rows}. Throws DbError.
+/// except runs still `running` (and those `scope` leaves out), and sets their
+/// runs.journal_purged_at. Returns {runs, journal rows}. Throws DbError.
 std::pair<std::int64_t, std::int64_t> purge_journals(Connection& conn,
-                                                     std::chrono::seconds older_than);
+                                                     std::chrono::seconds older_than,
+                                                     const PurgeScope& scope = {});
+
+/// What the journal holds for one target: the rows of its runs, and how long the run
+/// with journal rows that has been idle longest has been idle (runs' last activity, the
+/// age journal purge goes by; 0 when the journal is empty).
+struct JournalStats {
+  std::int64_t runs = 0;
+  std::int64_t rows = 0;
+  double oldest_seconds = 0;
+};
+[[nodiscard]] JournalStats journal_stats(Connection& conn, const std::string& target);
 
 }  // namespace keymig::db

@@ -37,6 +37,7 @@ struct Progress {
   std::int64_t rows_total = 0;  // at the start; rows inserted later can exceed it
   double rows_per_second = 0;
   double eta_seconds = -1;  // -1: unknown
+  bool last = false;        // the pass's last report (finished, failed or stopped)
 };
 
 struct Options {
@@ -46,6 +47,9 @@ struct Options {
   int threads = 0;                       // pipeline threads; 0: all cores
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
   bool journal = true;                   // keep old tokens for rollback until finalize
+  // Journals of the target's finished runs idle for longer are deleted after each
+  // completed migrate and by maintain_journal; nullopt: kept until finalize or purge.
+  std::optional<std::chrono::seconds> journal_retention;
   bool dry_run = false;                  // migrate: count what would change, write nothing
   db::Selection selection;               // ids or usernames; empty: the whole target
   std::string run_id;  // migrate: resume/join this run (created if new); empty: see migrate
@@ -55,6 +59,9 @@ struct Options {
   bool force = false;
   std::int64_t rows_per_chunk = 0;                // id range leased at a time; 0: 10 x batch_size
   std::function<void(const Progress&)> progress;  // may be empty
+  // A `progress` log line this often, for a log with no terminal to draw on (a Job's,
+  // serve's); 0: none.
+  std::chrono::seconds progress_log_every{0};
   /// Set to true (from any thread or a signal handler) to drain: batches in flight
   /// commit, checkpoints are written, the run stays resumable. May be null.
   std::atomic<bool>* stop = nullptr;
@@ -165,6 +172,9 @@ struct MigrateReport {
   std::vector<std::string> rewritten_rows;  // ids, at most kMaxListedRows
   // What the lockout pre-flight found before the run wrote (none for a dry run).
   std::optional<PreflightCheck> preflight;
+  // keyMigration.journalRetention applied after the run completed: journals deleted.
+  std::int64_t journal_purged_runs = 0;
+  std::int64_t journal_purged_rows = 0;
   [[nodiscard]] std::string to_json() const;
   /// 4 when rows were rejected or rewritten (they still need the rolling key, or hold what
   /// keymig did not write); else 3 with undecryptable rows left that are not
@@ -239,7 +249,16 @@ struct FinalizeReport {
 struct PurgeReport {
   std::int64_t runs = 0;
   std::int64_t journal_rows = 0;
+  std::string run_id;  // `journal purge --run-id`; empty: by age
   [[nodiscard]] std::string to_json() const;
+};
+
+/// What maintain_journal did and found for the target.
+struct JournalUpkeep {
+  std::int64_t purged_runs = 0;  // by journal_retention
+  std::int64_t purged_rows = 0;
+  std::int64_t rows = 0;  // journal rows of the target's runs left
+  double oldest_seconds = 0;
 };
 
 /// Counts classes by HMAC, and double encryption by one AES block per readable row,
@@ -273,5 +292,19 @@ struct PurgeReport {
 /// Deletes the journals of runs whose last activity in keymig.runs is older than
 /// older_than. Touches no target (and records no command metrics).
 [[nodiscard]] PurgeReport purge_journals(const Options& options, std::chrono::seconds older_than);
+
+/// `journal purge --run-id`: deletes the journal of a rolled-back run (whose rows are
+/// back under their old tokens, so the journal only keeps old-key ciphertext) and sets
+/// its journal_purged_at. UsageError (nothing deleted) for no such run, a run in another
+/// state (finalize a completed one; roll back a running or failed one first), or one a
+/// migrate or rollback holds. Touches no target row.
+[[nodiscard]] PurgeReport purge_run_journal(const Options& options, const std::string& run_id);
+
+/// The journal upkeep of the configured target: with journal_retention, deletes the
+/// journals of its completed and rolled-back runs idle for longer (at least 1h, never a
+/// running or failed run), then sets keymig_journal_rows and
+/// keymig_journal_oldest_seconds. Migrate does it after each run it completes; serve
+/// calls it periodically. Throws as described at the top.
+JournalUpkeep maintain_journal(const Options& options);
 
 }  // namespace keymig::engine

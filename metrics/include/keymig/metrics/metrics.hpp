@@ -43,8 +43,15 @@ class Metrics {
   /// keymig_batches_total{target,status} and keymig_batch_duration_seconds;
   /// status: ok (committed), failed (rolled back after its retries).
   void observe_batch(std::string_view target, std::string_view status, double seconds);
-  /// keymig_run_progress_ratio and keymig_rows_remaining.
+  /// keymig_run_progress_ratio and keymig_rows_remaining, and
+  /// keymig_run_progress_updated_timestamp_seconds = now: labelled with the target
+  /// set_target recorded (none before), so that a dashboard can tell one target's run
+  /// from another's and a fresh value from one a Pushgateway has kept since a run ended.
   void set_progress(double ratio, double rows_remaining);
+  /// keymig_journal_rows{target} and keymig_journal_oldest_seconds{target}: what
+  /// keymig.journal holds for the target (old-key ciphertext, until finalize or purge),
+  /// and how long its longest-idle run with journal rows has been idle (0: none).
+  void set_journal(std::string_view target, double rows, double oldest_seconds);
   /// keymig_crypto_operations_total{op}; op: classify, decrypt, encrypt, verify.
   void add_crypto_operations(std::string_view op, std::uint64_t n);
   /// keymig_db_retries_total.
@@ -79,6 +86,11 @@ class Metrics {
   void set_target(std::string_view target);
   /// The label set_target recorded last; empty when none was.
   [[nodiscard]] std::string target() const;
+  /// The name of the database the commands of this process work on (the session's, or
+  /// before one is open the one libpq would connect to; never the DSN): a grouping label
+  /// of push(), so that two databases' runs on the same table name do not overwrite
+  /// each other's group. Empty: no such label.
+  void set_database(std::string_view database);
 
   /// The Prometheus text exposition format (version 0.0.4).
   [[nodiscard]] std::string serialize() const;
@@ -86,7 +98,8 @@ class Metrics {
   /// rename), for node_exporter's textfile collector. Throws MetricsError.
   void write_textfile(const std::string& path) const;
   /// Pushes to a Pushgateway at `gateway_url` (`http[s]://[user:password@]host[:port]`),
-  /// job "keymig", grouped by target and, when this process recorded the result of
+  /// job "keymig", grouped by target, by database when set_database recorded one, and,
+  /// when this process recorded the result of
   /// exactly one command (set_last_success/set_last_failure), by that command too: a push
   /// replaces whole families of its group, so `keymig verify` pushing after `keymig
   /// migrate` into one group would erase migrate's last-success time. Only the series of

@@ -62,6 +62,14 @@ using Runner = std::function<RunOutcome(const Job& job, const Settings& settings
 /// run's journal) and reset_mfa (plan, then the journaled reset).
 [[nodiscard]] Runner engine_runner();
 
+/// The journal upkeep of the settings' target (keyMigration.journalRetention, the journal
+/// gauges). Called on the worker thread; may throw (the service logs it and tries again
+/// at the next round).
+using JournalKeeper = std::function<void(const Settings& settings, metrics::Metrics& metrics)>;
+
+/// The real one: keymig::engine::maintain_journal.
+[[nodiscard]] JournalKeeper engine_journal_keeper();
+
 struct ServiceOptions {
   std::string metrics_listen;                      // empty: keyMigration.metrics.listen
   std::string instance;                            // keymig.requests.claimed_by; empty: "host:pid"
@@ -70,6 +78,9 @@ struct ServiceOptions {
   std::chrono::milliseconds reconnect_max{30000};
   std::chrono::milliseconds busy_retry{5000};  // another process holds the target
   bool handle_signals = true;                  // SIGTERM/SIGINT drain, SIGHUP reload
+  // Journal upkeep at start and then this often (between jobs); empty keeper: none.
+  JournalKeeper journal_keeper;
+  std::chrono::milliseconds journal_every{std::chrono::minutes(5)};
 };
 
 /// The service. Construct, then run() on the thread that should own the event loop.
