@@ -38,7 +38,9 @@ Runs until SIGTERM/SIGINT, on one event loop:
   Signals    SIGTERM/SIGINT drain: the batch in flight commits, the checkpoint is written,
              exit 0 (a second signal exits at once; the run is still resumable).
              SIGHUP re-reads the config files and keys; a bad config is refused with an
-             error log line and the old one stays. The next run uses the new keys.
+             error log line and the old one stays. The next run uses the new keys. A
+             reload starts no run: the schedule keeps its next time (config_reloaded
+             logs run_started=false and next_run_at).
 
 Logs: one line per event on stderr (--log-format json for machines); never a key, a token
 or a plaintext. Keys come from the config files or KEYMIG_ACTIVE_KEY/KEYMIG_ROLLING_KEYS,

@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "keymig/db/connection.hpp"
 #include "keymig/db/listener.hpp"
@@ -68,6 +69,10 @@ struct Service::Impl {
   asio::steady_timer busy_timer{io};
   asio::steady_timer every_timer{io};
   asio::steady_timer at_timer{io};
+  // When the every timer fires next, on the timer's clock and on the wall clock (/status).
+  std::optional<
+      std::pair<std::chrono::steady_clock::time_point, std::chrono::system_clock::time_point>>
+      every_due;
   bool stop_begun = false;
   bool finished = false;
 
@@ -133,7 +138,8 @@ struct Service::Impl {
   // scheduler.cpp (io thread; want_* from any thread)
   void arm_poll();
   void retry_drain_later();
-  void arm_schedule();
+  // at_start: an `every` schedule runs at once; a reload keeps the time already due.
+  void arm_schedule(bool at_start);
   void arm_every(std::chrono::milliseconds delay, std::chrono::seconds every, int gen);
   void arm_at(int minute_of_day, int gen);
   void want_drain();
