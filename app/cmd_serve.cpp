@@ -20,9 +20,11 @@ Runs until SIGTERM/SIGINT, on one event loop:
              .at ("02:00", daily, UTC) run migrate, then verify of that run. Runs never
              overlap: one at a time in this process, and a PostgreSQL advisory lock per
              target keeps other `keymig serve` processes off the same target meanwhile.
-  Requests   rows of keymig.requests (kind migrate | verify | reset_mfa, params
+  Requests   rows of keymig.requests (kind migrate | verify | reset_mfa | status, params
              {"ids": [...]} or {"usernames": [...]}; empty = whole target, which reset_mfa
-             refuses; target = the table, e.g. 'public.users': a row without one fails)
+             refuses; kind rollback (of a reset_mfa run) | finalize, params
+             {"run_id": "..."}; target = the table, e.g. 'public.users': a row without one
+             fails; requested_by and reason are logged and echoed in result.request)
              followed by NOTIFY keymig_requests. The service LISTENs, claims each row
              naming its own target table with FOR UPDATE SKIP LOCKED, moves state
              queued -> running -> done|failed and writes the summary JSON into result. It also looks every --poll-interval

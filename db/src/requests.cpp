@@ -130,7 +130,8 @@ std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::st
         "              AND (target = ANY($2::text[]) OR ($3 AND target IS NULL)) "
         "            ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
         "RETURNING id, kind, COALESCE(params::text, ''), "
-        "          extract(epoch FROM started_at - created_at) * 1000, target",
+        "          extract(epoch FROM started_at - created_at) * 1000, target, "
+        "          COALESCE(requested_by, ''), COALESCE(reason, '')",
         instance, text_array(wanted), untargeted);
     tx.commit();
     if (r.empty()) return std::optional<ClaimedRequest>();
@@ -139,6 +140,8 @@ std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::st
     out.kind = r[0][1].is_null() ? "" : r[0][1].as<std::string>();
     out.params = r[0][2].as<std::string>();
     out.wait_ms = r[0][3].is_null() ? 0.0 : r[0][3].as<double>();
+    out.requested_by = r[0][5].as<std::string>();
+    out.reason = r[0][6].as<std::string>();
     if (r[0][4].is_null()) {
       out.refusal = kNoTarget;
     } else {

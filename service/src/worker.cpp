@@ -8,6 +8,7 @@
 #include "keymig/ids.hpp"
 #include "keymig/log.hpp"
 #include "keymig/metrics/metrics.hpp"
+#include "keymig/redact.hpp"
 #include "service_impl.hpp"
 
 namespace keymig::service {
@@ -27,6 +28,16 @@ db::ConnectOptions worker_options(const std::string& dsn) {
   o.retry_base_delay = milliseconds(250);
   o.retry_max_delay = milliseconds(4000);
   return o;
+}
+
+// requested_by and reason are the application's text, shown in logs, results and /status:
+// one line, no terminal escapes, nothing token- or key-shaped (an admin may paste one into
+// a reason), and short.
+std::string audit_text(const std::string& text) {
+  constexpr std::size_t kMaxAuditChars = 200;
+  std::string shown = scrub_tokens(escape_control(text));
+  if (shown.size() > kMaxAuditChars) shown = shown.substr(0, kMaxAuditChars) + "...";
+  return shown;
 }
 
 bool table_missing_error(const db::DbError& e) {
@@ -205,8 +216,11 @@ void Service::Impl::table_missing() {
 
 db::RequestEnd Service::Impl::process(const db::ClaimedRequest& claimed,
                                       std::shared_ptr<const Settings> s) {
+  const std::string requested_by = audit_text(claimed.requested_by);
+  const std::string reason = audit_text(claimed.reason);
   KEYMIG_LOG(info, "service", "request_claimed", {"request_id", claimed.id},
-             {"kind", claimed.kind.substr(0, 32)}, {"queued_ms", claimed.wait_ms});
+             {"kind", claimed.kind.substr(0, 32)}, {"queued_ms", claimed.wait_ms},
+             {"requested_by", requested_by}, {"reason", reason});
   ParsedRequest parsed = parse_request(claimed.kind, claimed.params);
   RunOutcome out;
   bool database_lost = false;
@@ -218,10 +232,14 @@ db::RequestEnd Service::Impl::process(const db::ClaimedRequest& claimed,
     out.error = parsed.error;
   } else {
     parsed.job->request_id = claimed.id;
+    parsed.job->requested_by = requested_by;
+    parsed.job->reason = reason;
     out = execute(*parsed.job, s, &database_lost);
   }
   json result = result_json(out);
   result["claimed_by"] = instance;
+  // Nested: a report has fields of its own named "reason" (finalize's).
+  result["request"] = {{"id", claimed.id}, {"requested_by", requested_by}, {"reason", reason}};
   if (out.interrupted) result["requeued"] = database_lost ? "database_unavailable" : "shutdown";
   const auto end = out.interrupted ? db::RequestEnd::requeued
                    : out.ok        ? db::RequestEnd::done
@@ -240,7 +258,8 @@ db::RequestEnd Service::Impl::process(const db::ClaimedRequest& claimed,
              out.interrupted ? "request_requeued"
              : out.ok        ? "request_done"
                              : "request_failed",
-             {"request_id", claimed.id}, {"exit_code", out.exit_code}, {"error", out.error});
+             {"request_id", claimed.id}, {"exit_code", out.exit_code}, {"error", out.error},
+             {"requested_by", requested_by}, {"reason", reason});
   return end;
 }
 
@@ -270,10 +289,14 @@ RunOutcome Service::Impl::execute(const Job& job, const std::shared_ptr<const Se
                {"started_at", iso8601_utc(start)},
                {"selected_ids", job.selection.ids.size()},
                {"selected_usernames", job.selection.usernames.size()}};
-    if (job.request_id) current["request_id"] = job.request_id;
+    if (job.request_id) {
+      current["request_id"] = job.request_id;
+      current["request"] = {
+          {"id", job.request_id}, {"requested_by", job.requested_by}, {"reason", job.reason}};
+    }
   }
   KEYMIG_LOG(info, "service", "run_started", {"kind", kind}, {"source", job.source},
-             {"request_id", job.request_id});
+             {"request_id", job.request_id}, {"requested_by", job.requested_by});
   RunOutcome out;
   try {
     out = runner(job, *s, stop_flag, metrics);
@@ -302,7 +325,11 @@ RunOutcome Service::Impl::execute(const Job& job, const std::shared_ptr<const Se
              {"seconds", seconds});
   json record = result_json(out);
   record["source"] = job.source;
-  if (job.request_id) record["request_id"] = job.request_id;
+  if (job.request_id) {
+    record["request_id"] = job.request_id;
+    record["request"] = {
+        {"id", job.request_id}, {"requested_by", job.requested_by}, {"reason", job.reason}};
+  }
   record["started_at"] = iso8601_utc(start);
   record["finished_at"] = iso8601_utc(end);
   record["duration_seconds"] = seconds;

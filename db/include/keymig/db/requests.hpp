@@ -20,6 +20,10 @@ struct ClaimedRequest {
   std::string params;  // the jsonb as text; "" when NULL
   std::string target;  // as the application wrote it ("" when NULL)
   double wait_ms = 0;  // created_at -> claim, as the database clock sees it
+  // The audit trail the application wrote ("" when NULL): who asked, and why. Its text,
+  // not keymig's: scrub before showing it.
+  std::string requested_by;
+  std::string reason;
   // Set when the request was claimed only to be refused: it names no target, or its
   // target is not a table name at all, so no serve could ever take it as its own.
   std::string refusal;
