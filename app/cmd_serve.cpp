@@ -17,9 +17,11 @@ constexpr const char* kServeHelp = R"(
 Runs until SIGTERM/SIGINT, on one event loop:
 
   Schedule   keyMigration.schedule.every ("6h": once at start, then every 6 hours) and/or
-             .at ("02:00", daily, UTC) run migrate, then verify of that run. Runs never
-             overlap: one at a time in this process, and a PostgreSQL advisory lock per
-             target keeps other `keymig serve` processes off the same target meanwhile.
+             .at ("02:00", daily, UTC) run migrate, then verify of that run. Whole-table
+             runs never overlap: one at a time in this process, and a PostgreSQL advisory
+             lock per target keeps other `keymig serve` processes off the same target
+             meanwhile. Selected-user requests (ids/usernames, at most 1000, and rollback)
+             have a lane of their own and run beside such a run.
   Requests   rows of keymig.requests (kind migrate | verify | reset_mfa | status, params
              {"ids": [...]} or {"usernames": [...]}; empty = whole target, which reset_mfa
              refuses; kind rollback (of a reset_mfa run) | finalize, params

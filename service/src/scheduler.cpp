@@ -96,7 +96,8 @@ void Service::Impl::arm_at(int minute_of_day, int gen) {
 void Service::Impl::want_drain() {
   {
     std::lock_guard<std::mutex> lock(mu);
-    drain_wanted = true;
+    main_lane.drain_wanted = true;
+    selected_lane.drain_wanted = true;
   }
   cv.notify_all();
 }

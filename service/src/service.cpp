@@ -136,9 +136,9 @@ Service::Service(SettingsLoader loader, Runner runner, metrics::Metrics& metrics
 }
 
 Service::~Service() {
-  if (impl_->worker.joinable()) {
+  if (impl_->main_lane.thread.joinable()) {
     impl_->begin_stop();
-    impl_->worker.join();
+    impl_->main_lane.thread.join();  // which joins the selected lane
   }
   impl_->close_listener();
 }
@@ -155,14 +155,15 @@ int Service::run() {
   KEYMIG_LOG(info, "service", "service_started", {"instance", d.instance},
              {"http", d.http->local_address()},
              {"target", d.current_settings()->config.migration.target.table});
-  d.worker = std::thread([&d] { d.worker_main(); });
+  d.selected_lane.thread = std::thread([&d] { d.lane_main(d.selected_lane); });
+  d.main_lane.thread = std::thread([&d] { d.lane_main(d.main_lane); });
   asio::post(d.io, [&d] {
     d.connect_listener();
     d.arm_poll();
     d.arm_schedule(/*at_start=*/true);
   });
   d.io.run();
-  if (d.worker.joinable()) d.worker.join();
+  if (d.main_lane.thread.joinable()) d.main_lane.thread.join();
   d.close_listener();
   KEYMIG_LOG(info, "service", "service_stopped");
   return kExitOk;
