@@ -37,10 +37,12 @@ db::ConnectOptions worker_options(const std::string& dsn) {
 // one line, no terminal escapes, nothing token- or key-shaped (an admin may paste one into
 // a reason), and short.
 std::string audit_text(const std::string& text) {
-  constexpr std::size_t kMaxAuditChars = 200;
-  std::string shown = scrub_tokens(escape_control(text));
-  if (shown.size() > kMaxAuditChars) shown = shown.substr(0, kMaxAuditChars) + "...";
-  return shown;
+  constexpr std::size_t kMaxAuditBytes = 200;
+  std::string shown = scrub_tokens(text);
+  const bool cut = shown.size() > kMaxAuditBytes;
+  if (cut) shown.resize(kMaxAuditBytes);
+  // After the cut: a UTF-8 sequence it split becomes a visible escape, not invalid JSON.
+  return escape_control(shown) + (cut ? "..." : "");
 }
 
 bool table_missing_error(const db::DbError& e) {

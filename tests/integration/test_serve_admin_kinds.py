@@ -115,13 +115,22 @@ class ServeAdminKindsTest(DbTestCase):
             self.assertEqual(result, expected)
         self.assertEqual(result["users_total"], 1, result)
 
+        # A long reason is cut, even inside a multi-byte character, and still written.
+        rid = enqueue_audited(dsn, "status", {"ids": [victims[0].id]},
+                              requested_by="admin:erin", reason="\u20ac" * 100)
+        state, result, _ = wait_request(dsn, rid, timeout=15)
+        self.assertEqual(state, "done", result)
+        self.assertTrue(result["request"]["reason"].startswith("\u20ac" * 66), result)
+        self.assertTrue(result["request"]["reason"].endswith("..."), result)
+        self.assertLess(len(result["request"]["reason"].encode()), 220)
+
         # The audit trail in serve's log and /status, scrubbed.
         claimed = serve.events("request_claimed")
         self.assertEqual([e["requested_by"] for e in claimed][:3],
                          ["admin:alice", "admin:bob", "admin:carol"])
         self.assertNotIn(pasted, serve.stderr())
         status = json.loads(http_get(serve.port, "/status")[1])
-        self.assertEqual(status["last"]["status"]["request"]["requested_by"], "admin:dave")
+        self.assertEqual(status["last"]["status"]["request"]["requested_by"], "admin:erin")
         self.assertEqual(status["last"]["rollback"]["request"]["requested_by"], "")
         self.assertEqual(status["last"]["finalize"]["request"]["reason"], "verified")
 
