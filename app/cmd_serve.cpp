@@ -17,12 +17,16 @@ constexpr const char* kServeHelp = R"(
 Runs until SIGTERM/SIGINT, on one event loop:
 
   Schedule   keyMigration.schedule.every ("6h": once at start, then every 6 hours) and/or
-             .at ("02:00", daily, UTC) run migrate, then verify of that run. Runs never
-             overlap: one at a time in this process, and a PostgreSQL advisory lock per
-             target keeps other `keymig serve` processes off the same target meanwhile.
-  Requests   rows of keymig.requests (kind migrate | verify | reset_mfa, params
+             .at ("02:00", daily, UTC) run migrate, then verify of that run. Whole-table
+             runs never overlap: one at a time in this process, and a PostgreSQL advisory
+             lock per target keeps other `keymig serve` processes off the same target
+             meanwhile. Selected-user requests (ids/usernames, at most 1000, and rollback)
+             have a lane of their own and run beside such a run.
+  Requests   rows of keymig.requests (kind migrate | verify | reset_mfa | status, params
              {"ids": [...]} or {"usernames": [...]}; empty = whole target, which reset_mfa
-             refuses; target = the table, e.g. 'public.users': a row without one fails)
+             refuses; kind rollback (of a reset_mfa run) | finalize, params
+             {"run_id": "..."}; target = the table, e.g. 'public.users': a row without one
+             fails; requested_by and reason are logged and echoed in result.request)
              followed by NOTIFY keymig_requests. The service LISTENs, claims each row
              naming its own target table with FOR UPDATE SKIP LOCKED, moves state
              queued -> running -> done|failed and writes the summary JSON into result. It also looks every --poll-interval
@@ -38,7 +42,9 @@ Runs until SIGTERM/SIGINT, on one event loop:
   Signals    SIGTERM/SIGINT drain: the batch in flight commits, the checkpoint is written,
              exit 0 (a second signal exits at once; the run is still resumable).
              SIGHUP re-reads the config files and keys; a bad config is refused with an
-             error log line and the old one stays. The next run uses the new keys.
+             error log line and the old one stays. The next run uses the new keys. A
+             reload starts no run: the schedule keeps its next time (config_reloaded
+             logs run_started=false and next_run_at).
 
 Logs: one line per event on stderr (--log-format json for machines); never a key, a token
 or a plaintext. Keys come from the config files or KEYMIG_ACTIVE_KEY/KEYMIG_ROLLING_KEYS,

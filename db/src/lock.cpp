@@ -45,6 +45,22 @@ std::optional<TargetLock> TargetLock::try_acquire(Connection& conn, const std::s
   }
 }
 
+unsigned TargetLock::resolve(Connection& conn, const std::string& table) {
+  if (table.empty()) throw TargetError("target: no table configured (keyMigration.target.table)");
+  try {
+    return guarded(conn, "resolving the target", [&](pqxx::connection& c) {
+      pqxx::nontransaction tx(c);
+      auto r = tx.exec_params("SELECT to_regclass($1)::oid::int8", regclass_text(table));
+      if (r.empty() || r[0][0].is_null())
+        throw TargetError("target: table \"" + table + "\" does not exist");
+      return r[0][0].as<unsigned>();
+    });
+  } catch (const DbError& e) {
+    if (e.sqlstate().rfind("42", 0) != 0 && e.sqlstate().rfind("22", 0) != 0) throw;
+    throw TargetError("target: \"" + table + "\" is not a table name: " + e.what());
+  }
+}
+
 std::optional<TargetLock> TargetLock::acquire(Connection& conn, const std::string& table) {
   auto [oid, locked, pid] = guarded(conn, "taking the target lock", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);

@@ -22,6 +22,17 @@ constexpr const char* kNotATable = "request target is not a table name";
 
 enum class Whose { mine, others, refused };
 
+// ClaimScope::selected in SQL ($5: the most ids and usernames together). A params field of
+// the wrong type counts as no items: parse_request refuses such a request anyway.
+constexpr const char* kSelectedRequest =
+    "(kind = 'rollback' OR (kind IN ('migrate', 'verify', 'reset_mfa', 'status')"
+    "  AND NOT (kind = 'verify' AND jsonb_typeof(params->'run_id') = 'string')"
+    "  AND (CASE WHEN jsonb_typeof(params->'ids') = 'array'"
+    "            THEN jsonb_array_length(params->'ids') ELSE 0 END"
+    "     + CASE WHEN jsonb_typeof(params->'usernames') = 'array'"
+    "            THEN jsonb_array_length(params->'usernames') ELSE 0 END)"
+    "      BETWEEN 1 AND $5))";
+
 // What one spelling of requests.target means to the serve of `own_table`. to_regclass runs
 // in a statement of its own: on PostgreSQL 15 it raises for text that is no name at all,
 // and for a schema this role may not use (which is another deployment's table, not a bad
@@ -92,7 +103,8 @@ std::int64_t requeue_stale_requests(Connection& conn) {
 }
 
 std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::string& instance,
-                                                 std::optional<unsigned> own_table) {
+                                                 std::optional<unsigned> own_table,
+                                                 ClaimScope scope, std::size_t max_selected) {
   return guarded(conn, "claiming a request", [&](pqxx::connection& c) {
     // The spellings of the queue's targets, resolved before the claim rather than in its
     // WHERE clause: one that raises there would stop every serve's queue. A request
@@ -127,11 +139,15 @@ std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::st
         "claimed_backend_start = (SELECT backend_start FROM pg_stat_activity "
         "                          WHERE pid = pg_backend_pid()) "
         "WHERE id = (SELECT id FROM keymig.requests WHERE state = 'queued' "
-        "              AND (target = ANY($2::text[]) OR ($3 AND target IS NULL)) "
-        "            ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, kind, COALESCE(params::text, ''), "
-        "          extract(epoch FROM started_at - created_at) * 1000, target",
-        instance, text_array(wanted), untargeted);
+        "              AND ((target = ANY($2::text[]) AND (NOT $4 OR " +
+            std::string(kSelectedRequest) +
+            ")) OR ($3 AND target IS NULL)) "
+            "            ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, kind, COALESCE(params::text, ''), "
+            "          extract(epoch FROM started_at - created_at) * 1000, target, "
+            "          COALESCE(requested_by, ''), COALESCE(reason, '')",
+        instance, text_array(wanted), untargeted, scope == ClaimScope::selected,
+        static_cast<std::int64_t>(max_selected));
     tx.commit();
     if (r.empty()) return std::optional<ClaimedRequest>();
     ClaimedRequest out;
@@ -139,6 +155,8 @@ std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::st
     out.kind = r[0][1].is_null() ? "" : r[0][1].as<std::string>();
     out.params = r[0][2].as<std::string>();
     out.wait_ms = r[0][3].is_null() ? 0.0 : r[0][3].as<double>();
+    out.requested_by = r[0][5].as<std::string>();
+    out.reason = r[0][6].as<std::string>();
     if (r[0][4].is_null()) {
       out.refusal = kNoTarget;
     } else {

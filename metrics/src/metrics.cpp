@@ -128,6 +128,7 @@ std::string curl_cause(int code) {
 
 struct Metrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  int runs_in_progress = 0;  // under mutex: commands between start and end
 
   Family<Counter>& rows_total = prometheus::BuildCounter()
                                     .Name("keymig_rows_total")
@@ -329,7 +330,11 @@ void Metrics::set_last_failure(std::string_view command) {
 }
 
 void Metrics::set_run_in_progress(bool running) {
-  impl_->run_in_progress.Set(running ? 1 : 0);
+  // serve runs a selected-user request beside a whole-table run: the gauge stays 1 until
+  // the last of them ends.
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->runs_in_progress = std::max(0, impl_->runs_in_progress + (running ? 1 : -1));
+  impl_->run_in_progress.Set(impl_->runs_in_progress > 0 ? 1 : 0);
 }
 
 void Metrics::set_target(std::string_view target) {

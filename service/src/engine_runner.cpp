@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "keymig/db/connection.hpp"
+#include "keymig/db/runs.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/engine/mfa_admin.hpp"
 #include "keymig/service/service.hpp"
@@ -37,15 +38,19 @@ RunOutcome from_report(int exit_code, std::string summary, bool stopped, bool su
   return out;
 }
 
-RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& metrics) {
-  // The request queue is an admin surface: plan_reset_mfa refuses what the CLI refuses
-  // (an empty selection, patterns), before any write, and records the refusal.
-  const db::Selection& selection = job.selection;
+db::Connection admin_connection(const Settings& settings) {
   db::ConnectOptions connect;
   connect.dsn = settings.dsn;
   connect.lock_timeout = settings.config.migration.lock_timeout;
   connect.statement_timeout = settings.config.migration.statement_timeout;
-  db::Connection conn(connect);
+  return db::Connection(connect);
+}
+
+RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& metrics) {
+  // The request queue is an admin surface: plan_reset_mfa refuses what the CLI refuses
+  // (an empty selection, patterns), before any write, and records the refusal.
+  const db::Selection& selection = job.selection;
+  db::Connection conn = admin_connection(settings);
   auto plan = engine::plan_reset_mfa(conn, settings.config, *settings.keys, selection, &metrics);
   auto result = engine::reset_mfa(conn, settings.config, *settings.keys, plan, &metrics);
   nlohmann::json users = nlohmann::json::array();
@@ -56,6 +61,38 @@ RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& met
                             {"reset", result.users.size()},
                             {"users", users}};
   return from_report(kExitOk, summary.dump(), false, true);
+}
+
+// The admin UI's undo of "Remove MFA": the engine's rollback, for reset_mfa runs only. A
+// migrate run's rollback puts every rotated secret back under the old key (after an
+// incident, the compromised one): that stays an operator's `keymig rollback`.
+RunOutcome rollback(const Job& job, const Settings& settings, std::atomic<bool>& stop,
+                    metrics::Metrics& metrics) {
+  {
+    db::Connection conn = admin_connection(settings);
+    auto run = db::load_run(conn, job.run_id);
+    if (!run) throw UsageError("no run " + job.run_id + " in keymig.runs");
+    if (run->kind != "reset_mfa")
+      throw UsageError("run " + job.run_id + " is a " + run->kind +
+                       " run: the queue rolls back reset_mfa runs only (use `keymig rollback "
+                       "--run " +
+                       job.run_id + "`)");
+  }
+  auto report = engine::rollback(engine_options(job, settings, stop, metrics), job.run_id);
+  // Stopped before its last page, the run is still to be rolled back: the request goes
+  // back to the queue and the next claim finishes it.
+  return from_report(kExitOk, report.to_json(), report.state != "rolled_back");
+}
+
+RunOutcome status(const Job& job, const Settings& settings) {
+  // What `keymig status --json` prints, for the same selection.
+  engine::StatusOptions options;
+  options.selection = job.selection;
+  options.threads = settings.config.migration.threads;
+  engine::validate_selection(options.selection, /*allow_empty=*/true);
+  db::Connection conn = admin_connection(settings);
+  auto report = engine::mfa_status(conn, settings.config, *settings.keys, options);
+  return from_report(kExitOk, report.to_json(), false);
 }
 
 }  // namespace
@@ -79,6 +116,16 @@ Runner engine_runner() {
       }
       case JobKind::reset_mfa:
         return reset(job, settings, metrics);
+      case JobKind::rollback:
+        return rollback(job, settings, stop, metrics);
+      case JobKind::finalize: {
+        auto report = engine::finalize(*settings.keys, engine_options(job, settings, stop, metrics),
+                                       job.run_id);
+        // Stopped before it deleted the journal: the next claim finalizes it.
+        return from_report(report.exit_code(), report.to_json(), stop.load() && !report.finalized);
+      }
+      case JobKind::status:
+        return status(job, settings);
     }
     throw ServiceError("unknown job kind");
   };

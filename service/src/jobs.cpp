@@ -1,6 +1,8 @@
 #include "keymig/service/jobs.hpp"
 
+#include <cctype>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 namespace keymig::service {
 
@@ -12,8 +14,22 @@ const char* job_kind_name(JobKind kind) noexcept {
       return "verify";
     case JobKind::reset_mfa:
       return "reset_mfa";
+    case JobKind::rollback:
+      return "rollback";
+    case JobKind::finalize:
+      return "finalize";
+    case JobKind::status:
+      return "status";
   }
   return "unknown";
+}
+
+bool is_selected_job(const Job& job) noexcept {
+  if (job.kind == JobKind::rollback) return true;
+  if (job.kind == JobKind::finalize) return false;
+  if (job.kind == JobKind::verify && !job.run_id.empty()) return false;  // the run's journal
+  const std::size_t n = job.selection.ids.size() + job.selection.usernames.size();
+  return n > 0 && n <= kMaxSelectedUsers;
 }
 
 namespace {
@@ -41,26 +57,49 @@ bool read_list(const nlohmann::json& params, const char* field, bool numbers_ok,
   return true;
 }
 
+// A run id as keymig makes them ("m20261202T150405Z-1a2b3c4d", a Job's name): it is quoted
+// back in errors and logs, so nothing else is taken.
+bool plain_run_id(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.' &&
+        c != ':')
+      return false;
+  return true;
+}
+
 }  // namespace
 
 ParsedRequest parse_request(std::string_view kind, std::string_view params_json) {
   ParsedRequest out;
   Job job;
   job.source = "request";
-  if (kind == "migrate") {
-    job.kind = JobKind::migrate;
-  } else if (kind == "verify") {
-    job.kind = JobKind::verify;
-  } else if (kind == "reset_mfa") {
-    job.kind = JobKind::reset_mfa;
-  } else {
+  static constexpr std::pair<std::string_view, JobKind> kKinds[] = {
+      {"migrate", JobKind::migrate},     {"verify", JobKind::verify},
+      {"reset_mfa", JobKind::reset_mfa}, {"rollback", JobKind::rollback},
+      {"finalize", JobKind::finalize},   {"status", JobKind::status}};
+  bool known = false;
+  for (const auto& [name, value] : kKinds)
+    if (kind == name) {
+      job.kind = value;
+      known = true;
+    }
+  if (!known) {
     // The kind is the application's text: quote it back only if it is short and plain.
     std::string shown(kind.substr(0, 32));
     for (char& c : shown)
       if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
-    out.error = "unknown kind '" + shown + "' (migrate, verify, reset_mfa)";
+    out.error =
+        "unknown kind '" + shown + "' (migrate, verify, reset_mfa, rollback, finalize, status)";
     return out;
   }
+  // What each kind reads from params: a selection, a run, or both (verify).
+  const bool takes_selection = job.kind != JobKind::rollback && job.kind != JobKind::finalize;
+  const bool takes_run =
+      job.kind == JobKind::verify || job.kind == JobKind::rollback || job.kind == JobKind::finalize;
+  const std::string fields = takes_selection && takes_run ? "ids, usernames, run_id"
+                             : takes_run                  ? "run_id"
+                                                          : "ids, usernames";
   if (!params_json.empty()) {
     nlohmann::json params = nlohmann::json::parse(params_json, nullptr, false);
     if (params.is_discarded()) {
@@ -73,18 +112,32 @@ ParsedRequest parse_request(std::string_view kind, std::string_view params_json)
         return out;
       }
       for (const auto& item : params.items()) {
-        if (item.key() != "ids" && item.key() != "usernames") {
-          out.error = "unknown params field (ids, usernames)";
+        const bool selection_field = item.key() == "ids" || item.key() == "usernames";
+        if (!(selection_field && takes_selection) && !(item.key() == "run_id" && takes_run)) {
+          out.error = "unknown params field for " + std::string(kind) + " (" + fields + ")";
           return out;
         }
       }
       if (!read_list(params, "ids", true, job.selection.ids, out.error) ||
           !read_list(params, "usernames", false, job.selection.usernames, out.error))
         return out;
+      if (auto it = params.find("run_id"); it != params.end() && !it->is_null()) {
+        if (!it->is_string() || !plain_run_id(it->get<std::string>())) {
+          out.error = "params.run_id must be a run id (letters, digits, - _ . :)";
+          return out;
+        }
+        job.run_id = it->get<std::string>();
+      }
     }
   }
   if (job.kind == JobKind::reset_mfa && job.selection.empty()) {
     out.error = "reset_mfa needs params.ids or params.usernames: it never resets everyone";
+    return out;
+  }
+  if ((job.kind == JobKind::rollback || job.kind == JobKind::finalize) && job.run_id.empty()) {
+    out.error = std::string(kind) + " needs params.run_id: the run to " +
+                (job.kind == JobKind::rollback ? "undo" : "finalize") + " (as `keymig " +
+                std::string(kind) + " --run ID`)";
     return out;
   }
   out.job = std::move(job);

@@ -2,6 +2,7 @@
 // queue and the journal upkeep: timers on the event loop that only hand work to the
 // worker.
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 
 #include "keymig/log.hpp"
@@ -10,6 +11,7 @@
 namespace keymig::service {
 
 using std::chrono::milliseconds;
+using std::chrono::steady_clock;
 using std::chrono::system_clock;
 
 void Service::Impl::arm_poll() {
@@ -32,7 +34,7 @@ void Service::Impl::retry_drain_later() {
   });
 }
 
-void Service::Impl::arm_schedule() {
+void Service::Impl::arm_schedule(bool at_start) {
   every_timer.cancel();
   at_timer.cancel();
   auto s = current_settings();
@@ -40,8 +42,25 @@ void Service::Impl::arm_schedule() {
   std::optional<system_clock::time_point> next;
   if (schedule.every) {
     // First run at start: a fresh deployment converges (and fills the metrics) at once.
-    arm_every(milliseconds(0), *schedule.every, generation);
-    next = system_clock::now();
+    // A reload keeps the run that was due (sooner, if the new interval is shorter): a
+    // SIGHUP that started a whole-table run no one asked for took the database's cores
+    // in the middle of the day.
+    const auto now = steady_clock::now();
+    const auto wall = system_clock::now();
+    if (at_start) {
+      arm_every(milliseconds(0), *schedule.every, generation);
+    } else if (every_due && every_due->first < now + *schedule.every) {
+      const auto kept = *every_due;
+      arm_every(std::chrono::duration_cast<milliseconds>(std::max(kept.first, now) - now),
+                *schedule.every, generation);
+      every_due = kept;  // the same time, to the second /status shows
+    } else {
+      arm_every(std::chrono::duration_cast<milliseconds>(*schedule.every), *schedule.every,
+                generation);
+    }
+    next = std::max(every_due->second, wall);
+  } else {
+    every_due.reset();
   }
   if (schedule.at_minute_of_day) {
     auto at = next_daily_run(system_clock::now(), *schedule.at_minute_of_day);
@@ -53,15 +72,14 @@ void Service::Impl::arm_schedule() {
 }
 
 void Service::Impl::arm_every(milliseconds delay, std::chrono::seconds every, int gen) {
+  every_due.emplace(steady_clock::now() + delay, system_clock::now() + delay);
   every_timer.expires_after(delay);
   every_timer.async_wait([this, every, gen](const boost::system::error_code& ec) {
     if (ec || gen != generation) return;
     want_run("every");
-    {
-      std::lock_guard<std::mutex> lock(status_mu);
-      next_scheduled = system_clock::now() + every;
-    }
     arm_every(std::chrono::duration_cast<milliseconds>(every), every, gen);
+    std::lock_guard<std::mutex> lock(status_mu);
+    next_scheduled = every_due->second;
   });
 }
 
@@ -90,7 +108,7 @@ void Service::Impl::arm_journal(milliseconds delay) {
   });
 }
 
-// On the worker thread, between jobs, so that it never races a run of this serve for the
+// On the main lane's thread, between jobs, so that it never races a run of this serve for the
 // database. Its own session: a failure here must not cost the worker its session (and
 // the claims it marks as live).
 void Service::Impl::journal_round() {
@@ -111,7 +129,8 @@ void Service::Impl::journal_round() {
 void Service::Impl::want_drain() {
   {
     std::lock_guard<std::mutex> lock(mu);
-    drain_wanted = true;
+    main_lane.drain_wanted = true;
+    selected_lane.drain_wanted = true;
   }
   cv.notify_all();
 }

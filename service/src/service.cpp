@@ -101,12 +101,21 @@ void Service::Impl::reload() {
     loaded_at = system_clock::now();
     last_reload_error.clear();
   }
+  arm_schedule(/*at_start=*/false);
+  std::string next_run;
+  {
+    std::lock_guard<std::mutex> lock(status_mu);
+    if (next_scheduled) next_run = iso8601_utc(*next_scheduled);
+  }
+  // Say what a reload does and does not do: operators sent SIGHUP expecting a run (or
+  // feared one), and the log is where they look.
   KEYMIG_LOG(
       info, "service", "config_reloaded", {"generation", generation},
       {"active_key", fresh->fingerprints.empty() ? std::string() : fresh->fingerprints[0]},
-      {"rolling_keys", static_cast<std::int64_t>(
-                           fresh->fingerprints.empty() ? 0 : fresh->fingerprints.size() - 1)});
-  arm_schedule();
+      {"rolling_keys",
+       static_cast<std::int64_t>(fresh->fingerprints.empty() ? 0 : fresh->fingerprints.size() - 1)},
+      {"run_started", false}, {"next_run_at", next_run.empty() ? "none" : next_run},
+      {"applies_to", "the next run and the next request; a run in progress keeps its keys"});
   if (dsn_changed) connect_listener();
 }
 
@@ -128,9 +137,9 @@ Service::Service(SettingsLoader loader, Runner runner, metrics::Metrics& metrics
 }
 
 Service::~Service() {
-  if (impl_->worker.joinable()) {
+  if (impl_->main_lane.thread.joinable()) {
     impl_->begin_stop();
-    impl_->worker.join();
+    impl_->main_lane.thread.join();  // which joins the selected lane
   }
   impl_->close_listener();
 }
@@ -147,15 +156,16 @@ int Service::run() {
   KEYMIG_LOG(info, "service", "service_started", {"instance", d.instance},
              {"http", d.http->local_address()},
              {"target", d.current_settings()->config.migration.target.table});
-  d.worker = std::thread([&d] { d.worker_main(); });
+  d.selected_lane.thread = std::thread([&d] { d.lane_main(d.selected_lane); });
+  d.main_lane.thread = std::thread([&d] { d.lane_main(d.main_lane); });
   asio::post(d.io, [&d] {
     d.connect_listener();
     d.arm_poll();
-    d.arm_schedule();
+    d.arm_schedule(/*at_start=*/true);
     d.arm_journal(std::chrono::milliseconds(0));
   });
   d.io.run();
-  if (d.worker.joinable()) d.worker.join();
+  if (d.main_lane.thread.joinable()) d.main_lane.thread.join();
   d.close_listener();
   KEYMIG_LOG(info, "service", "service_stopped");
   return kExitOk;

@@ -2,7 +2,7 @@
 
 // service internals: the state of one Service and the methods that work on it, split by
 // role across listener.cpp (LISTEN on the event loop), scheduler.cpp (timers),
-// worker.cpp (the worker thread), status.cpp (HTTP) and service.cpp (lifecycle).
+// worker.cpp (the worker lanes' threads), status.cpp (HTTP) and service.cpp (lifecycle).
 // Each member notes the thread that owns it.
 
 #include <atomic>
@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "keymig/db/connection.hpp"
 #include "keymig/db/listener.hpp"
@@ -69,6 +70,10 @@ struct Service::Impl {
   asio::steady_timer every_timer{io};
   asio::steady_timer at_timer{io};
   asio::steady_timer journal_timer{io};
+  // When the every timer fires next, on the timer's clock and on the wall clock (/status).
+  std::optional<
+      std::pair<std::chrono::steady_clock::time_point, std::chrono::system_clock::time_point>>
+      every_due;
   bool stop_begun = false;
   bool finished = false;
 
@@ -79,27 +84,34 @@ struct Service::Impl {
   std::chrono::system_clock::time_point loaded_at;
   std::string last_reload_error;
 
+  // --- worker lanes (worker.cpp): each one thread, which owns the lane's session ---
+  struct Lane {
+    Lane(const char* n, bool s) : name(n), selected(s) {}
+    const char* name;  // "main", "selected": in logs and /status
+    bool selected;     // takes only selected-user requests, and runs them beside main
+    std::thread thread;
+    bool drain_wanted = false;             // under mu
+    std::unique_ptr<db::Connection> conn;  // stable while a TargetLock refers to it
+    std::string dsn;
+    bool named = false;  // application_name set on the current session
+    bool table_missing_logged = false;
+    json current = nullptr;  // under status_mu: the job it runs
+  };
+
   // --- worker hand-off ---
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;
-  bool drain_wanted = false;
-  bool run_wanted = false;
-  bool journal_wanted = false;
+  bool run_wanted = false;      // the main lane's
+  bool journal_wanted = false;  // the main lane's
   std::atomic<bool> stop_flag{false};
-  std::thread worker;
-
-  // --- worker thread only ---
-  std::unique_ptr<db::Connection> work_conn;  // stable while a TargetLock refers to it
-  std::string work_dsn;
-  bool work_named = false;  // application_name set on the current session
-  bool table_missing_logged = false;
+  Lane main_lane{"main", false};
+  Lane selected_lane{"selected", true};
 
   // --- status, shared ---
   std::atomic<bool> db_up{false};  // listen_up, and the schema exists for the listener's DSN
   std::string schema_ok_dsn;       // under status_mu: ensure_schema() done for this DSN
   mutable std::mutex status_mu;
-  json current = nullptr;
   json last = json::object();
   std::int64_t requests_done = 0;
   std::int64_t requests_failed = 0;
@@ -135,33 +147,35 @@ struct Service::Impl {
   // scheduler.cpp (io thread; want_* from any thread)
   void arm_poll();
   void retry_drain_later();
-  void arm_schedule();
+  // at_start: an `every` schedule runs at once; a reload keeps the time already due.
+  void arm_schedule(bool at_start);
   void arm_every(std::chrono::milliseconds delay, std::chrono::seconds every, int gen);
   void arm_at(int minute_of_day, int gen);
   void want_drain();
   void want_run(const char* why);
   void arm_journal(std::chrono::milliseconds delay);
-  void journal_round();  // worker thread
+  void journal_round();  // main lane thread
 
-  // worker.cpp (worker thread)
+  // worker.cpp (each lane's thread)
   struct TargetGuard {
     bool busy = false;  // another keymig serve holds the target
     std::optional<db::TargetLock> lock;
   };
-  void worker_main();
+  void lane_main(Lane& lane);
   template <typename Work>
-  auto on_worker_session(const char* what, Work&& work, bool while_stopping = false);
-  TargetGuard lock_target(const Settings& s);
-  db::Connection& work(const Settings& s);
-  [[nodiscard]] db::RetryHook retry_hook(const char* what, bool while_stopping);
-  void scheduled_run();
-  void drain_requests();
-  void table_missing();
+  auto on_worker_session(Lane& lane, const char* what, Work&& work, bool while_stopping = false);
+  TargetGuard lock_target(Lane& lane, const Settings& s);
+  db::Connection& work(Lane& lane, const Settings& s);
+  [[nodiscard]] db::RetryHook retry_hook(Lane& lane, const char* what, bool while_stopping);
+  void scheduled_run();  // main lane
+  void drain_requests(Lane& lane);
+  void table_missing(Lane& lane);
   // Returns where the request went.
-  db::RequestEnd process(const db::ClaimedRequest& claimed, std::shared_ptr<const Settings> s);
-  void write_result(std::int64_t id, db::RequestEnd end, const std::string& result);
+  db::RequestEnd process(Lane& lane, const db::ClaimedRequest& claimed,
+                         std::shared_ptr<const Settings> s);
+  void write_result(Lane& lane, std::int64_t id, db::RequestEnd end, const std::string& result);
   // database_lost: set when the job was cut short by a lost or unavailable database.
-  RunOutcome execute(const Job& job, const std::shared_ptr<const Settings>& s,
+  RunOutcome execute(Lane& lane, const Job& job, const std::shared_ptr<const Settings>& s,
                      bool* database_lost = nullptr);
 
   // status.cpp (io thread; status() from any thread)

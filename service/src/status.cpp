@@ -50,7 +50,11 @@ std::string Service::Impl::status() const {
   doc["ready"] = db_up.load();
   doc["database"] = db_up ? "up" : "down";
   doc["draining"] = stop_flag.load();
-  doc["current_run"] = current;
+  // current_run: the main lane's job, else the selected lane's; current_runs: both.
+  doc["current_run"] = main_lane.current.is_null() ? selected_lane.current : main_lane.current;
+  doc["current_runs"] = json::array();
+  for (const Lane* lane : {&main_lane, &selected_lane})
+    if (!lane->current.is_null()) doc["current_runs"].push_back(lane->current);
   doc["last"] = last;
   if (next_scheduled) doc["schedule"]["next_run_at"] = iso8601_utc(*next_scheduled);
   doc["requests"] = {
@@ -60,7 +64,7 @@ std::string Service::Impl::status() const {
 
 bool Service::Impl::current_is_null() const {
   std::lock_guard<std::mutex> lock(status_mu);
-  return current.is_null();
+  return main_lane.current.is_null() && selected_lane.current.is_null();
 }
 
 // The request's result and the /status record of a run share these fields.

@@ -330,3 +330,44 @@ TEST_CASE("a target in a schema this role may not use is another serve's, not an
   CHECK_FALSE(db::claim_next_request(conn, "unit-k", users_oid()));
   CHECK(row(private_one, "state") == "queued");
 }
+
+TEST_CASE("a selected claim takes only requests that name their users, and their audit trail",
+          "[db][requests]") {
+  KEYMIG_REQUIRE_DB();
+  fresh_queue();
+  Connection conn(test_options());
+  // In the order service::is_selected_job decides them (tests/service/jobs_test.cpp).
+  std::vector<std::string> selected, whole;
+  whole.push_back(enqueue("migrate"));
+  whole.push_back(enqueue("status", "'{}'"));
+  whole.push_back(enqueue("verify", "'{\"ids\": [1], \"run_id\": \"m1\"}'"));
+  whole.push_back(enqueue("finalize", "'{\"run_id\": \"m1\"}'"));
+  whole.push_back(enqueue("migrate", "'{\"ids\": []}'"));
+  whole.push_back(enqueue("migrate", "'{\"ids\": [1, 2, 3, 4]}'"));  // over max_selected
+  whole.push_back(enqueue("migrate", "'[1, 2]'"));  // malformed: refused by the main lane
+  selected.push_back(enqueue("migrate", "'{\"usernames\": [\"a\", \"b\", \"c\"]}'"));
+  selected.push_back(enqueue("reset_mfa", "'{\"ids\": [1], \"usernames\": [\"a\"]}'"));
+  selected.push_back(enqueue("verify", "'{\"ids\": [\"7\"], \"run_id\": null}'"));
+  selected.push_back(enqueue("status", "'{\"usernames\": [\"a\"]}'"));
+  selected.push_back(enqueue("rollback", "'{\"run_id\": \"r1\"}'"));
+  sql("UPDATE keymig.requests SET requested_by = 'admin:alice', reason = 'ticket 1' WHERE id = " +
+      selected[0]);
+  std::vector<std::string> got;
+  while (auto c =
+             db::claim_next_request(conn, "unit-s", users_oid(), db::ClaimScope::selected, 3)) {
+    if (got.empty()) {
+      CHECK(c->requested_by == "admin:alice");
+      CHECK(c->reason == "ticket 1");
+    } else {
+      CHECK(c->requested_by.empty());
+    }
+    got.push_back(std::to_string(c->id));
+  }
+  CHECK(got == selected);
+  for (const auto& id : whole) CHECK(row(id, "state") == "queued");
+  // The main lane's claim takes the rest.
+  std::vector<std::string> rest;
+  while (auto c = db::claim_next_request(conn, "unit-m", users_oid()))
+    rest.push_back(std::to_string(c->id));
+  CHECK(rest == whole);
+}

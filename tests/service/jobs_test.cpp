@@ -81,3 +81,55 @@ TEST_CASE("the daily run is the next HH:MM in UTC strictly after now", "[service
   CHECK(next_daily_run(midnight, 0) == midnight + hours(24));
   CHECK(next_daily_run(midnight + hours(23), 23 * 60 + 59) == midnight + hours(23) + minutes(59));
 }
+
+TEST_CASE("rollback and finalize take the run they are for", "[service][jobs]") {
+  for (const char* kind : {"rollback", "finalize"}) {
+    auto parsed = parse_request(kind, R"({"run_id": "r20261203T101010Z-0a1b2c3d"})");
+    REQUIRE(parsed.job);
+    CHECK(parsed.job->kind ==
+          (std::string(kind) == "rollback" ? JobKind::rollback : JobKind::finalize));
+    CHECK(parsed.job->run_id == "r20261203T101010Z-0a1b2c3d");
+    CHECK(std::string(job_kind_name(parsed.job->kind)) == kind);
+    // As the CLI's --run is required, so is params.run_id.
+    for (const char* params : {"", "{}", R"({"run_id": null})"}) {
+      auto missing = parse_request(kind, params);
+      CHECK_FALSE(missing.job);
+      CHECK(missing.error.find("needs params.run_id") != std::string::npos);
+    }
+    CHECK_FALSE(parse_request(kind, R"({"run_id": "x", "ids": [1]})").job);
+    CHECK_FALSE(parse_request(kind, R"({"run_id": 7})").job);
+    auto odd = parse_request(kind, R"({"run_id": "a'; DROP TABLE users; --"})");
+    CHECK_FALSE(odd.job);
+    CHECK(odd.error.find("DROP") == std::string::npos);
+  }
+  auto verify = parse_request("verify", R"({"run_id": "m1"})");
+  REQUIRE(verify.job);
+  CHECK(verify.job->run_id == "m1");
+  CHECK_FALSE(parse_request("migrate", R"({"run_id": "m1"})").job);
+}
+
+TEST_CASE("status takes a selection or none", "[service][jobs]") {
+  auto all = parse_request("status", "");
+  REQUIRE(all.job);
+  CHECK(all.job->kind == JobKind::status);
+  CHECK(all.job->selection.empty());
+  auto some = parse_request("status", R"({"usernames": ["alice"]})");
+  REQUIRE(some.job);
+  CHECK(some.job->selection.usernames == std::vector<std::string>{"alice"});
+}
+
+TEST_CASE("selected jobs are the ones that touch only the users they name", "[service][jobs]") {
+  auto job = [](const char* kind, const char* params) { return *parse_request(kind, params).job; };
+  CHECK(is_selected_job(job("migrate", R"({"usernames": ["a", "b", "c"]})")));
+  CHECK(is_selected_job(job("reset_mfa", R"({"ids": [1]})")));
+  CHECK(is_selected_job(job("status", R"({"ids": [1]})")));
+  CHECK(is_selected_job(job("verify", R"({"ids": [1]})")));
+  CHECK(is_selected_job(job("rollback", R"({"run_id": "r1"})")));
+  CHECK_FALSE(is_selected_job(job("migrate", "")));
+  CHECK_FALSE(is_selected_job(job("status", "{}")));
+  CHECK_FALSE(is_selected_job(job("verify", R"({"ids": [1], "run_id": "m1"})")));
+  CHECK_FALSE(is_selected_job(job("finalize", R"({"run_id": "m1"})")));
+  std::string many = "{\"ids\": [";
+  for (std::size_t i = 0; i <= kMaxSelectedUsers; ++i) many += (i ? "," : "") + std::to_string(i);
+  CHECK_FALSE(is_selected_job(job("migrate", (many + "]}").c_str())));
+}

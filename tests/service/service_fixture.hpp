@@ -70,7 +70,8 @@ inline std::string http_get(std::uint16_t port, const std::string& path) {
   boost::system::error_code ec;
   socket.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
   if (ec) return {};
-  asio::write(socket, asio::buffer("GET " + path + " HTTP/1.1\r\n\r\n"), ec);
+  // Connection: close, or the read to EOF waits out the keep-alive idle timeout (15 s).
+  asio::write(socket, asio::buffer("GET " + path + " HTTP/1.1\r\nConnection: close\r\n\r\n"), ec);
   std::string out;
   asio::read(socket, asio::dynamic_buffer(out), ec);
   return out;

@@ -207,3 +207,59 @@ TEST_CASE("the service claims only requests for its own table and fails untarget
   running.stop();
   CHECK(running.exit_code == 0);
 }
+
+TEST_CASE("a selected-user request is served while a whole-table request runs", "[service][db]") {
+  KEYMIG_SERVICE_DB("h5_service_worker");
+  RunningService running(dsn);
+  // The whole-table migrate takes 4 s; everything after it is instant.
+  running.fake.on_call = [](std::size_t call) {
+    if (call == 0) std::this_thread::sleep_for(seconds(4));
+  };
+  running.start();
+  std::string whole =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('migrate', 'users')");
+  std::string another =
+      enqueue(dsn, "INSERT INTO keymig.requests(kind, target) VALUES ('verify', 'users')");
+  REQUIRE(wait_for([&] { return running.fake.count() == 1; }, seconds(5)));
+  std::string selected = enqueue(dsn,
+                                 "INSERT INTO keymig.requests(kind, params, target, requested_by) "
+                                 "VALUES ('reset_mfa', '{\"usernames\": [\"a\", \"b\", \"c\"]}', "
+                                 "'users', 'admin:alice')");
+  // Before: queued behind the whole-table run for its 4 s.
+  REQUIRE(wait_for([&] { return request_state(dsn, selected) == "done"; }, seconds(2)));
+  CHECK(request_state(dsn, whole) == "running");
+  // A second whole-table request is not the selected lane's: it waits for the first.
+  CHECK(request_state(dsn, another) == "queued");
+  auto status = running.status();
+  CHECK(status["current_run"]["kind"] == "migrate");
+  CHECK(status["current_run"]["lane"] == "main");
+  CHECK(status["last"]["reset_mfa"]["lane"] == "selected");
+  CHECK(status["last"]["reset_mfa"]["request"]["requested_by"] == "admin:alice");
+  REQUIRE(wait_for([&] { return request_state(dsn, another) == "done"; }, seconds(10)));
+  CHECK(request_state(dsn, whole) == "done");
+  running.stop();
+  CHECK(running.exit_code == 0);
+}
+
+TEST_CASE("a selected-user request is served while a scheduled run runs", "[service][db]") {
+  KEYMIG_SERVICE_DB("h5_service_worker");
+  RunningService running(dsn, [](keymig::service::Settings& s) {
+    s.config.migration.schedule.every = std::chrono::hours(1);
+  });
+  running.fake.on_call = [](std::size_t call) {
+    if (call == 0) std::this_thread::sleep_for(seconds(4));
+  };
+  running.start();
+  REQUIRE(wait_for([&] { return running.fake.count() == 1; }, seconds(5)));
+  std::string selected = enqueue(dsn,
+                                 "INSERT INTO keymig.requests(kind, params, target) "
+                                 "VALUES ('migrate', '{\"ids\": [1, 2, 3]}', 'users')");
+  REQUIRE(wait_for([&] { return request_state(dsn, selected) == "done"; }, seconds(2)));
+  auto status = running.status();
+  CHECK(status["current_run"]["source"] == "schedule");
+  CHECK(status["current_runs"].size() == 1);
+  REQUIRE(running.fake.count() == 2);
+  CHECK(running.fake.snapshot()[1].selection.ids == std::vector<std::string>{"1", "2", "3"});
+  running.stop();
+  CHECK(running.exit_code == 0);
+}

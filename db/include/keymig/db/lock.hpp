@@ -26,6 +26,10 @@ class TargetLock {
   [[nodiscard]] static std::optional<TargetLock> try_acquire(Connection& conn,
                                                              const std::string& table);
 
+  /// The OID of `table` (spelled as for try_acquire), for work that does not take the lock:
+  /// serve's selected-user requests run beside a run that holds it. Throws as try_acquire.
+  [[nodiscard]] static unsigned resolve(Connection& conn, const std::string& table);
+
   ~TargetLock();
   TargetLock(TargetLock&& other) noexcept;
   TargetLock& operator=(TargetLock&& other) noexcept;

@@ -5,6 +5,7 @@
 // (SQLSTATE 42P01 when the table does not exist: the schema was never created).
 // Not thread-safe: one session, one owner.
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -20,6 +21,10 @@ struct ClaimedRequest {
   std::string params;  // the jsonb as text; "" when NULL
   std::string target;  // as the application wrote it ("" when NULL)
   double wait_ms = 0;  // created_at -> claim, as the database clock sees it
+  // The audit trail the application wrote ("" when NULL): who asked, and why. Its text,
+  // not keymig's: scrub before showing it.
+  std::string requested_by;
+  std::string reason;
   // Set when the request was claimed only to be refused: it names no target, or its
   // target is not a table name at all, so no serve could ever take it as its own.
   std::string refusal;
@@ -46,6 +51,16 @@ void set_request_session_name(Connection& conn, const std::string& instance);
 /// Returns how many.
 std::int64_t requeue_stale_requests(Connection& conn);
 
+/// Which requests a claim takes.
+enum class ClaimScope {
+  any,
+  // Only those that touch the users they name, so that they run beside a whole-table run:
+  // kind rollback, or migrate, verify (without run_id), reset_mfa or status with 1 to
+  // max_selected ids and usernames together (service::is_selected_job says the same of a
+  // parsed request). Requests that are refused at claim (no target) are taken too.
+  selected,
+};
+
 /// Claims the oldest queued request for `instance` (FOR UPDATE SKIP LOCKED, so that
 /// several instances share the queue) among those whose `target` names the table with
 /// OID `own_table` (any spelling to_regclass resolves to it), recording this session's
@@ -55,7 +70,9 @@ std::int64_t requeue_stale_requests(Connection& conn);
 /// only those. nullopt when there is nothing to claim.
 [[nodiscard]] std::optional<ClaimedRequest> claim_next_request(Connection& conn,
                                                                const std::string& instance,
-                                                               std::optional<unsigned> own_table);
+                                                               std::optional<unsigned> own_table,
+                                                               ClaimScope scope = ClaimScope::any,
+                                                               std::size_t max_selected = 0);
 
 /// Writes a request's end and its result document (JSON text): done/failed with
 /// finished_at, or back to queued with the claim cleared. Safe to repeat.

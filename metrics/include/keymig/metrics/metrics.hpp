@@ -76,7 +76,8 @@ class Metrics {
   void set_last_success(std::string_view command, double unix_seconds);
   /// keymig_last_run_success{command} = 0: the command's latest run failed.
   void set_last_failure(std::string_view command);
-  /// keymig_run_in_progress.
+  /// keymig_run_in_progress: 1 while any command is between set_run_in_progress(true) and
+  /// its set_run_in_progress(false) (serve may run two at once).
   void set_run_in_progress(bool running);
   /// The target the commands of this process run on, as a `target` label value: the
   /// label push(gateway_url) groups by. The engine sets it when a command starts, from

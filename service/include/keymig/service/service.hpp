@@ -1,8 +1,9 @@
 #pragma once
 
 // `keymig serve`: one boost::asio::io_context for signals, schedule timers, the LISTEN
-// socket and HTTP; engine runs on one worker thread, so runs in this process never
-// overlap and the event loop never blocks on a migration.
+// socket and HTTP; engine runs on two worker lanes, so the event loop never blocks on a
+// migration: the main lane runs scheduled and whole-table work one job at a time, the
+// selected lane only selected-user requests (service::is_selected_job), beside it.
 
 #include <atomic>
 #include <chrono>
