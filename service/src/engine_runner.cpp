@@ -81,7 +81,8 @@ RunOutcome rollback(const Job& job, const Settings& settings, std::atomic<bool>&
   auto report = engine::rollback(engine_options(job, settings, stop, metrics), job.run_id);
   // Stopped before its last page, the run is still to be rolled back: the request goes
   // back to the queue and the next claim finishes it.
-  return from_report(kExitOk, report.to_json(), report.state != "rolled_back");
+  const bool done = report.state == "rolled_back";
+  return from_report(kExitOk, report.to_json(), !done, done);
 }
 
 RunOutcome status(const Job& job, const Settings& settings) {
@@ -92,7 +93,7 @@ RunOutcome status(const Job& job, const Settings& settings) {
   engine::validate_selection(options.selection, /*allow_empty=*/true);
   db::Connection conn = admin_connection(settings);
   auto report = engine::mfa_status(conn, settings.config, *settings.keys, options);
-  return from_report(kExitOk, report.to_json(), false);
+  return from_report(kExitOk, report.to_json(), false, true);
 }
 
 }  // namespace
@@ -122,7 +123,8 @@ Runner engine_runner() {
         auto report = engine::finalize(*settings.keys, engine_options(job, settings, stop, metrics),
                                        job.run_id);
         // Stopped before it deleted the journal: the next claim finalizes it.
-        return from_report(report.exit_code(), report.to_json(), stop.load() && !report.finalized);
+        return from_report(report.exit_code(), report.to_json(), stop.load() && !report.finalized,
+                           report.exit_code() == kExitOk);
       }
       case JobKind::status:
         return status(job, settings);
