@@ -323,7 +323,6 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
         text << " " << r.rewritten_rows[i];
     }
     print(common, r.to_json(), text.str());
-    if (r.stopped) return static_cast<int>(kExitRuntime);
     return r.exit_code();
   };
 }

@@ -134,6 +134,7 @@ struct MigrateReport {
   std::int64_t rewritten = 0;
   std::vector<std::string> rewritten_rows;  // ids, at most kMaxListedRows
   [[nodiscard]] std::string to_json() const;
+  /// 1 when stopped by the stop flag (SIGINT/SIGTERM: the run is resumable, not done); else
   /// 4 when rows were rejected or rewritten (they still need the rolling key, or hold what
   /// keymig did not write); else 3 with undecryptable rows left; else 0.
   [[nodiscard]] int exit_code() const noexcept;
