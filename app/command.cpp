@@ -66,7 +66,8 @@ void add_config_flags(CLI::App& sub, Common& common) {
 void add_db_flags(CLI::App& sub, Common& common) {
   sub.add_option("--dsn", common.dsn,
                  "libpq DSN or URI; default: keyMigration.database.dsn, else the PG* "
-                 "environment variables. Keep passwords in PGPASSWORD or ~/.pgpass, not here")
+                 "environment variables (none: exit 2). Keep passwords in PGPASSWORD or "
+                 "~/.pgpass, not here")
       ->type_name("DSN");
 }
 

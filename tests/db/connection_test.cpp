@@ -1,9 +1,15 @@
 #include "keymig/db/connection.hpp"
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "keymig/db/error.hpp"
+#include "keymig/db/retry.hpp"
 #include "pg_fixture.hpp"
 
 using namespace keymig::testing;
@@ -55,7 +61,6 @@ TEST_CASE("a DSN libpq cannot parse is a usage error naming no part of it", "[db
     }
     CHECK_THROWS_AS(keymig::db::check_dsn(dsn), keymig::UsageError);
   }
-  CHECK_NOTHROW(keymig::db::check_dsn(""));
   CHECK_NOTHROW(keymig::db::check_dsn("host=a port=1 password='p w'"));
   CHECK_NOTHROW(keymig::db::check_dsn("postgresql://u:p%40w@h:1/db?sslmode=disable"));
 }
@@ -72,6 +77,91 @@ TEST_CASE("a connection message loses the DSN's password, PGPASSWORD and tokens"
   CHECK(redact_connection_message("said Envpw123", "") == "said [redacted]");
   ::unsetenv("PGPASSWORD");
   CHECK(redact_connection_message("gAAAAABmMi7AAy-Tq0TtO2eYNDK96yhrGC", "") == "[redacted token]");
+}
+
+namespace {
+
+// Sets (or, with nullptr, unsets) an environment variable for one scope.
+class EnvVar {
+ public:
+  EnvVar(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value)
+      ::setenv(name, value, 1);
+    else
+      ::unsetenv(name);
+  }
+  ~EnvVar() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  EnvVar(const EnvVar&) = delete;
+  EnvVar& operator=(const EnvVar&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+}  // namespace
+
+TEST_CASE("no DSN and no libpq variable is a usage error naming where a DSN comes from",
+          "[db][errors]") {
+  std::vector<std::unique_ptr<EnvVar>> cleared;
+  for (const char* name : {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"})
+    cleared.push_back(std::make_unique<EnvVar>(name, nullptr));
+  CHECK_FALSE(keymig::db::dsn_configured(""));
+  try {
+    keymig::db::check_dsn("");
+    FAIL("an empty DSN passed");
+  } catch (const keymig::db::DsnError& e) {
+    const std::string what = e.what();
+    CHECK(what.find("no database configured") != std::string::npos);
+    for (const char* source : {"--dsn", "keyMigration.database.dsn", "PGHOST", "PGDATABASE"})
+      CHECK(what.find(source) != std::string::npos);
+  }
+  // The DSN is refused before libpq is asked: no default socket is tried.
+  keymig::db::ConnectOptions o;
+  CHECK_THROWS_AS(keymig::db::connect_with_retry(o), keymig::db::DsnError);
+  SECTION("any of libpq's variables says where") {
+    for (const char* name : {"PGHOST", "PGDATABASE", "PGSERVICE"}) {
+      EnvVar set(name, "x");
+      CHECK(keymig::db::dsn_configured(""));
+      CHECK_NOTHROW(keymig::db::check_dsn(""));
+    }
+    EnvVar empty("PGHOST", "");
+    CHECK_FALSE(keymig::db::dsn_configured(""));
+  }
+}
+
+TEST_CASE("a refused connection says so and a command's first connect does not retry it",
+          "[db][errors]") {
+  keymig::db::ConnectOptions o;
+  o.dsn = "postgresql://nobody@127.0.0.1:1/none";
+  o.retry_base_delay = std::chrono::milliseconds(1);
+  o.retry_max_delay = std::chrono::milliseconds(1);
+  o.max_retries = 3;
+  int retries = 0;
+  const keymig::db::RetryHook count = [&](const keymig::db::DbError&, int) { ++retries; };
+  try {
+    (void)keymig::db::connect_with_retry(o, count);
+    FAIL("connected to port 1");
+  } catch (const keymig::db::DbError& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(e.refused());
+    CHECK(e.sqlstate() == "08001");
+    CHECK(what.find("connection refused") != std::string::npos);
+    CHECK(what.find("connection lost") == std::string::npos);
+  }
+  CHECK(retries == 0);
+  SECTION("serve's sessions wait for a restarting server") {
+    o.retry_refused = true;
+    CHECK_THROWS_AS(keymig::db::connect_with_retry(o, count), keymig::db::DbError);
+    CHECK(retries == 3);
+  }
 }
 
 TEST_CASE("a server that refuses the session is reported at once, not retried", "[db][errors]") {
