@@ -223,7 +223,8 @@ int run_reset(const Common& common, const ResetFlags& flags) {
 const Registrar status_command{CommandSpec{
     "status",
     "users with MFA, how many secrets under each key, wrong flags; --list for one row per user",
-    210, [](CLI::App& sub, Common& common) -> std::function<int()> {
+    210,
+    [](CLI::App& sub, Common& common) -> std::function<int()> {
       auto flags = std::make_shared<StatusFlags>();
       add_config_flags(sub, common);
       add_db_flags(sub, common);
@@ -235,13 +236,17 @@ const Registrar status_command{CommandSpec{
       sub.add_option("--page-size", flags->page_size, "rows per keyset page")
           ->check(CLI::Range(1, 1000000));
       return [&common, flags] { return run_status(common, *flags); };
-    }}};
+    },
+    {},
+    "  keymig status --config values.yaml                         users per key, wrong flags\n"
+    "  keymig status --config values.yaml --list --usernames alice   one row per named user"}};
 
 const Registrar reset_command{CommandSpec{
     "reset-mfa",
     "break-glass: clear the MFA secret and flag of the named users (journaled; undo with "
     "rollback)",
-    220, [](CLI::App& sub, Common& common) -> std::function<int()> {
+    220,
+    [](CLI::App& sub, Common& common) -> std::function<int()> {
       auto flags = std::make_shared<ResetFlags>();
       add_config_flags(sub, common);
       add_db_flags(sub, common);
@@ -250,7 +255,11 @@ const Registrar reset_command{CommandSpec{
       add_list_option(sub, "--ids", flags->ids, "exact ids", "1,2");
       sub.add_flag("--yes", flags->yes, "do not ask (required when not on a terminal)");
       return [&common, flags] { return run_reset(common, *flags); };
-    }}};
+    },
+    {},
+    "  keymig reset-mfa --config values.yaml --usernames alice     shows the users, asks 'yes'\n"
+    "  keymig reset-mfa --config values.yaml --ids 1042 --yes      in a script\n"
+    "  keymig rollback --config values.yaml --run RUN_ID           undo it (docs/break-glass.md)"}};
 
 }  // namespace
 

@@ -65,6 +65,9 @@ struct CommandSpec {
   int order = 100;  // position in --help
   std::function<std::function<int()>(CLI::App& sub, Common& common)> setup;
   std::string group = {};  // --help group; empty: from `order`
+  /// The end of `keymig NAME --help`: lines "  keymig NAME ...   what it does", each a
+  /// command an operator would type. Empty: no examples.
+  std::string examples = {};
 };
 
 /// The --help group of a command (see CommandSpec).
