@@ -41,8 +41,9 @@ RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& met
   connect.lock_timeout = settings.config.migration.lock_timeout;
   connect.statement_timeout = settings.config.migration.statement_timeout;
   db::Connection conn(connect);
-  auto plan = engine::plan_reset_mfa(conn, settings.config, *settings.keys, selection, &metrics);
-  auto result = engine::reset_mfa(conn, settings.config, *settings.keys, plan, &metrics);
+  auto plan =
+      engine::plan_reset_mfa(conn, settings.config, settings.keys.get(), selection, &metrics);
+  auto result = engine::reset_mfa(conn, settings.config, settings.keys.get(), plan, &metrics);
   nlohmann::json users = nlohmann::json::array();
   for (const auto& u : result.users)
     users.push_back({{"id", u.id}, {"username", u.username}, {"had_mfa", u.mfa}});
