@@ -377,15 +377,31 @@ std::function<int()> setup_check_config(CLI::App& sub, Common& common) {
   return [&common, with_db] { return check_config(common, *with_db); };
 }
 
-const Registrar kKeygen{CommandSpec{
-    "keygen", "print a new Fernet key (the only command that prints a key)", 10, setup_keygen}};
+const Registrar kKeygen{
+    CommandSpec{"keygen",
+                "print a new Fernet key (the only command that prints a key)",
+                10,
+                setup_keygen,
+                {},
+                "  keymig keygen --out new.key                 a new key in a new file, mode 0600\n"
+                "  (umask 077; keymig keygen > new.key)        the same through the shell"}};
 const Registrar kCheckConfig{CommandSpec{
     "check-config",
-    "validate config and keys; print the MFA policy, key fingerprints and lockout warnings", 20,
-    setup_check_config}};
-const Registrar kInspect{
-    CommandSpec{"inspect", "which configured key made a token, and when; never the plaintext", 30,
-                setup_inspect}};
+    "validate config and keys; print the MFA policy, key fingerprints and lockout warnings",
+    20,
+    setup_check_config,
+    {},
+    "  keymig check-config --config values.yaml             keys, fingerprints, MFA policy\n"
+    "  keymig check-config --config values.yaml --with-db   and who this config would lock out\n"
+    "  keymig check-config --config values.yaml --json      the same as one JSON object"}};
+const Registrar kInspect{CommandSpec{
+    "inspect",
+    "which configured key made a token, and when; never the plaintext",
+    30,
+    setup_inspect,
+    {},
+    "  keymig inspect --config values.yaml - < token.txt   which key made the token on stdin\n"
+    "  keymig inspect --config values.yaml --json - < token.txt"}};
 
 }  // namespace
 }  // namespace keymig::app

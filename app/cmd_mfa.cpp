@@ -5,6 +5,7 @@
 
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@ db::Connection connect(const Common& common, const config::Config& config) {
 
 std::string key_column(const engine::UserStatus& u) {
   if (!u.mfa) return "-";
+  if (!u.key_checked) return "unchecked";
   if (u.key_index >= 0) return crypto::KeyRing::key_label(u.key_index);
   return std::string("undecryptable:") + crypto::reason_name(u.reason);
 }
@@ -180,10 +182,14 @@ int run_reset(const Common& common, const ResetFlags& flags) {
   if (!flags.yes && !terminal)
     throw UsageError("reset-mfa: not on a terminal, so nobody can confirm: pass --yes");
 
-  auto config = load_config(common);
-  auto keys = load_keyring(config);
+  // Clearing a secret needs no key: a break-glass without the active key (lost, or never
+  // configured on this machine) must still work. Keys that are configured are checked.
+  auto config = load_config(common, /*keys_required=*/false);
+  std::optional<crypto::KeyRing> keys;
+  if (config.active_key) keys.emplace(load_keyring(config));
+  const crypto::KeyRing* ring = keys ? &*keys : nullptr;
   auto conn = connect(common, config);
-  auto plan = engine::plan_reset_mfa(conn, config, keys, selection);
+  auto plan = engine::plan_reset_mfa(conn, config, ring, selection);
 
   // The users, never their secrets: an operator confirms who, not what.
   std::ostream& shown = common.json ? std::cerr : std::cout;
@@ -194,11 +200,12 @@ int run_reset(const Common& common, const ResetFlags& flags) {
           << (u.username.empty() ? "" : " username=" + escape_control(u.username))
           << " mfa=" << (u.mfa ? "yes" : "no") << " key=" << key_column(u)
           << (u.sysadmin ? " sysadmin" : "") << "\n";
+  if (!ring) shown << "(no active key configured: which key made each secret is not checked)\n";
   shown.flush();
   if (!flags.yes && !confirmed_on_terminal(plan))
     throw UsageError("reset-mfa: not confirmed; nothing changed");
 
-  auto result = engine::reset_mfa(conn, config, keys, plan);
+  auto result = engine::reset_mfa(conn, config, ring, plan);
   const std::string undo = "keymig rollback --run " + result.run_id;
   if (common.json) {
     nlohmann::json users = nlohmann::json::array();
@@ -223,7 +230,8 @@ int run_reset(const Common& common, const ResetFlags& flags) {
 const Registrar status_command{CommandSpec{
     "status",
     "users with MFA, how many secrets under each key, wrong flags; --list for one row per user",
-    210, [](CLI::App& sub, Common& common) -> std::function<int()> {
+    210,
+    [](CLI::App& sub, Common& common) -> std::function<int()> {
       auto flags = std::make_shared<StatusFlags>();
       add_config_flags(sub, common);
       add_db_flags(sub, common);
@@ -235,13 +243,17 @@ const Registrar status_command{CommandSpec{
       sub.add_option("--page-size", flags->page_size, "rows per keyset page")
           ->check(CLI::Range(1, 1000000));
       return [&common, flags] { return run_status(common, *flags); };
-    }}};
+    },
+    {},
+    "  keymig status --config values.yaml                         users per key, wrong flags\n"
+    "  keymig status --config values.yaml --list --usernames alice   one row per named user"}};
 
 const Registrar reset_command{CommandSpec{
     "reset-mfa",
     "break-glass: clear the MFA secret and flag of the named users (journaled; undo with "
     "rollback)",
-    220, [](CLI::App& sub, Common& common) -> std::function<int()> {
+    220,
+    [](CLI::App& sub, Common& common) -> std::function<int()> {
       auto flags = std::make_shared<ResetFlags>();
       add_config_flags(sub, common);
       add_db_flags(sub, common);
@@ -250,7 +262,11 @@ const Registrar reset_command{CommandSpec{
       add_list_option(sub, "--ids", flags->ids, "exact ids", "1,2");
       sub.add_flag("--yes", flags->yes, "do not ask (required when not on a terminal)");
       return [&common, flags] { return run_reset(common, *flags); };
-    }}};
+    },
+    {},
+    "  keymig reset-mfa --config values.yaml --usernames alice     shows the users, asks 'yes'\n"
+    "  keymig reset-mfa --config values.yaml --ids 1042 --yes      in a script\n"
+    "  keymig rollback --config values.yaml --run RUN_ID           undo it (docs/break-glass.md)"}};
 
 }  // namespace
 

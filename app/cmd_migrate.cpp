@@ -338,7 +338,6 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
         text << " " << r.rewritten_rows[i];
     }
     print(common, r.to_json(), text.str());
-    if (r.stopped) return static_cast<int>(kExitRuntime);
     return r.exit_code();
   };
 }
@@ -487,21 +486,54 @@ std::function<int()> setup_journal(CLI::App& sub, Common& common) {
 }
 
 const Registrar kScan{CommandSpec{
-    "scan", "count rows per key, empty and undecryptable; write nothing", 110, setup_scan}};
+    "scan",
+    "count rows per key, empty and undecryptable; write nothing",
+    110,
+    setup_scan,
+    {},
+    "  keymig scan --config values.yaml                    rows per key, before anything moves\n"
+    "  keymig scan --config values.yaml --json             the same as one JSON object\n"
+    "  keymig scan --config values.yaml --usernames alice  one user's row"}};
 const Registrar kMigrate{CommandSpec{
-    "migrate", "re-encrypt rolling-key secrets under the active key (resumable, journaled)", 120,
-    setup_migrate}};
+    "migrate",
+    "re-encrypt rolling-key secrets under the active key (resumable, journaled)",
+    120,
+    setup_migrate,
+    {},
+    "  keymig migrate --config values.yaml --json             a run; note its run_id\n"
+    "  keymig migrate --config values.yaml --dry-run          count what would change\n"
+    "  keymig migrate --config values.yaml --run-id RUN_ID    resume a run, or join it\n"
+    "  keymig migrate --config values.yaml --usernames alice  only these users"}};
 const Registrar kVerify{CommandSpec{
-    "verify", "check every secret decrypts under the active key alone (and a run's journal)", 130,
-    setup_verify}};
-const Registrar kRollback{
-    CommandSpec{"rollback", "put a run's journaled old tokens back (CAS)", 140, setup_rollback}};
+    "verify",
+    "check every secret decrypts under the active key alone (and a run's journal)",
+    130,
+    setup_verify,
+    {},
+    "  keymig verify --config values.yaml --run RUN_ID --json   after a migrate: the run too\n"
+    "  keymig verify --config values.yaml                       the table alone"}};
+const Registrar kRollback{CommandSpec{
+    "rollback",
+    "put a run's journaled old tokens back (CAS)",
+    140,
+    setup_rollback,
+    {},
+    "  keymig rollback --config values.yaml --run RUN_ID   undo a migrate or a reset-mfa"}};
 const Registrar kFinalize{CommandSpec{
-    "finalize", "verify, then delete a run's journal; say whether the rolling key can go", 150,
-    setup_finalize}};
-const Registrar kJournal{
-    CommandSpec{"journal", "journal maintenance: journal purge --older-than 30d | --run-id ID", 230,
-                setup_journal}};
+    "finalize",
+    "verify, then delete a run's journal; say whether the rolling key can go",
+    150,
+    setup_finalize,
+    {},
+    "  keymig finalize --config values.yaml --run RUN_ID   verify, then delete the old tokens"}};
+const Registrar kJournal{CommandSpec{
+    "journal",
+    "journal maintenance: journal purge --older-than 30d | --run-id ID",
+    230,
+    setup_journal,
+    {},
+    "  keymig journal purge --config values.yaml --older-than 30d   journals idle for 30 days\n"
+    "  keymig journal purge --config values.yaml --run-id RUN_ID    a rolled-back run's journal"}};
 
 }  // namespace
 }  // namespace keymig::app

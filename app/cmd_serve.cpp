@@ -103,8 +103,13 @@ std::function<int()> setup_serve(CLI::App& sub, Common& common) {
 }
 
 const Registrar kServe{CommandSpec{
-    "serve", "the service: scheduled runs, the request queue, metrics over HTTP, signals", 290,
-    setup_serve}};
+    "serve",
+    "the service: scheduled runs, the request queue, metrics over HTTP, signals",
+    290,
+    setup_serve,
+    {},
+    "  keymig serve --config values.yaml --config serve.yaml   schedule, queue and /metrics\n"
+    "  kill -HUP PID                                           reload the config and keys"}};
 
 }  // namespace
 }  // namespace keymig::app

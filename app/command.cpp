@@ -66,7 +66,8 @@ void add_config_flags(CLI::App& sub, Common& common) {
 void add_db_flags(CLI::App& sub, Common& common) {
   sub.add_option("--dsn", common.dsn,
                  "libpq DSN or URI; default: keyMigration.database.dsn, else the PG* "
-                 "environment variables. Keep passwords in PGPASSWORD or ~/.pgpass, not here")
+                 "environment variables (none: exit 2). Keep passwords in PGPASSWORD or "
+                 "~/.pgpass, not here")
       ->type_name("DSN");
 }
 
@@ -127,9 +128,10 @@ void configure_logging(const Common& common) {
   log::configure(level, format);
 }
 
-std::vector<std::string> config_files(const Common& common) {
+std::vector<std::string> config_files(const Common& common, bool keys_required) {
   if (!common.config_files.empty()) return common.config_files;
   if (::access("values.yaml", F_OK) == 0) return {"values.yaml"};
+  if (!keys_required) return {};
   auto active = process::secret_env("KEYMIG_ACTIVE_KEY");
   const bool from_env = active && !active->empty();
   if (active) secure_wipe(active->data(), active->size());
@@ -153,9 +155,9 @@ config::SettingChecks setting_checks() {
   return checks;
 }
 
-config::Config load_config(const Common& common) {
+config::Config load_config(const Common& common, bool keys_required) {
   config::Config config =
-      config::load(config_files(common), config::process_env(), setting_checks());
+      config::load(config_files(common, keys_required), config::process_env(), setting_checks());
   for (const auto& warning : config.warnings)
     KEYMIG_LOG(warn, "config", "config_warning", {"detail", warning});
   return config;

@@ -37,12 +37,14 @@ CLI::Option* add_list_option(CLI::App& sub, const std::string& name,
                              const std::string& type_name);
 
 /// The files to load: --config, else ./values.yaml if present, else none when
-/// KEYMIG_ACTIVE_KEY is set (a configuration from the environment alone). Throws
+/// KEYMIG_ACTIVE_KEY is set (a configuration from the environment alone) or when the
+/// command needs no keys (`keys_required` false: reset-mfa; the defaults then). Throws
 /// keymig::UsageError naming the flag to use when there is nothing.
-[[nodiscard]] std::vector<std::string> config_files(const Common& common);
+[[nodiscard]] std::vector<std::string> config_files(const Common& common,
+                                                    bool keys_required = true);
 /// Loads the config files named by --config (none: ./values.yaml if present) and logs its
 /// warnings. Throws config::ConfigError.
-[[nodiscard]] config::Config load_config(const Common& common);
+[[nodiscard]] config::Config load_config(const Common& common, bool keys_required = true);
 /// The checks of metrics.listen and metrics.pushGateway by their one parser each (http,
 /// metrics), for config::load.
 [[nodiscard]] config::SettingChecks setting_checks();
@@ -65,6 +67,9 @@ struct CommandSpec {
   int order = 100;  // position in --help
   std::function<std::function<int()>(CLI::App& sub, Common& common)> setup;
   std::string group = {};  // --help group; empty: from `order`
+  /// The end of `keymig NAME --help`: lines "  keymig NAME ...   what it does", each a
+  /// command an operator would type. Empty: no examples.
+  std::string examples = {};
 };
 
 /// The --help group of a command (see CommandSpec).

@@ -128,7 +128,15 @@ int run(int argc, char** argv) {
   for (auto& spec : specs) {
     CLI::App* sub = app.add_subcommand(spec.name, spec.description);
     sub->group(keymig::app::command_group(spec));
+    // CLI11 copies the parent's footer into each subcommand (and a subcommand's into its
+    // own, `journal purge`): without this, every `keymig X --help` ended with the
+    // examples of all the others. A command with help text of its own keeps it, above.
+    const std::string examples =
+        spec.examples.empty() ? std::string() : "Examples:\n" + spec.examples;
+    sub->footer(examples);
     actions.emplace_back(sub, spec.setup(*sub, common));
+    if (const std::string own = sub->get_footer(); own != examples && !examples.empty())
+      sub->footer(own + "\n\n" + examples);
   }
 
   try {

@@ -70,15 +70,70 @@ const std::set<std::string>& migration_leaves() {
   return leaves;
 }
 
-// Sections outside keyMigration that keymig reads. The rest of a Helm values file belongs
-// to the chart, and unknown keys inside these maps may be the chart's too.
-bool is_read_map(const std::string& path) {
-  return path == "userLogin" || path == "userLogin.mfa" || path == "userLogin.mfa.rememberMe" ||
-         path == "secretStore";
+// The sections outside keyMigration that keymig reads, with the same schema rule: every
+// key in them is keymig's, so `rolingKeyFile:` or `mandatry:` is a typo to report, not a
+// setting to ignore (a rolling key silently dropped locks its users out).
+const std::set<std::string>& read_maps() {
+  static const std::set<std::string> maps = {"secretStore", "userLogin.mfa",
+                                             "userLogin.mfa.rememberMe"};
+  return maps;
+}
+
+const std::set<std::string>& read_leaves() {
+  static const std::set<std::string> leaves = {
+      "secretStore.activeKey",
+      "secretStore.activeKeyFile",
+      "secretStore.rollingKey",
+      "secretStore.rollingKeyFile",
+      "secretStore.rollingKeys",
+      "secretStore.rollingKeyFiles",
+      "userLogin.mfa.enabled",
+      "userLogin.mfa.mandatory",
+      "userLogin.mfa.mandatoryForSysAdmins",
+      "userLogin.mfa.rememberMe.enabled",
+      "userLogin.mfa.rememberMe.days",
+      "userLogin.mfa.rememberMe.disabledForSysAdmins",
+  };
+  return leaves;
 }
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+bool within(const std::string& path, const std::string& section) {
+  return path == section || starts_with(path, section + ".");
+}
+
+// Sections whose keys all belong to keymig. `userLogin` itself is not one: the platform's
+// chart keeps its other login settings beside `mfa` (a password policy, ...), and the
+// rest of a Helm values file, outside these three, belongs to the chart.
+bool in_schema(const std::string& path) {
+  return within(path, "keyMigration") || within(path, "secretStore") ||
+         within(path, "userLogin.mfa");
+}
+
+bool schema_map(const std::string& path) {
+  return migration_maps().count(path) != 0 || read_maps().count(path) != 0;
+}
+
+bool schema_leaf(const std::string& path) {
+  return migration_leaves().count(path) != 0 || read_leaves().count(path) != 0;
+}
+
+// "known here: a, b" for an unknown key's parent, from the schema.
+std::string known_under(const std::string& parent) {
+  std::string known;
+  const auto add = [&](const std::set<std::string>& paths) {
+    for (const auto& p : paths)
+      if (p.rfind('.') == parent.size() && starts_with(p, parent + "."))
+        known += (known.empty() ? "" : ", ") + p.substr(parent.size() + 1);
+  };
+  add(migration_leaves());
+  add(read_leaves());
+  add(migration_maps());
+  add(read_maps());
+  return known;
 }
 
 int line_of(const YAML::Node& node) {
@@ -126,24 +181,15 @@ void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
 
 void merge_value(Leaves& leaves, const YAML::Node& value, const std::string& path,
                  const std::string& file) {
-  const bool in_migration = path == "keyMigration" || starts_with(path, "keyMigration.");
-  if (in_migration && migration_maps().count(path) == 0 && migration_leaves().count(path) == 0) {
-    std::string known;
-    const std::string parent = path.substr(0, path.rfind('.'));
-    for (const auto& leaf : migration_leaves())
-      if (leaf.rfind('.') == parent.size() && starts_with(leaf, parent + "."))
-        known += (known.empty() ? "" : ", ") + leaf.substr(parent.size() + 1);
-    for (const auto& map : migration_maps())
-      if (map.rfind('.') == parent.size() && starts_with(map, parent + "."))
-        known += (known.empty() ? "" : ", ") + map.substr(parent.size() + 1);
-    fail(file, line_of(value), path, "unknown key (known here: " + known + ")");
-  }
+  const bool in_migration = within(path, "keyMigration");
+  if (in_schema(path) && !schema_map(path) && !schema_leaf(path))
+    fail(file, line_of(value), path,
+         "unknown key (known here: " + known_under(path.substr(0, path.rfind('.'))) + ")");
   if (value.IsNull()) {
     erase_subtree(leaves, path);
     return;
   }
-  const bool schema_map = migration_maps().count(path) != 0 || is_read_map(path);
-  if (schema_map) {
+  if (schema_map(path) || path == "userLogin") {
     if (!value.IsMap())
       fail(file, line_of(value), path, std::string("expected a map, got ") + kind_name(value));
     merge_map(leaves, value, path, file);
@@ -310,20 +356,78 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(begin, end - begin + 1));
 }
 
+// Who besides keymig's own user may read a file holding keys: "others", "its group", or
+// "" when nobody. A file someone else owns and shares with keymig's own group alone is how
+// a service is given a secret (root:keymig 0440; a Kubernetes secret volume with fsGroup
+// and defaultMode 0440): the group is the reader meant, so that is not worth a warning.
+std::string too_open(const struct stat& st) {
+  const bool shared_with_us = st.st_uid != ::geteuid() && st.st_gid == ::getegid();
+  if ((st.st_mode & S_IROTH) != 0) return "others";
+  if ((st.st_mode & S_IRGRP) != 0 && !shared_with_us) return "its group";
+  return {};
+}
+
+std::string mode_text(const struct stat& st) {
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return mode;
+}
+
+// A key file as configured: `PATH`, or `{path: PATH, optional: true}` for one that may be
+// absent (a Kubernetes Secret item deleted once its key was retired).
+struct KeyFileEntry {
+  std::string path;
+  bool optional = false;
+};
+
+KeyFileEntry key_file_entry(const YAML::Node& node, const std::string& file, const Origin& origin) {
+  if (node.IsScalar()) return KeyFileEntry{node.Scalar(), false};
+  if (!node.IsMap())
+    fail(origin, "expected the path of a key file, or {path: FILE, optional: true}");
+  KeyFileEntry entry;
+  std::set<std::string> seen;
+  for (const auto& item : node) {
+    const std::string name = item.first.IsScalar() ? item.first.Scalar() : "";
+    const Origin at{file, line_of(item.first), origin.key + "." + name};
+    if (!seen.insert(name).second) fail(at, "duplicate key; give each key once");
+    if (name == "path") {
+      if (!item.second.IsScalar()) fail(at, "expected the path of a key file");
+      entry.path = item.second.Scalar();
+    } else if (name == "optional") {
+      if (!item.second.IsScalar() || !YAML::convert<bool>::decode(item.second, entry.optional))
+        fail(at, "expected true or false");
+    } else {
+      fail(at, "unknown key (known here: path, optional)");
+    }
+  }
+  if (entry.path.empty()) fail(origin, "expected a path: {path: FILE, optional: true}");
+  return entry;
+}
+
 // Reads a key file (a mounted Kubernetes secret, typically with a trailing newline).
 // Relative paths are relative to the config file naming them, so a values file and its
-// keys can move together.
-KeySetting read_key_file(const Leaf& leaf, const Origin& origin,
-                         std::vector<std::string>& warnings) {
-  if (!leaf.node.IsScalar() || leaf.node.Scalar().empty())
-    fail(origin, "expected the path of a key file");
-  std::string file = leaf.node.Scalar();
-  if (file.front() != '/') file = directory_of(leaf.file) + "/" + file;
+// keys can move together. An optional file that does not exist is skipped with a warning
+// (a missing rolling key shows in check-config and in migrate's lockout pre-flight).
+std::optional<KeySetting> read_key_file(const KeyFileEntry& entry, const std::string& config_file,
+                                        const Origin& origin, std::vector<std::string>& warnings) {
+  if (entry.path.empty()) fail(origin, "expected the path of a key file");
+  std::string file = entry.path;
+  if (file.front() != '/') file = directory_of(config_file) + "/" + file;
   file = std::filesystem::path(file).lexically_normal().string();
 
   struct stat st {};
-  if (::stat(file.c_str(), &st) != 0)
-    fail(origin, "cannot read key file " + file + ": " + std::strerror(errno));
+  if (::stat(file.c_str(), &st) != 0) {
+    const int error = errno;
+    if (entry.optional && error == ENOENT) {
+      warnings.push_back(origin.describe() + ": optional key file " + file +
+                         " does not exist; that key is not configured");
+      return std::nullopt;
+    }
+    fail(origin, "cannot read key file " + file + ": " + std::strerror(error) +
+                     (error == ENOENT ? " (mark a key file that may be absent optional: {path: "
+                                        "FILE, optional: true})"
+                                      : ""));
+  }
   if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
     fail(origin, "key file " + file + " is not a regular file");
   std::ifstream in(file, std::ios::binary);
@@ -343,22 +447,37 @@ KeySetting read_key_file(const Leaf& leaf, const Origin& origin,
   SecretString text(trim(content));
   secure_wipe(content.data(), content.size());
   if (text.empty()) fail(origin, "key file " + file + " is empty");
-  // A file someone else owns and shares with keymig's own group alone is how a service
-  // is given a secret (root:keymig 0440; a Kubernetes secret volume with fsGroup and
-  // defaultMode 0440): the group is the reader meant, so that is not worth a warning.
-  const bool shared_with_us = st.st_uid != ::geteuid() && st.st_gid == ::getegid();
-  const bool too_open =
-      (st.st_mode & S_IROTH) != 0 || ((st.st_mode & S_IRGRP) != 0 && !shared_with_us);
-  if (too_open) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if (const std::string who = too_open(st); !who.empty())
     warnings.push_back(
-        origin.describe() + ": key file " + file + " is readable by " +
-        ((st.st_mode & S_IROTH) != 0 ? "others" : "its group") + " (mode " + mode +
+        origin.describe() + ": key file " + file + " is readable by " + who + " (mode " +
+        mode_text(st) +
         "); chmod 600 it, or give it to another owner with keymig's own group and mode 0440"
         " (a Kubernetes secret: fsGroup and defaultMode 0440)");
-  }
   return KeySetting{std::move(text), origin, file};
+}
+
+// A values file that holds keys inline is a key file too: one readable by others gets the
+// same warning.
+bool holds_inline_keys(const YAML::Node& root) {
+  if (!root.IsMap()) return false;
+  const YAML::Node store = root["secretStore"];
+  if (!store || !store.IsMap()) return false;
+  for (const char* name : {"activeKey", "rollingKey"}) {
+    const YAML::Node key = store[name];
+    if (key && key.IsScalar() && !key.Scalar().empty()) return true;
+  }
+  const YAML::Node list = store["rollingKeys"];
+  return list && list.IsSequence() && list.size() > 0;
+}
+
+void warn_if_open(const std::string& path, std::vector<std::string>& warnings) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return;
+  if (const std::string who = too_open(st); !who.empty())
+    warnings.push_back(path + ": holds keys (secretStore) and is readable by " + who + " (mode " +
+                       mode_text(st) +
+                       "); chmod 600 it, or keep the keys in key files (activeKeyFile, "
+                       "rollingKeyFiles) or KEYMIG_ACTIVE_KEY / KEYMIG_ROLLING_KEYS");
 }
 
 std::optional<KeySetting> read_inline_key(const Reader& reader, const std::string& path) {
@@ -377,7 +496,9 @@ std::optional<KeySetting> read_file_key(const Reader& reader, const std::string&
   const Leaf* leaf = reader.find(path);
   if (leaf == nullptr) return std::nullopt;
   if (leaf->node.IsScalar() && leaf->node.Scalar().empty()) return std::nullopt;
-  return read_key_file(*leaf, origin_of(path, *leaf), warnings);
+  const Origin origin = origin_of(path, *leaf);
+  return read_key_file(key_file_entry(leaf->node, leaf->file, origin), leaf->file, origin,
+                       warnings);
 }
 
 std::vector<SecretString> split_commas(std::string_view text) {
@@ -394,6 +515,10 @@ std::vector<SecretString> split_commas(std::string_view text) {
 }
 
 void read_keys(const Reader& reader, const Getenv& env, Config& config) {
+  if (const Leaf* leaf = reader.find("secretStore.activeKeyFile");
+      leaf != nullptr && !leaf->node.IsScalar())
+    fail(origin_of("secretStore.activeKeyFile", *leaf),
+         "expected the path of a key file (the active key cannot be optional)");
   auto active = read_inline_key(reader, "secretStore.activeKey");
   auto active_file = read_file_key(reader, "secretStore.activeKeyFile", config.warnings);
   if (active && active_file)
@@ -417,6 +542,19 @@ void read_keys(const Reader& reader, const Getenv& env, Config& config) {
       if (!item.IsScalar() || item.Scalar().empty())
         fail(origin, "expected a key (a non-empty string)");
       config.rolling_keys.push_back(KeySetting{SecretString(trim(item.Scalar())), origin, {}});
+    }
+  }
+  if (const Leaf* leaf = reader.find("secretStore.rollingKeyFiles")) {
+    if (!leaf->node.IsSequence())
+      fail(origin_of("secretStore.rollingKeyFiles", *leaf),
+           std::string("expected a list of key files, got ") + kind_name(leaf->node));
+    for (std::size_t i = 0; i < leaf->node.size(); ++i) {
+      const YAML::Node item = leaf->node[i];
+      const Origin origin{leaf->file, line_of(item),
+                          "secretStore.rollingKeyFiles[" + std::to_string(i) + "]"};
+      if (auto key = read_key_file(key_file_entry(item, leaf->file, origin), leaf->file, origin,
+                                   config.warnings))
+        config.rolling_keys.push_back(std::move(*key));
     }
   }
 
@@ -599,6 +737,7 @@ Config load(const std::vector<std::string>& paths, const Getenv& env, const Sett
     if (!root.IsMap())
       fail(path, line_of(root), "",
            std::string("expected a map at the top, got ") + kind_name(root));
+    if (holds_inline_keys(root)) warn_if_open(path, config.warnings);
     merge_map(leaves, root, "", path);
   }
   const Reader reader(leaves);

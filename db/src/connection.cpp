@@ -139,7 +139,19 @@ std::string database_name(Connection& conn) {
                  [](pqxx::connection& c) { return std::string(c.dbname()); });
 }
 
+bool dsn_configured(const std::string& dsn) {
+  if (!dsn.empty()) return true;
+  for (const char* name : {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"})
+    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') return true;
+  return false;
+}
+
 void check_dsn(const std::string& dsn) {
+  if (!dsn_configured(dsn))
+    throw DsnError(
+        "no database configured: pass --dsn, set keyMigration.database.dsn in values.yaml, or "
+        "set libpq's PGHOST / PGPORT / PGDATABASE / PGUSER (or PGSERVICE) environment "
+        "variables");
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(dsn.c_str(), &error);
   if (options) {
@@ -182,7 +194,7 @@ void Connection::Impl::open() {
     conn = std::move(c);
   } catch (...) {
     try {
-      rethrow_translated("connecting to PostgreSQL");
+      rethrow_translated("connecting to PostgreSQL", /*connecting=*/true);
     } catch (const DbError& e) {
       throw DbError(redact_connection_message(e.what(), options.dsn), e.sqlstate(), e.retryable());
     }

@@ -43,6 +43,8 @@ constexpr Refusal kRefusals[] = {
     {"invalid connection option", nullptr, "22023", "invalid connection option in the DSN"},
     {"invalid URI", nullptr, "22023", "invalid connection URI"},
     {"invalid sslmode value", nullptr, "22023", "invalid sslmode in the DSN"},
+    {"definition of service", "not found", "22023",
+     "the service (service= or PGSERVICE) is not defined in pg_service.conf"},
 };
 
 const Refusal* refusal(std::string_view message) {
@@ -79,11 +81,15 @@ bool DbError::connection_lost() const noexcept {
   return lost_sqlstate(sqlstate_);
 }
 
+bool DbError::refused() const noexcept {
+  return sqlstate_ == kRefusedSqlstate;
+}
+
 bool is_retryable_sqlstate(std::string_view s) noexcept {
   return lost_sqlstate(s) || s == "40001" || s == "40P01" || s == "55P03";
 }
 
-void rethrow_translated(std::string_view context) {
+void rethrow_translated(std::string_view context, bool connecting) {
   const std::string where = context.empty() ? std::string() : std::string(context) + ": ";
   try {
     throw;
@@ -96,7 +102,17 @@ void rethrow_translated(std::string_view context) {
     const std::string message = first_line(e.what());
     if (const Refusal* r = refusal(message))
       throw DbError(where + r->reason + ": " + message, r->sqlstate, false);
-    throw DbError(where + "connection lost: " + message, "08006", true);
+    if (!connecting) throw DbError(where + "connection lost: " + message, "08006", true);
+    // Nothing listens at that address (a TCP port, or a socket file that is not there):
+    // libpq's own words, in any locale its messages are not translated in.
+    if (message.find("Connection refused") != std::string::npos ||
+        message.find("No such file or directory") != std::string::npos)
+      throw DbError(where +
+                        "connection refused: no server listens there (is it running, and are "
+                        "the host and port right?): " +
+                        message,
+                    kRefusedSqlstate, true);
+    throw DbError(where + "could not connect: " + message, "08006", true);
   } catch (const pqxx::sql_error& e) {
     std::string state = e.sqlstate();
     if (state.empty() && dynamic_cast<const pqxx::insufficient_privilege*>(&e)) state = "42501";

@@ -29,8 +29,10 @@ struct Connection::Impl {
 };
 
 /// Rethrows the exception in flight as DbError (or lets keymig errors through), adding
-/// `context` (what was being done) to the message.
-[[noreturn]] void rethrow_translated(std::string_view context);
+/// `context` (what was being done) to the message. `connecting`: the session was being
+/// opened, so a broken connection is one that never was (refused: DbError::refused(); or
+/// could not connect), not one that was lost.
+[[noreturn]] void rethrow_translated(std::string_view context, bool connecting = false);
 
 /// Runs f(pqxx::connection&) and translates libpqxx exceptions.
 template <typename F>

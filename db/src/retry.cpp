@@ -16,6 +16,7 @@ Connection connect_with_retry(const ConnectOptions& options, const RetryHook& on
       return Connection(options);
     } catch (const DbError& e) {
       if (!e.retryable() || attempt > options.max_retries) throw;
+      if (e.refused() && !options.retry_refused) throw;
       if (on_retry) on_retry(e, attempt);
       std::this_thread::sleep_for(
           backoff_delay(attempt - 1, options.retry_base_delay, options.retry_max_delay));

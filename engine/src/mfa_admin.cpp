@@ -25,6 +25,7 @@
 #include "keymig/error.hpp"
 #include "keymig/ids.hpp"
 #include "keymig/log.hpp"
+#include "keymig/redact.hpp"
 #include "page_source.hpp"
 #include "pipeline.hpp"
 #include "progress.hpp"
@@ -57,10 +58,27 @@ StatusReport empty_report(const db::UserTable& users, const crypto::KeyRing& key
   return report;
 }
 
+// reset-mfa with no keys: who has a secret and the flag, never which key made it.
+void unchecked_users(Batch& b) {
+  b.users.reserve(b.rows.size());
+  for (auto& row : b.rows) {
+    UserStatus u;
+    u.id = std::move(row.id);
+    u.username = std::move(row.username);
+    u.sysadmin = row.sysadmin;
+    u.stored_flag = row.flag;
+    u.mfa = !row.is_null && !row.token.empty();
+    u.key_checked = false;
+    row.token.wipe();
+    b.users.push_back(std::move(u));
+  }
+}
+
 // Reads the selected users (empty: all) by keyset pages (serial: one connection),
 // classifies them in parallel (HMAC only; the ring is immutable), and hands each status
-// to `emit` in id order from one thread while the next page is read.
-void walk_users(db::Connection& conn, const db::UserTable& users, const crypto::KeyRing& keys,
+// to `emit` in id order from one thread while the next page is read. No ring: not
+// classified (unchecked_users).
+void walk_users(db::Connection& conn, const db::UserTable& users, const crypto::KeyRing* keys,
                 const db::Selection& selection, std::int64_t page_size, int threads,
                 const std::function<void(UserStatus&)>& emit) {
   Options options;
@@ -72,13 +90,32 @@ void walk_users(db::Connection& conn, const db::UserTable& users, const crypto::
   const bool has_flag = users.table.has_flag();
   run_pipeline(
       threads, [&] { return source.next(); },
-      [&](Batch& b) { transform(b, keys, Mode::status, has_flag); },
+      [&](Batch& b) {
+        if (keys)
+          transform(b, *keys, Mode::status, has_flag);
+        else
+          unchecked_users(b);
+      },
       [&](std::unique_ptr<Batch> b) {
         for (auto& u : b->users) emit(u);
       });
 }
 
 }  // namespace
+
+std::vector<std::string> selected_not_found(db::Connection& conn, const db::Table& table,
+                                            const db::Selection& selection) {
+  auto missing = db::missing_selection(conn, table, selection);
+  if (selection.empty() || missing.size() < selection.ids.size() + selection.usernames.size())
+    return missing;
+  std::string list;
+  for (std::size_t i = 0; i < missing.size() && i < 10; ++i)
+    list += (list.empty() ? "" : ", ") + escape_control(missing[i]);
+  if (missing.size() > 10) list += ", ...";
+  throw UsageError("no user " + list + " in " + table.label() +
+                   ": the selection names nobody there (check the names, or the target table); "
+                   "nothing done");
+}
 
 StatusReport mfa_status(db::Connection& conn, const config::Config& config,
                         const crypto::KeyRing& keys, const StatusOptions& options,
@@ -87,8 +124,8 @@ StatusReport mfa_status(db::Connection& conn, const config::Config& config,
   const auto started = std::chrono::steady_clock::now();
   const db::UserTable users = open_user_table(conn, config, db::Access::read);
   StatusReport report = empty_report(users, keys);
-  report.not_found = db::missing_selection(conn, users.table, options.selection);
-  walk_users(conn, users, keys, options.selection, options.page_size, options.threads,
+  report.not_found = selected_not_found(conn, users.table, options.selection);
+  walk_users(conn, users, &keys, options.selection, options.page_size, options.threads,
              [&](const UserStatus& u) {
                report.add(u);
                if (on_user) on_user(u);
@@ -101,7 +138,7 @@ StatusReport mfa_status(db::Connection& conn, const config::Config& config,
 }
 
 ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
-                         const crypto::KeyRing& keys, const db::Selection& selection,
+                         const crypto::KeyRing* keys, const db::Selection& selection,
                          metrics::Metrics* metrics) {
   // Only a refusal is recorded here: the reset itself records its success.
   CommandRecord record(metrics, "reset_mfa", config.migration.target);
@@ -126,7 +163,7 @@ ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
 }
 
 ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
-                      const crypto::KeyRing& keys, const ResetPlan& plan,
+                      const crypto::KeyRing* keys, const ResetPlan& plan,
                       metrics::Metrics* metrics) {
   CommandRecord recorded(metrics, "reset_mfa", config.migration.target);
   if (plan.users.empty()) throw UsageError("reset-mfa: no users selected");
@@ -138,8 +175,11 @@ ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
 
   db::ResetRecord record;
   record.run_id = new_run_id("reset-", 6);
-  record.active_fingerprint = keys.fingerprint(0);
-  record.rolling_fingerprints = rolling_fingerprints(keys);
+  // Only to tell the run's keys later; a reset without keys records none.
+  if (keys) {
+    record.active_fingerprint = keys->fingerprint(0);
+    record.rolling_fingerprints = rolling_fingerprints(*keys);
+  }
   record.selection_json = selection_json(plan.selection);
   record.host = host_name();
   record.pid = static_cast<int>(getpid());

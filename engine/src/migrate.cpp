@@ -18,6 +18,7 @@
 #include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
+#include "keymig/engine/mfa_admin.hpp"
 #include "keymig/log.hpp"
 #include "keymig/redact.hpp"
 #include "lanes.hpp"
@@ -105,6 +106,8 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   // the schema included: it reads the target alone.
   const db::Table table = db::check_target(reader, target_spec(options.target));
   db::check_privileges(reader, table, options.dry_run ? db::Access::read : db::Access::write);
+  // A selection of only unknown users is refused here too, before anything is made.
+  report.not_found = selected_not_found(reader, table, options.selection);
   if (!options.dry_run) db::ensure_schema(reader);
   record.on_target(table.label());
   report.target = table.label();
@@ -117,7 +120,6 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   Options opts = options;  // the selection and journal may come from the resumed run
   const RunPlan plan = plan_run(reader, table, keys, opts, sessions.max_lanes());
   report.resumed = plan.resumed;
-  report.not_found = plan.not_found;
   if (plan.run) report.run_id = plan.run->run_id;
 
   ProgressMeter meter(opts, plan.total, plan.run ? plan.run->counts.rows_scanned : 0);

@@ -21,6 +21,7 @@
 #include "keymig/db/schema.hpp"
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
+#include "keymig/engine/mfa_admin.hpp"
 #include "keymig/ids.hpp"
 #include "keymig/log.hpp"
 #include "page_source.hpp"
@@ -131,6 +132,7 @@ ScanReport scan(const crypto::KeyRing& keys, const Options& options) {
   // error deep in the pass rather than a target error naming the grant.
   db::check_privileges(reader, table, db::Access::read);
   record.on_target(table.label());
+  (void)selected_not_found(reader, table, options.selection);
   ScanReport report;
   report.target = table.label();
   const AcknowledgedIds acknowledged = db::acknowledged_ids(reader, table.label());

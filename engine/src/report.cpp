@@ -146,6 +146,9 @@ std::string MigrateReport::to_json() const {
 }
 
 int MigrateReport::exit_code() const noexcept {
+  // A drained run is unfinished whatever its counts say: the process exits 1, and the
+  // report must not promise otherwise to whoever reads only its exit_code.
+  if (stopped) return kExitRuntime;
   if (rejected > 0 || rewritten > 0) return kExitNeedsRolling;
   return undecryptable > acknowledged ? kExitUndecryptable : kExitOk;
 }

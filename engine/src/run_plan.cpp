@@ -113,7 +113,6 @@ RunPlan plan_run(db::Connection& reader, const db::Table& table, const crypto::K
                {"rows_scanned", run.counts.rows_scanned});
   }
 
-  plan.not_found = db::missing_selection(reader, table, opts.selection);
   const bool new_run = !opts.dry_run && !plan.run;
   const std::int64_t per_chunk = rows_per_chunk(reader, table, opts, new_run, max_lanes);
   // A new run over the whole table counts its rows while it plans the chunks.

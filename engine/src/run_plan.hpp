@@ -25,7 +25,6 @@ struct RunPlan {
   std::optional<db::Run> run;  // none for a dry run
   bool resumed = false;        // an earlier run resumed or joined
   std::int64_t total = 0;      // rows to read, for progress
-  std::vector<std::string> not_found;
 };
 
 /// Chooses, creates (with its chunks) or joins the run and claims it for this process.

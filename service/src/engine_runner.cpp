@@ -51,8 +51,9 @@ RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& met
   // (an empty selection, patterns), before any write, and records the refusal.
   const db::Selection& selection = job.selection;
   db::Connection conn = admin_connection(settings);
-  auto plan = engine::plan_reset_mfa(conn, settings.config, *settings.keys, selection, &metrics);
-  auto result = engine::reset_mfa(conn, settings.config, *settings.keys, plan, &metrics);
+  auto plan =
+      engine::plan_reset_mfa(conn, settings.config, settings.keys.get(), selection, &metrics);
+  auto result = engine::reset_mfa(conn, settings.config, settings.keys.get(), plan, &metrics);
   nlohmann::json users = nlohmann::json::array();
   for (const auto& u : result.users)
     users.push_back({{"id", u.id}, {"username", u.username}, {"had_mfa", u.mfa}});

@@ -30,6 +30,7 @@ db::ConnectOptions worker_options(const std::string& dsn) {
   o.max_retries = 6;
   o.retry_base_delay = milliseconds(250);
   o.retry_max_delay = milliseconds(4000);
+  o.retry_refused = true;  // the database may be restarting: serve waits for it
   return o;
 }
 

@@ -375,6 +375,140 @@ TEST_CASE("unknown keys under keyMigration are errors with file, line and key", 
   }
 }
 
+TEST_CASE("unknown keys under secretStore and userLogin.mfa are errors with file, line and key",
+          "[config]") {
+  TempDir dir;
+  dir.write("rolling.key", kRolling + "\n");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"secretStore:\n  activeKey: \"" + kActive + "\"\n  rolingKeyFile: rolling.key\n",
+       ":3 secretStore.rolingKeyFile: unknown key (known here: "},
+      {"userLogin:\n  mfa:\n    enabled: true\n    mandatry: true\n",
+       ":4 userLogin.mfa.mandatry: unknown key (known here: "},
+      {"userLogin:\n  mfa:\n    rememberMe: {enabled: true, dayz: 3}\n",
+       ":3 userLogin.mfa.rememberMe.dayz: unknown key"},
+      {"secretStore:\n  rollingKeyFiles:\n    - {path: rolling.key, optinal: true}\n",
+       ":3 secretStore.rollingKeyFiles[0].optinal: unknown key (known here: path, optional)"},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    INFO(yaml);
+    const auto file = dir.write("values.yaml", yaml);
+    const std::string err = load_error({file});
+    CHECK(err.find(file + expected) == 0);
+    CHECK(err.find(kActive) == std::string::npos);
+  }
+  SECTION("the hint names the real keys") {
+    const auto file = dir.write("values.yaml", "secretStore: {rolingKeyFile: rolling.key}\n");
+    CHECK(load_error({file}).find("rollingKeyFile") != std::string::npos);
+    const auto mfa = dir.write("values.yaml", "userLogin: {mfa: {mandatry: true}}\n");
+    CHECK(load_error({mfa}).find("mandatory") != std::string::npos);
+  }
+  SECTION("userLogin's other settings and the rest of the file stay the chart's") {
+    const auto file = dir.write("values.yaml",
+                                "replicaCount: 3\nuserLogin:\n  passwordPolicy: {minLength: 12}\n"
+                                "  mfa: {enabled: true}\n");
+    CHECK(cfg::load({file}, kNoEnv).mfa.enabled);
+  }
+}
+
+TEST_CASE("rollingKeyFiles is a list of key files, read in order after the other rolling keys",
+          "[config]") {
+  TempDir dir;
+  dir.write("r1.key", kRolling + "\n");
+  dir.write("r2.key", kRolling2 + "\n");
+  const auto file = dir.write("values.yaml", "secretStore:\n  activeKey: \"" + kActive +
+                                                 "\"\n  rollingKeyFiles:\n    - r1.key\n"
+                                                 "    - {path: r2.key, optional: true}\n");
+  const cfg::Config c = cfg::load({file}, kNoEnv);
+  REQUIRE(c.rolling_keys.size() == 2);
+  CHECK(c.rolling_keys[0].text.view() == kRolling);
+  CHECK(c.rolling_keys[0].key_file == dir.path() + "/r1.key");
+  CHECK(c.rolling_keys[0].origin.describe() == file + ":4 secretStore.rollingKeyFiles[0]");
+  CHECK(c.rolling_keys[1].text.view() == kRolling2);
+  CHECK(c.rolling_keys[1].origin.describe() == file + ":5 secretStore.rollingKeyFiles[1]");
+  CHECK(c.warnings.empty());
+  SECTION("not a list") {
+    const auto bad = dir.write("values.yaml", "secretStore: {rollingKeyFiles: r1.key}\n");
+    CHECK(load_error({bad}).find(bad + ":1 secretStore.rollingKeyFiles: expected a list") == 0);
+  }
+}
+
+TEST_CASE("an optional key file that does not exist is skipped with a warning", "[config]") {
+  TempDir dir;
+  dir.write("r1.key", kRolling + "\n");
+  SECTION("in rollingKeyFiles") {
+    const auto file = dir.write("values.yaml", "secretStore:\n  activeKey: \"" + kActive +
+                                                   "\"\n  rollingKeyFiles:\n    - r1.key\n"
+                                                   "    - {path: gone.key, optional: true}\n");
+    const cfg::Config c = cfg::load({file}, kNoEnv);
+    REQUIRE(c.rolling_keys.size() == 1);
+    CHECK(c.rolling_keys[0].text.view() == kRolling);
+    REQUIRE(c.warnings.size() == 1);
+    CHECK(c.warnings[0].find(file + ":5 secretStore.rollingKeyFiles[1]: optional key file " +
+                             dir.path() + "/gone.key does not exist") == 0);
+  }
+  SECTION("as rollingKeyFile") {
+    const auto file = dir.write(
+        "values.yaml", "secretStore:\n  rollingKeyFile: {path: gone.key, optional: true}\n");
+    const cfg::Config c = cfg::load({file}, kNoEnv);
+    CHECK(c.rolling_keys.empty());
+    REQUIRE(c.warnings.size() == 1);
+    CHECK(c.warnings[0].find("secretStore.rollingKeyFile: optional key file") != std::string::npos);
+  }
+  SECTION("a key file not marked optional is still an error, with the way out") {
+    const auto file = dir.write("values.yaml", "secretStore:\n  rollingKeyFiles: [gone.key]\n");
+    const std::string err = load_error({file});
+    CHECK(err.find(file + ":2 secretStore.rollingKeyFiles[0]: cannot read key file") == 0);
+    CHECK(err.find("optional: true") != std::string::npos);
+  }
+  SECTION("optional covers absence only: an unreadable file is an error") {
+    if (::geteuid() == 0) {
+      WARN("root reads any file; the unreadable case is left to a non-root run");
+      return;
+    }
+    dir.write("locked.key", kRolling + "\n", 0000);
+    const auto file = dir.write(
+        "values.yaml", "secretStore:\n  rollingKeyFile: {path: locked.key, optional: true}\n");
+    CHECK(load_error({file}).find("Permission denied") != std::string::npos);
+  }
+  SECTION("the active key file cannot be optional") {
+    const auto file =
+        dir.write("values.yaml", "secretStore:\n  activeKeyFile: {path: r1.key, optional: true}\n");
+    CHECK(load_error({file}).find(file + ":2 secretStore.activeKeyFile: expected the path") == 0);
+  }
+  SECTION("optional must be a boolean") {
+    const auto file = dir.write(
+        "values.yaml", "secretStore:\n  rollingKeyFile: {path: r1.key, optional: maybe}\n");
+    CHECK(load_error({file}).find(
+              file + ":2 secretStore.rollingKeyFile.optional: expected true or false") == 0);
+  }
+}
+
+TEST_CASE("a values file holding inline keys and readable by others gives a warning", "[config]") {
+  TempDir dir;
+  const std::string keys = "secretStore:\n  activeKey: \"" + kActive + "\"\n";
+  SECTION("readable by others") {
+    const auto file = dir.write("values.yaml", keys, 0644);
+    const cfg::Config c = cfg::load({file}, kNoEnv);
+    REQUIRE(c.warnings.size() == 1);
+    CHECK(c.warnings[0].find(file + ": holds keys (secretStore) and is readable by others (mode "
+                                    "0644)") == 0);
+    CHECK(c.warnings[0].find(kActive) == std::string::npos);
+  }
+  SECTION("readable by its group") {
+    const auto file =
+        dir.write("values.yaml", "secretStore:\n  rollingKeys: [\"" + kRolling + "\"]\n", 0640);
+    const cfg::Config c = cfg::load({file}, kNoEnv);
+    REQUIRE(c.warnings.size() == 1);
+    CHECK(c.warnings[0].find("is readable by its group (mode 0640)") != std::string::npos);
+  }
+  SECTION("mode 0600, or no inline keys, is fine") {
+    const auto closed = dir.write("values.yaml", keys, 0600);
+    CHECK(cfg::load({closed}, kNoEnv).warnings.empty());
+    const auto no_keys = dir.write("other.yaml", "secretStore: {rollingKey: \"\"}\n", 0644);
+    CHECK(cfg::load({no_keys}, kNoEnv).warnings.empty());
+  }
+}
+
 TEST_CASE("type errors name the file, line and key, never a key text", "[config]") {
   TempDir dir;
   struct Case {

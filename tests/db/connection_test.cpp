@@ -1,9 +1,15 @@
 #include "keymig/db/connection.hpp"
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "keymig/db/error.hpp"
+#include "keymig/db/retry.hpp"
 #include "pg_fixture.hpp"
 
 using namespace keymig::testing;
@@ -20,15 +26,22 @@ TEST_CASE("retryable SQLSTATEs are exactly the transient ones", "[db][errors]") 
   CHECK_FALSE(deadlock.connection_lost());
 }
 
-TEST_CASE("an unreachable server is a retryable DbError", "[db][errors]") {
+TEST_CASE("an unreachable server is a retryable DbError that says it was refused, not lost",
+          "[db][errors]") {
   keymig::db::ConnectOptions o;
   o.dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2";
   try {
     keymig::db::Connection conn(o);
     FAIL("connected to port 1");
   } catch (const keymig::db::DbError& e) {
+    const std::string what = e.what();
+    INFO(what);
     CHECK(e.retryable());
     CHECK(e.connection_lost());
+    CHECK(e.refused());
+    CHECK(e.sqlstate() == "08001");
+    CHECK(what.find("connection refused") != std::string::npos);
+    CHECK(what.find("connection lost") == std::string::npos);
   }
 }
 
@@ -55,7 +68,6 @@ TEST_CASE("a DSN libpq cannot parse is a usage error naming no part of it", "[db
     }
     CHECK_THROWS_AS(keymig::db::check_dsn(dsn), keymig::UsageError);
   }
-  CHECK_NOTHROW(keymig::db::check_dsn(""));
   CHECK_NOTHROW(keymig::db::check_dsn("host=a port=1 password='p w'"));
   CHECK_NOTHROW(keymig::db::check_dsn("postgresql://u:p%40w@h:1/db?sslmode=disable"));
 }
@@ -72,6 +84,63 @@ TEST_CASE("a connection message loses the DSN's password, PGPASSWORD and tokens"
   CHECK(redact_connection_message("said Envpw123", "") == "said [redacted]");
   ::unsetenv("PGPASSWORD");
   CHECK(redact_connection_message("gAAAAABmMi7AAy-Tq0TtO2eYNDK96yhrGC", "") == "[redacted token]");
+}
+
+namespace {
+
+// Sets (or, with nullptr, unsets) an environment variable for one scope.
+class EnvVar {
+ public:
+  EnvVar(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value)
+      ::setenv(name, value, 1);
+    else
+      ::unsetenv(name);
+  }
+  ~EnvVar() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  EnvVar(const EnvVar&) = delete;
+  EnvVar& operator=(const EnvVar&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+}  // namespace
+
+TEST_CASE("no DSN and no libpq variable is a usage error naming where a DSN comes from",
+          "[db][errors]") {
+  std::vector<std::unique_ptr<EnvVar>> cleared;
+  for (const char* name : {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"})
+    cleared.push_back(std::make_unique<EnvVar>(name, nullptr));
+  CHECK_FALSE(keymig::db::dsn_configured(""));
+  try {
+    keymig::db::check_dsn("");
+    FAIL("an empty DSN passed");
+  } catch (const keymig::db::DsnError& e) {
+    const std::string what = e.what();
+    CHECK(what.find("no database configured") != std::string::npos);
+    for (const char* source : {"--dsn", "keyMigration.database.dsn", "PGHOST", "PGDATABASE"})
+      CHECK(what.find(source) != std::string::npos);
+  }
+  // The DSN is refused before libpq is asked: no default socket is tried.
+  keymig::db::ConnectOptions o;
+  CHECK_THROWS_AS(keymig::db::connect_with_retry(o), keymig::db::DsnError);
+  SECTION("any of libpq's variables says where") {
+    for (const char* name : {"PGHOST", "PGDATABASE", "PGSERVICE"}) {
+      EnvVar set(name, "x");
+      CHECK(keymig::db::dsn_configured(""));
+      CHECK_NOTHROW(keymig::db::check_dsn(""));
+    }
+    EnvVar empty("PGHOST", "");
+    CHECK_FALSE(keymig::db::dsn_configured(""));
+  }
 }
 
 TEST_CASE("a server that refuses the session is reported at once, not retried", "[db][errors]") {

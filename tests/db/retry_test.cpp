@@ -67,7 +67,7 @@ TEST_CASE("every retry is shown to the hook with its attempt number", "[db][retr
   CHECK(seen == std::vector<int>{1, 2});
 }
 
-TEST_CASE("a connect that is refused for good is not retried", "[db][retry]") {
+TEST_CASE("a refused connect is retried only where the server may be restarting", "[db][retry]") {
   keymig::db::ConnectOptions options;
   options.dsn = "postgresql://keymig@127.0.0.1:1/nodb?connect_timeout=2";
   options.max_retries = 3;
@@ -78,7 +78,15 @@ TEST_CASE("a connect that is refused for good is not retried", "[db][retry]") {
                                          [&](const keymig::db::DbError&, int) { ++retries; });
     FAIL("connected to a closed port");
   } catch (const keymig::db::DbError& e) {
-    // A refused TCP connect is transient (the server may be restarting): retried, then given up.
-    CHECK((e.retryable() ? retries == 3 : retries == 0));
+    // Nothing listens: a command's first connect says so at once.
+    CHECK(e.refused());
+  }
+  CHECK(retries == 0);
+  SECTION("serve's sessions (retry_refused) wait for it, then give up") {
+    options.retry_refused = true;
+    CHECK_THROWS_AS(keymig::db::connect_with_retry(
+                        options, [&](const keymig::db::DbError&, int) { ++retries; }),
+                    keymig::db::DbError);
+    CHECK(retries == 3);
   }
 }

@@ -50,14 +50,14 @@ TEST_CASE("reset-mfa clears exactly the named users and rollback restores them",
 
   keymig::db::Selection unknown;
   unknown.usernames = {"ann", "nobody"};
-  CHECK_THROWS_AS(keymig::engine::plan_reset_mfa(conn, config, r.ring, unknown),
+  CHECK_THROWS_AS(keymig::engine::plan_reset_mfa(conn, config, &r.ring, unknown),
                   keymig::UsageError);
 
   keymig::db::Selection sel;
   sel.usernames = {"ann", "bob"};
-  auto plan = keymig::engine::plan_reset_mfa(conn, config, r.ring, sel);
+  auto plan = keymig::engine::plan_reset_mfa(conn, config, &r.ring, sel);
   REQUIRE(plan.users.size() == 2);
-  auto result = keymig::engine::reset_mfa(conn, config, r.ring, plan);
+  auto result = keymig::engine::reset_mfa(conn, config, &r.ring, plan);
   {
     pqxx::connection c(dsn);
     pqxx::work tx(c);

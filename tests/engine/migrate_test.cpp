@@ -213,6 +213,9 @@ TEST_CASE("migrate by usernames touches only those users and resumes a stopped r
   auto first = keymig::engine::migrate(ring, stopping);
   CHECK(first.stopped);
   CHECK(first.state == "running");
+  // The process exits 1 for a drained run; its report must say the same.
+  CHECK(first.exit_code() == keymig::kExitRuntime);
+  CHECK(nlohmann::json::parse(first.to_json())["exit_code"] == keymig::kExitRuntime);
   CHECK(first.rotated < 58);
   auto rest = keymig::engine::migrate(ring, options);
   CHECK(rest.resumed);

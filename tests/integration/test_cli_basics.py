@@ -298,20 +298,85 @@ secretStore: {activeKeyFile: active.key}
                 self.assertTrue(proc.stderr.startswith("keymig: "), proc.stderr)
                 self.assertIn(hint, proc.stderr)
 
-    def test_an_unreachable_database_is_retried_and_reported_once_per_attempt(self):
+    def test_a_refused_connection_is_said_at_once_not_retried_as_lost(self):
         # A port nobody listens on: bind one, then close it.
         import socket
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        started = time.monotonic()
         proc = self.run_keymig("migrate", "--config", self.values,
                                "--dsn", f"postgresql://keymig@127.0.0.1:{port}/nowhere")
+        elapsed = time.monotonic() - started
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        last = proc.stderr.strip().splitlines()[-1]
+        self.assertIn("connection refused: no server listens there", last)
+        self.assertIn("Connection refused", last)
+        self.assertNotIn("connection lost", proc.stderr)
+        self.assertNotIn("connect_retry", proc.stderr)
+        self.assertLess(elapsed, 5, "a refused connect waited %.1f s" % elapsed)
+
+    def test_a_server_that_drops_the_connect_is_retried_once_per_attempt(self):
+        # Accepts and hangs up at once, as a server restarting or a proxy without a backend.
+        import socket
+        import threading
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        done = threading.Event()
+
+        def hang_up():
+            listener.settimeout(0.2)
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                    conn.close()
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=hang_up, daemon=True)
+        thread.start()
+        try:
+            proc = self.run_keymig("migrate", "--config", self.values, "--dsn",
+                                   f"postgresql://keymig@127.0.0.1:{port}/nowhere?sslmode=disable")
+        finally:
+            done.set()
+            thread.join()
+            listener.close()
         self.assertEqual(proc.returncode, 1, proc.stderr)
         attempts = re.findall(r"event=connect_retry attempt=(\d+)", proc.stderr)
         self.assertTrue(attempts, proc.stderr)
         # migrate opens its other sessions only once the first is in: one line per attempt.
         self.assertEqual(len(attempts), len(set(attempts)), proc.stderr)
-        self.assertIn("Connection refused", proc.stderr.strip().splitlines()[-1])
+        self.assertIn("could not connect", proc.stderr.strip().splitlines()[-1])
+        self.assertNotIn("connection lost", proc.stderr.strip().splitlines()[-1])
+
+    def test_no_dsn_anywhere_is_exit_2_naming_where_a_dsn_comes_from(self):
+        from unittest import mock
+        libpq = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+        patched = mock.patch.dict(os.environ, {})
+        patched.start()
+        self.addCleanup(patched.stop)
+        for name in libpq:
+            os.environ.pop(name, None)
+        env = {"PGHOST": ""}  # set but empty says nothing either
+        for command in (("scan",), ("migrate",), ("status",), ("check-config", "--with-db")):
+            with self.subTest(command=command):
+                started = time.monotonic()
+                proc = self.run_keymig(*command, "--config", self.values, "--json", env=env)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertLess(time.monotonic() - started, 5)
+                error = json.loads(proc.stdout)["error"]
+                self.assertEqual(json.loads(proc.stdout)["exit_code"], 2)
+                for source in ("no database configured", "--dsn", "keyMigration.database.dsn",
+                               "PGHOST", "PGDATABASE"):
+                    self.assertIn(source, error)
+        # libpq's own variables are a configuration: keymig goes on and tries them.
+        env["PGHOST"] = "/nonexistent-socket-dir"
+        proc = self.run_keymig("scan", "--config", self.values, env=env)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("connection refused", proc.stderr)
 
     def test_help_of_every_command_exits_0(self):
         top = self.run_keymig("--help")
@@ -325,6 +390,28 @@ secretStore: {activeKeyFile: active.key}
                 proc = self.run_keymig(command, "--help")
                 self.assertEqual(proc.returncode, 0, proc.stderr)
                 self.assertIn(f"keymig {command}", proc.stdout)
+
+    def test_each_command_help_ends_with_its_own_examples(self):
+        top = self.run_keymig("--help").stdout
+        generic = top[top.index("Examples:"):]
+        commands = re.findall(r"^  ([a-z][a-z-]*)\s{2,}", top, re.MULTILINE)
+        seen = {}
+        for command in commands + ["journal purge", "bench db"]:
+            with self.subTest(command=command):
+                out = self.run_keymig(*command.split(), "--help").stdout
+                self.assertNotIn(generic, out)
+                self.assertIn("Examples:\n", out)
+                examples = out[out.index("Examples:\n"):]
+                lines = examples.splitlines()[1:]
+                self.assertTrue(lines, out)
+                first = command.split()[0]
+                # Every example is a command line; the first is this command's.
+                self.assertIn(f"keymig {first} ", lines[0])
+                for line in lines:
+                    self.assertTrue(line.startswith("  "), line)
+                    self.assertNotIn("re-encrypt rolling-key rows", line)
+                seen.setdefault(first, examples)
+        self.assertEqual(len(set(seen.values())), len(seen), "two commands share examples")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,8 @@ class JobRunIdTest(DbTestCase):
         for k, v in values["secretStore"].items():
             if isinstance(v, str) and v.startswith("/etc/keymig/"):
                 values["secretStore"][k] = v.replace("/etc/keymig/", self.etc + "/")
+            elif isinstance(v, dict) and v.get("path", "").startswith("/etc/keymig/"):
+                v["path"] = v["path"].replace("/etc/keymig/", self.etc + "/")  # optional: true
         km = values["keyMigration"]
         km["database"]["dsn"] = self.dsn
         km["batchSize"] = 500

@@ -92,6 +92,13 @@ def uses_job_name(words, flag, names):
                for n in names)
 
 
+def key_file_path(setting):
+    """A key file setting's path: `PATH` or `{path: PATH, optional: true}`."""
+    if isinstance(setting, dict):
+        return setting.get("path") or ""
+    return setting or ""
+
+
 def check_keys(where, spec, c, config):
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     key_volumes = {n: secret_items(v, "keymig-keys") for n, v in volumes.items()
@@ -102,7 +109,7 @@ def check_keys(where, spec, c, config):
     (volume, items), = key_volumes.items()
     store = config["secretStore"]
     active = store.get("activeKeyFile", "/etc/keymig/keys/activeKey")
-    rolling = store.get("rollingKeyFile") or ""
+    rolling = key_file_path(store.get("rollingKeyFile"))
     key_dir = os.path.dirname(active)
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
     if key_dir not in mounts or mounts[key_dir]["name"] != volume:
@@ -124,6 +131,10 @@ def check_keys(where, spec, c, config):
         elif not by_path[name][1]:
             problem(where, "the rolling key item is not optional: once the old key is retired"
                     " and its item deleted, the pod does not start")
+        elif not (isinstance(store.get("rollingKeyFile"), dict)
+                  and store["rollingKeyFile"].get("optional") is True):
+            problem(where, "secretStore.rollingKeyFile is not optional: once the old key is"
+                    " retired and its item deleted, keymig refuses the missing file")
 
 
 def check_ca(where, spec, c, cms):
@@ -377,7 +388,7 @@ def main(source, binary=None):
         if inline in store:
             problem("keymig-config values.yaml", f"secretStore.{inline} inline: keys belong in the Secret")
     for key in ("activeKeyFile", "rollingKeyFile"):
-        if not store.get(key, "").startswith("/etc/keymig/keys/"):
+        if not key_file_path(store.get(key)).startswith("/etc/keymig/keys/"):
             problem("keymig-config values.yaml", f"secretStore.{key} is not under the key mount")
     push = yaml.safe_load(cms["keymig-config"]["data"]["push.yaml"])
     if not push["keyMigration"]["metrics"]["pushGateway"].startswith("http"):

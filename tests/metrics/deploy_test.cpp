@@ -2,6 +2,8 @@
 // with the real promtool and against what keymig exports.
 
 #include <catch2/catch.hpp>
+#include <cctype>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -63,6 +65,70 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
 }
 
 }  // namespace
+
+namespace {
+
+// The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to
+// hyphens ("Break-glass: reset-mfa" -> "break-glass-reset-mfa").
+std::string anchor_of(const std::string& heading) {
+  std::string out;
+  for (const char c : heading) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) != 0 || c == '-' || c == '_')
+      out.push_back(static_cast<char>(std::tolower(u)));
+    else if (c == ' ')
+      out.push_back('-');
+  }
+  return out;
+}
+
+std::set<std::string> operations_anchors() {
+  std::set<std::string> anchors;
+  std::istringstream in(keymig::test::read_file(kSource + "/docs/operations.md"));
+  std::string line;
+  bool fenced = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("```", 0) == 0) fenced = !fenced;
+    if (fenced || line.empty() || line[0] != '#') continue;
+    const auto text = line.find_first_not_of('#');
+    if (text == std::string::npos || line[text] != ' ') continue;
+    anchors.insert(anchor_of(line.substr(text + 1)));
+  }
+  return anchors;
+}
+
+}  // namespace
+
+TEST_CASE("every section of docs/operations.md that deploy/ and the guide cite exists",
+          "[metrics][deploy]") {
+  const auto anchors = operations_anchors();
+  REQUIRE(anchors.count("alerts") == 1);  // the parser reads the guide's headings
+  // `docs/operations.md, "Run stalled"` (a description may wrap the name, a test file
+  // escape its quotes) or `docs/operations.md#run-stalled`.
+  static const std::regex kCitation(
+      R"re(docs/operations\.md(?:,\s*(?:section\s+)?\\?"([^"\\]+)\\?"|#([A-Za-z0-9_-]+)))re");
+  int cited = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(kSource + "/deploy")) {
+    if (!entry.is_regular_file()) continue;
+    const std::string text = keymig::test::read_file(entry.path().string());
+    for (std::sregex_iterator it(text.begin(), text.end(), kCitation), end; it != end; ++it) {
+      std::string name = (*it)[1].matched ? (*it)[1].str() : (*it)[2].str();
+      name = std::regex_replace(name, std::regex(R"(\s+)"), " ");
+      const std::string anchor = (*it)[1].matched ? anchor_of(name) : name;
+      INFO(entry.path().string() << " cites docs/operations.md \"" << name << "\"");
+      CHECK(anchors.count(anchor) == 1);
+      ++cited;
+    }
+  }
+  CHECK(cited >= 8);  // at least one per alert rule
+  // The guide's own links to its sections.
+  const std::string guide = keymig::test::read_file(kSource + "/docs/operations.md");
+  static const std::regex kLink(R"(\]\(#([A-Za-z0-9_-]+)\))");
+  for (std::sregex_iterator it(guide.begin(), guide.end(), kLink), end; it != end; ++it) {
+    INFO("docs/operations.md links to #" << (*it)[1].str());
+    CHECK(anchors.count((*it)[1].str()) == 1);
+  }
+}
 
 TEST_CASE("the alert rules are valid and pass their promtool unit tests", "[metrics][deploy]") {
   const auto rules = kSource + "/deploy/prometheus/keymig-alerts.yaml";

@@ -32,7 +32,7 @@ struct Origin {
 struct KeySetting {
   LockedSecret text;
   Origin origin;
-  std::string key_file;  // set when it came from activeKeyFile/rollingKeyFile
+  std::string key_file;  // set when it came from activeKeyFile, rollingKeyFile(s)
 };
 
 struct MfaPolicy {
@@ -91,9 +91,12 @@ struct Config {
   std::vector<std::string> files;
   MfaPolicy mfa;
   std::optional<KeySetting> active_key;
-  std::vector<KeySetting> rolling_keys;  // in order: rollingKey first, then rollingKeys
+  // In order: rollingKey, rollingKeyFile, rollingKeys, rollingKeyFiles (an optional key
+  // file that does not exist adds none, and a warning).
+  std::vector<KeySetting> rolling_keys;
   Migration migration;
-  /// Non-fatal findings: a key file readable by group or others, ...
+  /// Non-fatal findings: a key file, or a values file holding keys, readable by group or
+  /// others; an optional key file that is absent.
   std::vector<std::string> warnings;
 };
 
@@ -102,8 +105,9 @@ using Getenv = std::function<std::optional<std::string>(const char* name)>;
 [[nodiscard]] Getenv process_env();
 
 /// Loads and merges the files in order (later wins), then applies KEYMIG_ACTIVE_KEY and
-/// KEYMIG_ROLLING_KEYS. Checks types, ranges, unknown keys under `keyMigration`, duplicate
-/// keys in the sections keymig reads, and the shape of metrics.listen and pushGateway.
+/// KEYMIG_ROLLING_KEYS. Checks types, ranges, unknown keys and duplicate keys in the
+/// sections keymig reads (`keyMigration`, `secretStore`, `userLogin.mfa`; the rest of a
+/// Helm values file is the chart's), and the shape of metrics.listen and pushGateway.
 /// Does not parse keys as Fernet keys (engine does, with crypto). Throws ConfigError.
 /// Checks of settings whose one parser lives in another module: the listen address in
 /// http, the Pushgateway URL in metrics (app passes them, see app/command.cpp). Each

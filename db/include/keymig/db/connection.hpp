@@ -16,10 +16,21 @@ struct ConnectOptions {
   int max_retries = 8;  // attempts after the first, for retryable errors
   std::chrono::milliseconds retry_base_delay{100};
   std::chrono::milliseconds retry_max_delay{5000};
+  // Whether connect_with_retry retries a refused connect (DbError::refused). Off for the
+  // one-shot commands: a wrong host or port, or a server that is down, is said at once
+  // (exit 1) instead of after the retries; `serve` turns it on, since its database may be
+  // restarting. A session lost mid-work is re-opened under with_retry either way.
+  bool retry_refused = false;
 };
 
+/// Whether the DSN, or else libpq's environment (PGHOST, PGHOSTADDR, PGPORT, PGDATABASE,
+/// PGUSER, PGSERVICE), says which database to use. Without either, libpq would try its
+/// default socket, which is rarely what anyone meant.
+[[nodiscard]] bool dsn_configured(const std::string& dsn);
+
 /// Throws DsnError when libpq cannot parse `dsn` (PQconninfoParse: no connection is
-/// tried). The message names the problem, never the DSN or a part of it.
+/// tried), or when no database is configured at all (dsn_configured). The message names
+/// the problem, never the DSN or a part of it.
 void check_dsn(const std::string& dsn);
 
 /// A libpq message about connecting with `dsn`, safe to show: the DSN's password (as

@@ -7,6 +7,9 @@
 
 namespace keymig::db {
 
+/// sqlclient_unable_to_establish_sqlconnection: what DbError::refused() tests.
+inline constexpr const char* kRefusedSqlstate = "08001";
+
 /// A database failure that stops the current statement. The message is the server's first
 /// line (no DETAIL, which may quote row values) plus context, with token- and key-shaped
 /// words redacted (a trigger's RAISE may quote a row); never a token.
@@ -20,6 +23,10 @@ class DbError : public keymig::Error {
   [[nodiscard]] bool retryable() const noexcept { return retryable_; }
   /// True when the session is gone and the connection must be re-opened first.
   [[nodiscard]] bool connection_lost() const noexcept;
+  /// True when opening a session found no server listening (SQLSTATE 08001): retryable
+  /// and connection_lost() too, since a restarting server refuses for a while, but a
+  /// command's first connect does not wait for it (see ConnectOptions::retry_refused).
+  [[nodiscard]] bool refused() const noexcept;
 
  private:
   std::string sqlstate_;

@@ -25,7 +25,8 @@ using RetryHook = std::function<void(const DbError&, int attempt)>;
                                                       std::chrono::milliseconds max) noexcept;
 
 /// Opens a session, repeating while the server is unreachable or starting (retryable
-/// errors), up to options.max_retries times. Throws the last DbError.
+/// errors), up to options.max_retries times; a refused connect only with
+/// options.retry_refused. Throws the last DbError.
 [[nodiscard]] Connection connect_with_retry(const ConnectOptions& options,
                                             const RetryHook& on_retry = {});
 

@@ -176,6 +176,7 @@ struct MigrateReport {
   std::int64_t journal_purged_runs = 0;
   std::int64_t journal_purged_rows = 0;
   [[nodiscard]] std::string to_json() const;
+  /// 1 when stopped by the stop flag (SIGINT/SIGTERM: the run is resumable, not done); else
   /// 4 when rows were rejected or rewritten (they still need the rolling key, or hold what
   /// keymig did not write); else 3 with undecryptable rows left that are not
   /// acknowledged; else 0.

@@ -22,6 +22,14 @@ namespace keymig::engine {
 /// (unless allow_empty), empty items, and pattern characters (% * ?). Throws UsageError.
 void validate_selection(const db::Selection& selection, bool allow_empty);
 
+/// The selected ids and usernames that match no row of `table`, in the order given. Throws
+/// UsageError (exit 2) when none matches: a selection of only unknown users selects
+/// nobody, which is a wrong name or a wrong table, not a run over zero rows. An empty
+/// selection (the whole table) returns nothing. Throws db::DbError.
+[[nodiscard]] std::vector<std::string> selected_not_found(db::Connection& conn,
+                                                          const db::Table& table,
+                                                          const db::Selection& selection);
+
 /// One user as the admin page shows it. Carries no secret.
 struct UserStatus {
   std::string id;
@@ -34,7 +42,8 @@ struct UserStatus {
   bool flag_wrong = false;                     // a flag column exists and disagrees
   bool sysadmin = false;                       // any sysAdminColumns true
   bool double_encrypted = false;               // readable, and the plaintext is itself a token
-  [[nodiscard]] bool unreadable() const noexcept { return mfa && key_index < 0; }
+  bool key_checked = true;  // false: no keys were given (reset-mfa without them), key unknown
+  [[nodiscard]] bool unreadable() const noexcept { return mfa && key_checked && key_index < 0; }
 };
 
 /// Classifies one row's token (HMAC, and one AES block for double encryption) into a status.
@@ -103,12 +112,15 @@ struct ResetPlan {
   std::vector<UserStatus> users;  // in id order
 };
 
-/// Resolves the selection. Throws UsageError (exit 2) for an empty selection, a pattern,
+/// Resolves the selection. `keys` may be null: clearing a secret needs no key, so a
+/// break-glass with no active key configured (or none at all) still works; the plan then
+/// says who has a secret, not which key made it (UserStatus::key_checked false).
+/// Throws UsageError (exit 2) for an empty selection, a pattern,
 /// or any id/username that matches no user (all or nothing), db::DbError.
 /// With `metrics`, a refusal is recorded as a failed reset_mfa
 /// (metrics::Metrics::set_last_success has the rule).
 [[nodiscard]] ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
-                                       const crypto::KeyRing& keys, const db::Selection& selection,
+                                       const crypto::KeyRing* keys, const db::Selection& selection,
                                        metrics::Metrics* metrics = nullptr);
 
 struct ResetResult {
@@ -118,11 +130,12 @@ struct ResetResult {
 };
 
 /// Clears secret and flag of exactly the plan's users in one transaction, journaled as a
-/// run of kind reset_mfa that `keymig rollback --run ID` undoes. Throws UsageError when a
+/// run of kind reset_mfa that `keymig rollback --run ID` undoes; `keys` (may be null) only
+/// names the configured keys' fingerprints in keymig.runs. Throws UsageError when a
 /// planned user vanished meanwhile (nothing changed), db::DbError. With `metrics`, records
 /// the reset_mfa run's success or failure.
 [[nodiscard]] ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
-                                    const crypto::KeyRing& keys, const ResetPlan& plan,
+                                    const crypto::KeyRing* keys, const ResetPlan& plan,
                                     metrics::Metrics* metrics = nullptr);
 
 /// A user the pre-flight found (no secret in it).
