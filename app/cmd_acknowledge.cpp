@@ -79,7 +79,8 @@ const Registrar kAcknowledge{CommandSpec{
     "acknowledge",
     "record undecryptable rows as known (by id, with a reason) so that they stop failing runs; "
     "--list, --remove",
-    215, [](CLI::App& sub, Common& common) -> std::function<int()> {
+    215,
+    [](CLI::App& sub, Common& common) -> std::function<int()> {
       auto flags = std::make_shared<AcknowledgeFlags>();
       add_config_flags(sub, common);
       add_db_flags(sub, common);
@@ -95,7 +96,12 @@ const Registrar kAcknowledge{CommandSpec{
       sub.add_flag("--remove", flags->remove,
                    "forget the --ids: they fail runs again while undecryptable");
       return [&common, flags] { return run_acknowledge(common, *flags); };
-    }}};
+    },
+    {},
+    "  keymig acknowledge --config values.yaml --ids 17,42 --reason \"orphans of the 2023 "
+    "import\"\n"
+    "  keymig acknowledge --config values.yaml --list           what is acknowledged, by whom\n"
+    "  keymig acknowledge --config values.yaml --remove --ids 17  fail runs on row 17 again"}};
 
 }  // namespace
 }  // namespace keymig::app
