@@ -17,6 +17,8 @@ class ProgressMeter {
   ProgressMeter(const Options& options, std::int64_t total, std::int64_t done_before);
   void add(std::int64_t rows);
   void finish();
+  /// The throttle's status for the progress line ("" when batches go); reported at once.
+  void set_status(std::string status);
 
  private:
   void emit();
@@ -25,6 +27,7 @@ class ProgressMeter {
   std::int64_t total_, done_before_, done_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_{};
+  std::string status_;
 };
 
 [[nodiscard]] double seconds_since(std::chrono::steady_clock::time_point start);
