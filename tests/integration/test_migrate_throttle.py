@@ -75,5 +75,101 @@ class FlagFileTest(DbTestCase):
         check_all_rotated(self, self.dsn, self.keys, self.fx, run_id)
 
 
+def replica(command):
+    proc = subprocess.run([PG_SCRIPT, "replica", command], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError("scripts/pg replica %s: %s" % (command, proc.stderr))
+    return proc.stdout.strip()
+
+
+class ReplicaLagTest(DbTestCase):
+    """A real streaming standby of the test cluster whose replay the test pauses."""
+
+    # Four batches a second, one per probe of the standbys (at most every 250 ms).
+    BATCH, RATE, ROWS = 200, 800, 5_000
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.replica_dsn = replica("start")
+        cls.keys = KeySet(rolling=1)
+        cls.fx = UserFixture(cls.keys, {"rolling0": cls.ROWS, "active": 100}, seed=43)
+
+    @classmethod
+    def tearDownClass(cls):
+        replica("destroy")
+        super().tearDownClass()
+
+    def setUp(self):
+        self.dbname = "kmt_throttle_lag"
+        self.dsn = new_db(self.dbname)
+        self.fx.load(self.dsn)
+        config = write_config(self.tmp, self.keys.active, self.keys.rolling,
+                              migration={"throttle": {"maxReplicaLag": "1s"}})
+        self.km = Keymig(self, config, self.dsn, self.fx.secrets)
+        # The standby has the new database before keymig starts.
+        self.assertTrue(wait_until(lambda: scalar(self.dsn, "SELECT count(*) FROM pg_stat_replication"
+                                                  " WHERE replay_lsn >= pg_current_wal_lsn()")
+                                   == "1", 30), "the standby does not catch up")
+
+    def tearDown(self):
+        scalar(self.replica_dsn, "SELECT pg_wal_replay_resume()")
+        drop_db(self.dbname)
+
+    def lag(self, run_id=None):
+        """The worst standby's replay lag as the primary sees it, in seconds (0: caught up),
+        and with a run, its journal rows at the same moment."""
+        lag = ("SELECT coalesce(max(CASE WHEN replay_lsn >= pg_current_wal_lsn() THEN 0 ELSE"
+               " extract(epoch FROM replay_lag) END), 0) FROM pg_stat_replication")
+        if run_id is None:
+            return float(scalar(self.dsn, lag) or 0)
+        out = scalar(self.dsn, "SELECT (%s), (SELECT count(*) FROM keymig.journal WHERE"
+                               " run_id::text = '%s')" % (lag, run_id))
+        lag_text, rows = out.split("|")
+        return float(lag_text or 0), int(rows)
+
+    def test_migrate_waits_while_the_standby_lags_and_resumes_after(self):
+        proc = self.km.start("migrate", "--json", "--batch-size", str(self.BATCH), "--threads",
+                             "1", "--max-rows-per-second", str(self.RATE))
+        run_id = wait_until(lambda: running_run_id(self.dsn), 60)
+        self.assertIsNotNone(run_id)
+        # Before the pause: the lag stays under the limit and the run moves.
+        samples = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            samples.append(self.lag())
+            time.sleep(0.1)
+        self.assertLess(max(samples), 1.0, samples)
+        self.assertGreater(journal_count(self.dsn, run_id), 0)
+
+        scalar(self.replica_dsn, "SELECT pg_wal_replay_pause()")
+        over_at = None  # journal rows when the measured lag first passed the limit
+        paused_until = time.monotonic() + 6
+        trace = []
+        while time.monotonic() < paused_until:
+            lag, rows = self.lag(run_id)
+            trace.append((round(lag, 2), rows))
+            if over_at is None and lag > 1.0:
+                over_at = rows
+            time.sleep(0.1)
+        rows_paused = journal_count(self.dsn, run_id)
+        self.assertIsNotNone(over_at, "the standby's lag never passed 1s: %s" % trace)
+        # keymig reads the lag at most every 250 ms; what it admitted before may commit.
+        self.assertLessEqual(rows_paused - over_at, self.BATCH,
+                             "more than one batch committed once the lag passed the limit: %s"
+                             % trace)
+        self.assertLess(rows_paused, self.ROWS, "the run ended before the standby lagged")
+        self.assertIsNone(proc.poll(), "migrate ended while the standby lagged")
+
+        scalar(self.replica_dsn, "SELECT pg_wal_replay_resume()")
+        r = self.km.finish(proc, timeout=120)
+        self.assertEqual(r.returncode, EXIT_OK, r.describe())
+        self.assertEqual(r.json["rotated"], self.ROWS, r.json)
+        self.assertIn("event=throttled reason=replica_lag", r.stderr)
+        self.assertRegex(r.stderr, r"status=\"?waiting: replica lag [0-9.]+s > 1s")
+        self.assertIn("event=throttle_cleared reason=replica_lag", r.stderr)
+        check_all_rotated(self, self.dsn, self.keys, self.fx, run_id)
+
+
 if __name__ == "__main__":
     unittest.main()
