@@ -12,7 +12,7 @@ import time
 import unittest
 
 from keymig_testlib import (EXIT_OK, EXIT_RUNTIME, PG_SCRIPT, DbTestCase, Keymig, KeySet,
-                            UserFixture, check_all_rotated, drop_db, free_port, http_get,
+                            UserFixture, check_all_rotated, current_secrets, drop_db, free_port, http_get,
                             journal_count, new_db, running_run_id, sample, scalar, wait_until,
                             write_config)
 
@@ -73,6 +73,84 @@ class FlagFileTest(DbTestCase):
         self.assertIn("event=throttled reason=flag_file", r.stderr)
         self.assertIn("event=throttle_cleared reason=flag_file", r.stderr)
         check_all_rotated(self, self.dsn, self.keys, self.fx, run_id)
+
+
+class LockTimeoutTest(DbTestCase):
+    """The application holds SELECT ... FOR UPDATE on rows longer than lockTimeout."""
+
+    LOCKED = list(range(1150, 1155))
+    LATER = 1149  # the application's later UPDATE, a row keymig's batch may hold
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.keys = KeySet(rolling=1)
+        cls.fx = UserFixture(cls.keys, {"rolling0": 3_000}, seed=47)
+
+    def setUp(self):
+        self.dbname = "kmt_throttle_locks"
+        self.dsn = new_db(self.dbname)
+        self.fx.load(self.dsn)
+        scalar(self.dsn, "CREATE TABLE app_waits (waited interval)")
+        config = write_config(self.tmp, self.keys.active, self.keys.rolling,
+                              migration={"lockTimeout": "300ms"})
+        self.km = Keymig(self, config, self.dsn, self.fx.secrets)
+
+    def tearDown(self):
+        drop_db(self.dbname)
+
+    def test_rows_the_application_holds_are_left_and_the_application_never_waits_long(self):
+        app = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        before = {r.id: r.token for r in self.fx.rows}
+        try:
+            app.stdin.write("BEGIN;\nSELECT id FROM public.users WHERE id BETWEEN %d AND %d"
+                            " FOR UPDATE;\n" % (self.LOCKED[0], self.LOCKED[-1]))
+            app.stdin.flush()
+            self.assertTrue(wait_until(lambda: scalar(
+                self.dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                " current_database() AND state = 'idle in transaction'") == "1", 10))
+            proc = self.km.start("migrate", "--json", "--batch-size", "200", "--threads", "1")
+            waiting = wait_until(lambda: scalar(
+                self.dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                " 'keymig' AND wait_event_type = 'Lock'") != "0", 30)
+            self.assertTrue(waiting, "keymig never waited for the application's row lock")
+            # The application goes on in its transaction: it updates a row next to the
+            # ones it holds, which keymig's batch may hold while it waits for them.
+            app.stdin.write("CREATE TEMP TABLE t0 AS SELECT clock_timestamp() AS t;\n"
+                            "UPDATE public.users SET username = username WHERE id = %d;\n"
+                            "INSERT INTO app_waits SELECT clock_timestamp() - t FROM t0;\n"
+                            % self.LATER)
+            app.stdin.flush()
+            # Every other row is done while the application still holds its rows.
+            r = self.km.finish(proc, timeout=20)
+            self.assertEqual(r.returncode, EXIT_OK, r.describe())
+            held = self.LOCKED + [self.LATER]
+        finally:
+            app.stdin.write("COMMIT;\n")
+            app.stdin.close()
+            app.wait(30)
+            app_err = app.stderr.read()
+            app.stderr.close()
+        self.assertEqual(app.returncode, 0, app_err)
+        s = r.json
+        self.assertIn(s["conflicts"], (len(self.LOCKED), len(held)), s)
+        self.assertEqual(s["rotated"], 3_000 - s["conflicts"], s)
+        self.assertIn("event=rows_locked", r.stderr)
+        now = current_secrets(self.dsn)
+        for row in self.fx.rows:
+            if row.id in self.LOCKED:
+                self.assertEqual(now[row.id][0], before[row.id], "row %d was locked" % row.id)
+            elif row.id != self.LATER:
+                self.assert_rotated(self.keys, row, now[row.id][0], "(not locked)")
+        waited = float(scalar(self.dsn, "SELECT extract(epoch FROM max(waited)) FROM app_waits"))
+        self.assertLess(waited, 0.3 + 0.25,
+                        "keymig kept the application waiting %.3fs (lockTimeout 300ms)" % waited)
+        # The rows it left move in the next run, now that the application let go.
+        again = self.km.run("migrate", "--json", expect=EXIT_OK).json
+        self.assertEqual(again["rotated"], s["conflicts"], again)
+        self.km.run("verify", "--json", expect=EXIT_OK)
 
 
 def replica(command):
