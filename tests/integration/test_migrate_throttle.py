@@ -153,6 +153,62 @@ class LockTimeoutTest(DbTestCase):
         self.km.run("verify", "--json", expect=EXIT_OK)
 
 
+class CriticalLoadTest(DbTestCase):
+    """More active sessions than criticalActiveSessions stop the run; it resumes."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.keys = KeySet(rolling=1)
+        cls.fx = UserFixture(cls.keys, {"rolling0": 6_000}, seed=53)
+
+    def setUp(self):
+        self.dbname = "kmt_throttle_critical"
+        self.dsn = new_db(self.dbname)
+        self.fx.load(self.dsn)
+        config = write_config(self.tmp, self.keys.active, self.keys.rolling,
+                              migration={"throttle": {"criticalActiveSessions": 3}})
+        self.km = Keymig(self, config, self.dsn, self.fx.secrets)
+        self.sleepers = []
+
+    def tearDown(self):
+        for p in self.sleepers:
+            if p.poll() is None:
+                p.kill()
+            p.wait(30)
+        drop_db(self.dbname)
+
+    def test_critical_load_stops_the_run_cleanly_and_it_resumes(self):
+        proc = self.km.start("migrate", "--json", "--batch-size", "200", "--threads", "2",
+                             "--max-rows-per-second", "2000")
+        run_id = wait_until(lambda: running_run_id(self.dsn), 60)
+        self.assertIsNotNone(run_id)
+        self.assertTrue(wait_until(lambda: journal_count(self.dsn, run_id) >= 400, 60))
+        # The application's sign-ins pile up: four sessions busy at once.
+        for _ in range(4):
+            self.sleepers.append(subprocess.Popen(
+                ["psql", "-X", "-q", "-d", self.dsn, "-c", "SELECT pg_sleep(60)"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        r = self.km.finish(proc, timeout=30)
+        self.assertEqual(r.returncode, EXIT_RUNTIME, r.describe())
+        s = r.json
+        self.assertTrue(s["stopped"], s)
+        self.assertEqual(s["state"], "running", s)
+        self.assertRegex(s["stopped_by"], r"^critical load: [0-9]+ active sessions > 3$")
+        self.assertIn("event=critical_load", r.stderr)
+        self.assertLess(s["rotated"], 6_000, s)
+        # The load goes away (a killed psql leaves its backend asleep: end those too).
+        scalar(self.dsn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                         " WHERE query = 'SELECT pg_sleep(60)' AND pid <> pg_backend_pid()")
+        for p in self.sleepers:
+            p.wait(30)
+        again = self.km.run("migrate", "--json", expect=EXIT_OK).json
+        self.assertTrue(again["resumed"], again)
+        self.assertEqual(again["run_id"], run_id, again)
+        self.assertEqual(again["run_totals"]["rotated"], 6_000, again)
+        check_all_rotated(self, self.dsn, self.keys, self.fx, run_id)
+
+
 def replica(command):
     proc = subprocess.run([PG_SCRIPT, "replica", command], capture_output=True, text=True)
     if proc.returncode != 0:
