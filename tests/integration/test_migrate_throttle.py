@@ -7,7 +7,6 @@ active sessions than criticalActiveSessions stop the run cleanly and it resumes.
 
 import os
 import subprocess
-import threading
 import time
 import unittest
 
@@ -22,27 +21,43 @@ def run_counts(dsn, run_id):
                        " WHERE run_id = '%s'" % run_id)
 
 
-class FlagFileTest(DbTestCase):
+class ThrottleCase(DbTestCase):
+    """One database per test with COUNTS rows; keymig configured with MIGRATION."""
+
+    DB, COUNTS, SEED, MIGRATION = None, None, None, {}
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.keys = KeySet(rolling=1)
-        cls.fx = UserFixture(cls.keys, {"rolling0": 6_000, "active": 100}, seed=41)
+        cls.fx = UserFixture(cls.keys, cls.COUNTS, seed=cls.SEED)
 
     def setUp(self):
-        self.dbname = "kmt_throttle_flag"
-        self.dsn = new_db(self.dbname)
+        self.dsn = new_db(self.DB)
         self.fx.load(self.dsn)
-        self.flag = os.path.join(self.tmp, "pause")
         config = write_config(self.tmp, self.keys.active, self.keys.rolling,
-                              migration={"throttle": {"flagFile": self.flag}})
+                              migration=self.migration())
         self.km = Keymig(self, config, self.dsn, self.fx.secrets)
+
+    def migration(self):
+        return self.MIGRATION
+
+    def tearDown(self):
+        drop_db(self.DB)
+
+
+class FlagFileTest(ThrottleCase):
+
+    DB, COUNTS, SEED = "kmt_throttle_flag", {"rolling0": 6_000, "active": 100}, 41
+
+    def migration(self):
+        self.flag = os.path.join(self.tmp, "pause")
+        return {"throttle": {"flagFile": self.flag}}
 
     def tearDown(self):
         if os.path.exists(self.flag):
             os.unlink(self.flag)
-        drop_db(self.dbname)
+        super().tearDown()
 
     def test_the_flag_file_pauses_the_run_and_its_removal_resumes_it(self):
         port = free_port()
@@ -75,29 +90,17 @@ class FlagFileTest(DbTestCase):
         check_all_rotated(self, self.dsn, self.keys, self.fx, run_id)
 
 
-class LockTimeoutTest(DbTestCase):
+class LockTimeoutTest(ThrottleCase):
     """The application holds SELECT ... FOR UPDATE on rows longer than lockTimeout."""
 
+    DB, COUNTS, SEED = "kmt_throttle_locks", {"rolling0": 3_000}, 47
+    MIGRATION = {"lockTimeout": "300ms"}
     LOCKED = list(range(1150, 1155))
     LATER = 1149  # the application's later UPDATE, a row keymig's batch may hold
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.keys = KeySet(rolling=1)
-        cls.fx = UserFixture(cls.keys, {"rolling0": 3_000}, seed=47)
-
     def setUp(self):
-        self.dbname = "kmt_throttle_locks"
-        self.dsn = new_db(self.dbname)
-        self.fx.load(self.dsn)
+        super().setUp()
         scalar(self.dsn, "CREATE TABLE app_waits (waited interval)")
-        config = write_config(self.tmp, self.keys.active, self.keys.rolling,
-                              migration={"lockTimeout": "300ms"})
-        self.km = Keymig(self, config, self.dsn, self.fx.secrets)
-
-    def tearDown(self):
-        drop_db(self.dbname)
 
     def test_rows_the_application_holds_are_left_and_the_application_never_waits_long(self):
         app = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn],
@@ -153,22 +156,14 @@ class LockTimeoutTest(DbTestCase):
         self.km.run("verify", "--json", expect=EXIT_OK)
 
 
-class CriticalLoadTest(DbTestCase):
+class CriticalLoadTest(ThrottleCase):
     """More active sessions than criticalActiveSessions stop the run; it resumes."""
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.keys = KeySet(rolling=1)
-        cls.fx = UserFixture(cls.keys, {"rolling0": 6_000}, seed=53)
+    DB, COUNTS, SEED = "kmt_throttle_critical", {"rolling0": 6_000}, 53
+    MIGRATION = {"throttle": {"criticalActiveSessions": 3}}
 
     def setUp(self):
-        self.dbname = "kmt_throttle_critical"
-        self.dsn = new_db(self.dbname)
-        self.fx.load(self.dsn)
-        config = write_config(self.tmp, self.keys.active, self.keys.rolling,
-                              migration={"throttle": {"criticalActiveSessions": 3}})
-        self.km = Keymig(self, config, self.dsn, self.fx.secrets)
+        super().setUp()
         self.sleepers = []
 
     def tearDown(self):
@@ -176,7 +171,7 @@ class CriticalLoadTest(DbTestCase):
             if p.poll() is None:
                 p.kill()
             p.wait(30)
-        drop_db(self.dbname)
+        super().tearDown()
 
     def test_critical_load_stops_the_run_cleanly_and_it_resumes(self):
         proc = self.km.start("migrate", "--json", "--batch-size", "200", "--threads", "2",
@@ -216,18 +211,18 @@ def replica(command):
     return proc.stdout.strip()
 
 
-class ReplicaLagTest(DbTestCase):
+class ReplicaLagTest(ThrottleCase):
     """A real streaming standby of the test cluster whose replay the test pauses."""
 
     # Four batches a second, one per probe of the standbys (at most every 250 ms).
     BATCH, RATE, ROWS = 200, 800, 5_000
+    DB, COUNTS, SEED = "kmt_throttle_lag", {"rolling0": ROWS, "active": 100}, 43
+    MIGRATION = {"throttle": {"maxReplicaLag": "1s"}}
 
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
         cls.replica_dsn = replica("start")
-        cls.keys = KeySet(rolling=1)
-        cls.fx = UserFixture(cls.keys, {"rolling0": cls.ROWS, "active": 100}, seed=43)
+        super().setUpClass()
 
     @classmethod
     def tearDownClass(cls):
@@ -235,12 +230,7 @@ class ReplicaLagTest(DbTestCase):
         super().tearDownClass()
 
     def setUp(self):
-        self.dbname = "kmt_throttle_lag"
-        self.dsn = new_db(self.dbname)
-        self.fx.load(self.dsn)
-        config = write_config(self.tmp, self.keys.active, self.keys.rolling,
-                              migration={"throttle": {"maxReplicaLag": "1s"}})
-        self.km = Keymig(self, config, self.dsn, self.fx.secrets)
+        super().setUp()
         # The standby has the new database before keymig starts.
         self.assertTrue(wait_until(lambda: scalar(self.dsn, "SELECT count(*) FROM pg_stat_replication"
                                                   " WHERE replay_lsn >= pg_current_wal_lsn()")
@@ -248,7 +238,7 @@ class ReplicaLagTest(DbTestCase):
 
     def tearDown(self):
         scalar(self.replica_dsn, "SELECT pg_wal_replay_resume()")
-        drop_db(self.dbname)
+        super().tearDown()
 
     def lag(self, run_id=None):
         """The worst standby's replay lag as the primary sees it, in seconds (0: caught up),
