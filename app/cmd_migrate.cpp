@@ -119,9 +119,11 @@ void attach_progress(engine::Options& o, int interval_seconds) {
   o.progress = [](const engine::Progress& p) {
     char eta[32] = "?";
     if (p.eta_seconds >= 0) std::snprintf(eta, sizeof eta, "%.0fs", p.eta_seconds);
-    std::fprintf(stderr, "\r%lld/%lld rows  %.0f rows/s  ETA %s   %s",
+    // \033[K clears what a longer status line left behind.
+    std::fprintf(stderr, "\r%lld/%lld rows  %.0f rows/s  ETA %s%s%s\033[K%s",
                  static_cast<long long>(p.rows_done), static_cast<long long>(p.rows_total),
-                 p.rows_per_second, eta, p.last ? "\n" : "");
+                 p.rows_per_second, eta, p.status.empty() ? "" : "  ", p.status.c_str(),
+                 p.last ? "\n" : "");
     std::fflush(stderr);
   };
 }
@@ -309,7 +311,10 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
       text << "dry run on " << r.target << " (nothing written)";
     } else {
       text << "run " << r.run_id << (r.resumed ? " (resumed)" : "") << " on " << r.target << ": "
-           << r.state << (r.stopped ? " (stopped; run `keymig migrate` again to resume)" : "");
+           << r.state
+           << (r.stopped ? " (stopped" + (r.stopped_by.empty() ? "" : " by " + r.stopped_by) +
+                               "; run `keymig migrate` again to resume)"
+                         : std::string());
     }
     text << "\n  rows " << r.rows_scanned << ", " << (r.dry_run ? "would rotate " : "rotated ")
          << r.rotated << ", already active " << r.already_active << " (flag "

@@ -40,7 +40,7 @@ using Leaves = std::map<std::string, Leaf>;
 const std::set<std::string>& migration_maps() {
   static const std::set<std::string> maps = {
       "keyMigration",         "keyMigration.database", "keyMigration.target",
-      "keyMigration.metrics", "keyMigration.schedule",
+      "keyMigration.metrics", "keyMigration.schedule", "keyMigration.throttle",
   };
   return maps;
 }
@@ -61,6 +61,10 @@ const std::set<std::string>& migration_leaves() {
       "keyMigration.journalRetention",
       "keyMigration.lockTimeout",
       "keyMigration.statementTimeout",
+      "keyMigration.throttle.maxReplicaLag",
+      "keyMigration.throttle.flagFile",
+      "keyMigration.throttle.maxActiveSessions",
+      "keyMigration.throttle.criticalActiveSessions",
       "keyMigration.metrics.listen",
       "keyMigration.metrics.pushGateway",
       "keyMigration.metrics.textfile",
@@ -620,14 +624,21 @@ void read_migration(const Reader& reader, const SettingChecks& checks, Migration
       m.journal_retention = keep;
     }
   }
-  for (auto [path, out] : {std::pair{"keyMigration.lockTimeout", &m.lock_timeout},
-                           std::pair{"keyMigration.statementTimeout", &m.statement_timeout}}) {
+  for (auto [path, out] :
+       {std::pair{"keyMigration.lockTimeout", &m.lock_timeout},
+        std::pair{"keyMigration.statementTimeout", &m.statement_timeout},
+        std::pair{"keyMigration.throttle.maxReplicaLag", &m.throttle.max_replica_lag}}) {
     if (const Leaf* leaf = reader.find(path)) {
       const Origin origin = origin_of(path, *leaf);
       if (!leaf->node.IsScalar()) fail(origin, "expected a duration like 2s, 500ms or 1m");
       *out = parse_duration_ms(leaf->node.Scalar(), origin);
     }
   }
+  reader.read_string("keyMigration.throttle.flagFile", m.throttle.flag_file);
+  reader.read_int("keyMigration.throttle.maxActiveSessions", m.throttle.max_active_sessions, 0,
+                  100'000);
+  reader.read_int("keyMigration.throttle.criticalActiveSessions",
+                  m.throttle.critical_active_sessions, 0, 100'000);
   reader.read_string("keyMigration.metrics.listen", m.metrics.listen);
   if (const Leaf* leaf = reader.find("keyMigration.metrics.listen")) {
     const std::string problem =

@@ -3,6 +3,7 @@
 #include <array>
 #include <cctype>
 #include <cstdint>
+#include <unordered_set>
 #include <utility>
 
 #include "binary_array.hpp"
@@ -418,6 +419,10 @@ void write_halves(pqxx::dbtransaction& tx, const std::string& statement, const B
 
 }  // namespace
 
+bool is_lock_wait(std::string_view s) noexcept {
+  return s == "55P03" || s == "40P01";
+}
+
 bool is_row_error(std::string_view s) noexcept {
   if (s.size() != 5) return false;
   const std::string_view cls = s.substr(0, 2);
@@ -430,9 +435,11 @@ namespace {
 // chunk's checkpoint (and so holds its row against any other worker), then writes the
 // changes in halves under savepoints, then adds the counts to the run. The checkpoint
 // moves once, with everything written; a repeat after a lost reply finds it moved and is
-// recognised as before.
+// recognised as before. With `skip_locked` (the batch waited lock_timeout for a row the
+// application holds), the rows it can lock at once are locked first and the others left
+// out, as missed: the application is never kept waiting again by this batch.
 BatchResult write_split(Connection& conn, const Table& t, const std::vector<Change>& changes,
-                        const BatchContext& ctx) {
+                        const BatchContext& ctx, bool skip_locked) {
   const bool chunked = ctx.chunk.has_value();
   return guarded(conn, "writing a batch split around refused rows", [&](pqxx::connection& c) {
     const std::string statement = prepared(conn.impl(), batch_statement(t, ctx.journal, false));
@@ -453,7 +460,27 @@ BatchResult write_split(Connection& conn, const Table& t, const std::vector<Chan
         moved = chk.empty();
       }
       if (!moved) {
-        write_halves(tx, statement, ctx, Changes(changes), out);
+        std::vector<Change> lockable;
+        if (skip_locked) {
+          std::vector<std::string> ids;
+          ids.reserve(changes.size());
+          for (const auto& ch : changes) ids.push_back(ch.id);
+          const auto got = tx.exec_params(
+              "SELECT " + t.q_id + "::text FROM " + t.q_table + " WHERE " + t.q_id +
+                  " = ANY($1::text[]::" + t.id_type + "[]) FOR NO KEY UPDATE SKIP LOCKED",
+              text_array(ids));
+          std::unordered_set<std::string> free;
+          for (const auto& row : got) free.insert(row[0].as<std::string>());
+          for (const auto& ch : changes) {
+            if (free.count(ch.id)) {
+              lockable.push_back({ch.id, ch.old_token.clone(), ch.new_token.clone(), ch.old_flag});
+            } else {
+              out.missed.push_back(ch.id);
+              ++out.locked;
+            }
+          }
+        }
+        write_halves(tx, statement, ctx, skip_locked ? Changes(lockable) : Changes(changes), out);
         if (chunked) {
           const auto n = [](std::size_t v) { return static_cast<std::int64_t>(v); };
           const std::int64_t applied = out.rotated + out.flag_fixed + n(out.rewritten.size());
@@ -521,9 +548,12 @@ BatchResult write_batch(Connection& conn, const Table& t, const std::vector<Chan
       return recover_repeated(tx, t, ctx, ids, old_tokens, new_tokens);
     });
   } catch (const DbError& e) {
-    // Nothing was written (one statement): find the refused rows, write the others.
-    if (changes.empty() || !is_row_error(e.sqlstate())) throw;
-    return write_split(conn, t, changes, ctx);
+    // Nothing was written (one statement): find the refused rows, or the rows the
+    // application holds locked, and write the others.
+    if (changes.empty()) throw;
+    if (is_lock_wait(e.sqlstate())) return write_split(conn, t, changes, ctx, true);
+    if (!is_row_error(e.sqlstate())) throw;
+    return write_split(conn, t, changes, ctx, false);
   }
 }
 

@@ -72,6 +72,12 @@ void write_and_count(db::Connection& conn, const db::Table& table, const Options
     throw;
   }
   const auto conflicts = static_cast<std::int64_t>(res.missed.size());
+  if (res.locked > 0)
+    KEYMIG_LOG(warn, "engine", "rows_locked", {"run_id", run_id}, {"rows", res.locked},
+               {"lock_timeout_ms", options.connect.lock_timeout.count()},
+               {"note",
+                "the application held these rows locked longer than lockTimeout: skipped, "
+                "for the end-of-run sweep (else counted as conflicts, for the next run)"});
   for (const auto& id : res.missed) out.note_conflict(id);
   out.rotated += res.rotated;
   out.flag_fixed += res.flag_fixed;

@@ -16,7 +16,7 @@ namespace keymig::engine::detail {
 std::int64_t sweep_conflicts(db::Connection& conn, const db::Table& table,
                              const crypto::KeyRing& keys, const Options& opts,
                              const std::string& run_id, Outcome& out,
-                             const AcknowledgedIds* acknowledged) {
+                             const AcknowledgedIds* acknowledged, Throttle& throttle) {
   std::vector<std::string> ids;
   ids.swap(out.conflict_ids);
   const std::int64_t first_conflicts = out.conflicts;
@@ -33,6 +33,7 @@ std::int64_t sweep_conflicts(db::Connection& conn, const db::Table& table,
     count_crypto(opts, b.tally);
     sweep.tally.add(b.tally);
     sweep.take_undecryptable(b.undecryptable);
+    throttle.admit([&] { return opts.stop && opts.stop->load(); });
     write_and_count(conn, table, opts, run_id, b, false, sweep);
   }
   const std::int64_t resolved = static_cast<std::int64_t>(ids.size()) - sweep.conflicts;

@@ -67,21 +67,20 @@ db::Connection LaneSessions::take_reader(int lane) {
 Outcome run_lanes(LaneSessions& sessions, db::Connection& reader, const db::Table& table,
                   const crypto::KeyRing& keys, const Options& opts,
                   const std::optional<db::Run>& run, ProgressMeter& meter,
-                  const AcknowledgedIds* acknowledged) {
+                  const AcknowledgedIds* acknowledged, const std::shared_ptr<Throttle>& throttle) {
   db::Connection& writer = sessions.writer();
   const bool has_flag = table.has_flag();
   const int lanes = (opts.dry_run || !run || !opts.selection.empty()) ? 1 : sessions.max_lanes();
   const int cores = sessions.cores();
   std::atomic<bool> abort{false};
-  // --max-rows-per-second is the process's rate, whatever the number of lanes.
-  const auto pacer = std::make_shared<Pacer>();
   const std::string workers = worker_prefix();
 
   // One lane: its session (or its reading and writing sessions, with more than one thread).
   auto run_lane = [&](int lane, db::Connection& rconn, db::Connection& wconn, Outcome& lane_out) {
     PageSource source(rconn, table, opts);
     source.set_abort(&abort);
-    source.share_pacer(pacer);
+    source.share_throttle(throttle);
+    const auto stopping = [&] { return (opts.stop && opts.stop->load()) || abort.load(); };
     if (run) source.use_run(run->run_id, workers + std::to_string(lane));
     run_pipeline(
         std::max(1, cores / lanes), [&] { return source.next(); },
@@ -95,6 +94,9 @@ Outcome run_lanes(LaneSessions& sessions, db::Connection& reader, const db::Tabl
             lane_out.flag_fixed += b->tally.flag_wrong;
             lane_out.already_active += b->tally.active;
           } else {
+            // Here rather than at the source: the pages already in flight wait too, so no
+            // batch commits while the throttle holds.
+            throttle->admit(stopping);
             write_and_count(wconn, table, opts, run->run_id, *b, true, lane_out);
           }
           meter.add(b->tally.rows);

@@ -16,6 +16,7 @@
 #include "keymig/db/target.hpp"
 #include "keymig/engine/engine.hpp"
 #include "progress.hpp"
+#include "throttle.hpp"
 
 namespace keymig::engine::detail {
 
@@ -55,10 +56,13 @@ class LaneSessions {
 /// ends or stops, and returns their joined outcome. Lane 0 reads on `reader`, or on the
 /// writer when lanes share their session. A lane that fails makes the others drain
 /// (their batches in flight commit); its exception is rethrown here. Undecryptable rows
-/// whose ids are `acknowledged` (may be null) are counted and marked so.
+/// whose ids are `acknowledged` (may be null) are counted and marked so. The lanes
+/// share `throttle`: its rate paces their reads, it admits each batch before it is
+/// written, and its critical load ends their sources as the stop flag does.
 [[nodiscard]] Outcome run_lanes(LaneSessions& sessions, db::Connection& reader,
                                 const db::Table& table, const crypto::KeyRing& keys,
                                 const Options& options, const std::optional<db::Run>& run,
-                                ProgressMeter& meter, const AcknowledgedIds* acknowledged);
+                                ProgressMeter& meter, const AcknowledgedIds* acknowledged,
+                                const std::shared_ptr<Throttle>& throttle);
 
 }  // namespace keymig::engine::detail

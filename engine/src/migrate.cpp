@@ -123,19 +123,33 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
   if (plan.run) report.run_id = plan.run->run_id;
 
   ProgressMeter meter(opts, plan.total, plan.run ? plan.run->counts.rows_scanned : 0);
+  const auto throttle = std::make_shared<Throttle>(opts);
+  throttle->on_status([&meter](const std::string& status) { meter.set_status(status); });
   Outcome out;
   try {
-    out = run_lanes(sessions, reader, table, keys, opts, plan.run, meter, &acknowledged);
-    if (!out.conflict_ids.empty() && !opts.dry_run)
+    out = run_lanes(sessions, reader, table, keys, opts, plan.run, meter, &acknowledged, throttle);
+    // A run stopped for critical load leaves its conflicts to the run that resumes it.
+    if (!out.conflict_ids.empty() && !opts.dry_run && !throttle->critical())
       report.conflicts_resolved = sweep_conflicts(sessions.writer(), table, keys, opts,
-                                                  plan.run->run_id, out, &acknowledged);
+                                                  plan.run->run_id, out, &acknowledged, *throttle);
   } catch (const std::exception& e) {
+    throttle->finish();
     fail_run(opts, plan.run, e);
     throw;
   }
+  throttle->finish();
   meter.finish();
 
   fill_report(report, out, keys);
+  if (throttle->critical()) {
+    report.stopped = true;
+    report.stopped_by = "critical load: " + throttle->critical_reason();
+    KEYMIG_LOG(warn, "engine", "run_stopped", {"run_id", report.run_id},
+               {"reason", report.stopped_by},
+               {"note", "the run is resumable: run keymig migrate again once the load is down"});
+  } else if (report.stopped) {
+    report.stopped_by = "signal";
+  }
   if (plan.run)
     finish_run(reader, *plan.run, opts, report);
   else

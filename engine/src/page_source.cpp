@@ -18,25 +18,10 @@ void PageSource::use_run(std::string run_id, std::string worker) {
   run_mode_ = true;
 }
 
-std::chrono::steady_clock::time_point Pacer::reserve(std::int64_t rows, double rows_per_second) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto due =
-      start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                   std::chrono::duration<double>(static_cast<double>(reserved_) / rows_per_second));
-  reserved_ += rows;
-  return due;
-}
-
 void PageSource::throttle(std::int64_t rows) {
-  if (options_.max_rows_per_second <= 0) return;
   // Pace page reads so that rows leave the sources no faster than the rate; the writers
   // follow the sources, so this bounds the write rate too.
-  const auto due = pacer_->reserve(rows, static_cast<double>(options_.max_rows_per_second));
-  while (std::chrono::steady_clock::now() < due) {
-    if (stop_requested()) return;
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-        due - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
-  }
+  throttle_->pace(rows, [this] { return stop_requested(); });
 }
 
 std::unique_ptr<Batch> PageSource::next() {

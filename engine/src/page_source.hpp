@@ -21,22 +21,9 @@
 #include "keymig/db/target.hpp"
 #include "keymig/db/users.hpp"
 #include "keymig/engine/engine.hpp"
+#include "throttle.hpp"
 
 namespace keymig::engine::detail {
-
-/// Paces reads to options.max_rows_per_second across every lane that shares it: the
-/// limit is the process's, not each lane's. Thread-safe.
-class Pacer {
- public:
-  /// The time at which `rows` more rows may be read (now or later); counts them.
-  [[nodiscard]] std::chrono::steady_clock::time_point reserve(std::int64_t rows,
-                                                              double rows_per_second);
-
- private:
-  std::mutex mutex_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-  std::int64_t reserved_ = 0;
-};
 
 /// Serial source of keyset pages. Not thread-safe: the pipeline's serial stage calls it.
 class PageSource {
@@ -51,13 +38,15 @@ class PageSource {
   [[nodiscard]] bool stopped() const noexcept { return stopped_; }
   /// A second stop signal, internal to the engine (a sibling lane failed).
   void set_abort(const std::atomic<bool>* abort) noexcept { abort_ = abort; }
-  /// Lanes of one process share one pacer (by default each source has its own).
-  void share_pacer(std::shared_ptr<Pacer> pacer) { pacer_ = std::move(pacer); }
+  /// Lanes of one process share one throttle (by default each source has its own): the
+  /// rate is the process's, and critical load ends every lane's source.
+  void share_throttle(std::shared_ptr<Throttle> throttle) { throttle_ = std::move(throttle); }
 
  private:
   void throttle(std::int64_t rows);
   [[nodiscard]] bool stop_requested() const noexcept {
-    return (options_.stop && options_.stop->load()) || (abort_ && abort_->load());
+    return (options_.stop && options_.stop->load()) || (abort_ && abort_->load()) ||
+           throttle_->critical();
   }
   const std::atomic<bool>* abort_ = nullptr;
   db::Connection& conn_;
@@ -73,7 +62,7 @@ class PageSource {
   std::optional<db::Chunk> chunk_;
   std::optional<std::string> cursor_;         // last id read
   std::optional<std::string> db_checkpoint_;  // the chunk's checkpoint as committed
-  std::shared_ptr<Pacer> pacer_ = std::make_shared<Pacer>();
+  std::shared_ptr<Throttle> throttle_ = std::make_shared<Throttle>(options_);
 };
 
 }  // namespace keymig::engine::detail

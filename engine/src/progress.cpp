@@ -47,6 +47,12 @@ void ProgressMeter::finish() {
   emit(true);
 }
 
+void ProgressMeter::set_status(std::string status) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  status_ = std::move(status);
+  emit(false);
+}
+
 Progress ProgressMeter::snapshot() const {
   Progress p;
   p.rows_done = done_before_ + done_;
@@ -66,6 +72,7 @@ void ProgressMeter::emit(bool last) {
     options_.metrics->set_progress(static_cast<double>(p.rows_done) / p.rows_total,
                                    static_cast<double>(p.rows_total - p.rows_done));
   }
+  p.status = status_;
   if (options_.progress) options_.progress(p);
 }
 

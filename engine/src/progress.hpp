@@ -22,6 +22,8 @@ class ProgressMeter {
   ProgressMeter& operator=(const ProgressMeter&) = delete;
   void add(std::int64_t rows);
   void finish();
+  /// The throttle's status for the progress line ("" when batches go); reported at once.
+  void set_status(std::string status);
 
  private:
   [[nodiscard]] Progress snapshot() const;
@@ -33,6 +35,7 @@ class ProgressMeter {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_{};
   std::chrono::steady_clock::time_point last_log_ = start_;
+  std::string status_;
 };
 
 [[nodiscard]] double seconds_since(std::chrono::steady_clock::time_point start);

@@ -43,6 +43,7 @@ Options options_from_config(const config::Config& config) {
   o.batch_size = m.batch_size;
   o.threads = m.threads;
   o.max_rows_per_second = m.max_rows_per_second;
+  o.throttle = m.throttle;
   o.journal = m.journal;
   o.journal_retention = m.journal_retention;
   return o;

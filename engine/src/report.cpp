@@ -120,6 +120,7 @@ std::string MigrateReport::to_json() const {
       {"resumed", resumed},
       {"state", state},
       {"stopped", stopped},
+      {"stopped_by", stopped_by.empty() ? nlohmann::json(nullptr) : nlohmann::json(stopped_by)},
       {"rows_scanned", rows_scanned},
       {"rotated", rotated},
       {"already_active", already_active},

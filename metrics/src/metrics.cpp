@@ -47,6 +47,9 @@ constexpr std::array<std::string_view, 2> kStatuses = {"ok", "failed"};
 constexpr std::array<std::string_view, 4> kOps = {"classify", "decrypt", "encrypt", "verify"};
 constexpr std::array<std::string_view, 6> kCommands = {"migrate",  "verify",   "scan",
                                                        "rollback", "finalize", "reset_mfa"};
+// Why migrate waits before a batch (engine/src/throttle.cpp).
+constexpr std::array<std::string_view, 3> kThrottleReasons = {"flag_file", "replica_lag",
+                                                              "active_sessions"};
 constexpr std::string_view kOther = "other";
 constexpr std::size_t kMaxWarnings = 64;
 
@@ -198,6 +201,16 @@ struct Metrics::Impl {
                                .Help("1 while a run is going on.")
                                .Register(*registry)
                                .Add({});
+  Family<Gauge>& throttled =
+      prometheus::BuildGauge()
+          .Name("keymig_throttled")
+          .Help("1 while migrate waits before its next batch for this reason, else 0.")
+          .Register(*registry);
+  Family<Counter>& throttled_seconds =
+      prometheus::BuildCounter()
+          .Name("keymig_throttled_seconds_total")
+          .Help("Seconds migrate waited before batches, by reason.")
+          .Register(*registry);
 
   std::mutex mutex;                // guards the sets below
   std::set<std::string> targets;   // targets whose series exist
@@ -214,6 +227,10 @@ struct Metrics::Impl {
         .Add({{"version", KEYMIG_VERSION}})
         .Set(1);
     for (auto op : kOps) crypto_ops.Add({{"op", std::string(op)}});
+    for (auto reason : kThrottleReasons) {
+      throttled.Add({{"reason", std::string(reason)}});
+      throttled_seconds.Add({{"reason", std::string(reason)}});
+    }
   }
 
   // Creates every outcome and status of a new target at 0, so that the first increment is
@@ -335,6 +352,19 @@ void Metrics::set_run_in_progress(bool running) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->runs_in_progress = std::max(0, impl_->runs_in_progress + (running ? 1 : -1));
   impl_->run_in_progress.Set(impl_->runs_in_progress > 0 ? 1 : 0);
+}
+
+void Metrics::set_throttled(std::string_view reason, bool on) {
+  impl_->throttled
+      .Add({{"reason", impl_->bounded("reason", reason, contains(kThrottleReasons, reason))}})
+      .Set(on ? 1 : 0);
+}
+
+void Metrics::add_throttled_seconds(std::string_view reason, double seconds) {
+  if (seconds <= 0) return;
+  impl_->throttled_seconds
+      .Add({{"reason", impl_->bounded("reason", reason, contains(kThrottleReasons, reason))}})
+      .Increment(seconds);
 }
 
 void Metrics::set_target(std::string_view target) {

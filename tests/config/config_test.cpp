@@ -166,6 +166,32 @@ keyMigration:
   CHECK(m.schedule.at_minute_of_day == 150);
 }
 
+TEST_CASE("the throttle section is read, and off unless set", "[config][throttle]") {
+  TempDir dir;
+  const auto none = cfg::load({dir.write("none.yaml", "")}, kNoEnv).migration.throttle;
+  CHECK(none.max_replica_lag.count() == 0);
+  CHECK(none.flag_file.empty());
+  CHECK(none.max_active_sessions == 0);
+  CHECK(none.critical_active_sessions == 0);
+  const auto file = dir.write("values.yaml", R"(keyMigration:
+  throttle:
+    maxReplicaLag: 1500ms
+    flagFile: /run/keymig/pause
+    maxActiveSessions: 40
+    criticalActiveSessions: 200
+)");
+  const auto t = cfg::load({file}, kNoEnv).migration.throttle;
+  CHECK(t.max_replica_lag == std::chrono::milliseconds(1500));
+  CHECK(t.flag_file == "/run/keymig/pause");
+  CHECK(t.max_active_sessions == 40);
+  CHECK(t.critical_active_sessions == 200);
+  const auto bad = dir.write("bad.yaml", "keyMigration:\n  throttle:\n    maxReplicaLag: soon\n");
+  CHECK(load_error({bad}).find(
+            bad + ":3 keyMigration.throttle.maxReplicaLag: 'soon' is not a duration") == 0);
+  const auto unknown = dir.write("unknown.yaml", "keyMigration:\n  throttle:\n    maxLag: 2s\n");
+  CHECK(load_error({unknown}).find("keyMigration.throttle.maxLag") != std::string::npos);
+}
+
 TEST_CASE("later config files win, maps merge deeply and null deletes", "[config]") {
   TempDir dir;
   const auto base = dir.write("values.yaml", R"(

@@ -50,6 +50,8 @@ TEST_CASE("every family of the design is exported with its type", "[metrics]") {
       {"keymig_last_run_success", "gauge"},
       {"keymig_run_in_progress", "gauge"},
       {"keymig_build_info", "gauge"},
+      {"keymig_throttled", "gauge"},
+      {"keymig_throttled_seconds_total", "counter"},
   };
   for (const auto& [name, type] : expected) {
     INFO(name);
@@ -62,6 +64,10 @@ TEST_CASE("every family of the design is exported with its type", "[metrics]") {
     CHECK(sample(text, R"(keymig_rows_by_key{key="rolling_0",target="users"})") == 10.0);
     CHECK(sample(text, R"(keymig_rows_by_key{key="active",target="users"})") == 5.0);
     CHECK(sample(text, R"(keymig_batches_total{status="ok",target="users"})") == 1.0);
+    CHECK(sample(text, R"(keymig_throttled{reason="replica_lag"})") == 1.0);
+    CHECK(sample(text, R"(keymig_throttled{reason="flag_file"})") == 0.0);
+    CHECK(sample(text, R"(keymig_throttled_seconds_total{reason="replica_lag"})") == 1.5);
+    CHECK(sample(text, R"(keymig_throttled_seconds_total{reason="active_sessions"})") == 0.0);
     CHECK(sample(text, "keymig_batch_duration_seconds_count") == 1.0);
     CHECK(sample(text, R"(keymig_batch_duration_seconds_bucket{le="0.025"})") == 1.0);
     CHECK(sample(text, R"(keymig_batch_duration_seconds_bucket{le="0.01"})") == 0.0);

@@ -63,6 +63,8 @@ inline void touch_every_family(metrics::Metrics& m, const std::string& target = 
   m.set_last_success("migrate", 1700000000);
   m.set_last_failure("verify");
   m.set_run_in_progress(true);
+  m.set_throttled("replica_lag", true);
+  m.add_throttled_seconds("replica_lag", 1.5);
 }
 
 }  // namespace keymig::test

@@ -59,6 +59,14 @@ struct MetricsSettings {
   std::string textfile;      // path; empty: none
 };
 
+/// keyMigration.throttle: what makes migrate wait before a batch (docs/DESIGN.md section 2).
+struct ThrottleSettings {
+  std::chrono::milliseconds max_replica_lag{0};  // 0: standbys not watched
+  std::string flag_file;                         // empty: none; while it exists, wait
+  int max_active_sessions = 0;                   // other active backends; 0: not watched
+  int critical_active_sessions = 0;              // stop the run (resumable) at this many; 0: never
+};
+
 struct Schedule {
   std::optional<std::chrono::seconds> every;  // "6h", "30m", "1d"
   std::optional<int> at_minute_of_day;        // "02:00" UTC -> 120
@@ -84,6 +92,7 @@ struct Migration {
   std::chrono::milliseconds lock_timeout{2000};
   std::chrono::milliseconds statement_timeout{60000};
   MetricsSettings metrics;
+  ThrottleSettings throttle;
   Schedule schedule;
 };
 

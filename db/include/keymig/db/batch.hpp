@@ -64,7 +64,15 @@ struct BatchResult {
   std::vector<RejectedRow> rejected;
   std::int64_t rotated = 0;
   std::int64_t flag_fixed = 0;
+  // Of `missed`, the rows another transaction held locked past lock_timeout: skipped,
+  // not written, for the end-of-run sweep.
+  std::int64_t locked = 0;
 };
+
+/// True for a lock wait keymig gave up on (55P03 lock_not_available: lock_timeout) or
+/// lost (40P01: the application waited on a row keymig held while keymig waited on one
+/// it held): the rows the application holds are then skipped.
+[[nodiscard]] bool is_lock_wait(std::string_view sqlstate) noexcept;
 
 /// True for the errors a single row's value can cause (SQLSTATE classes 22 and 23, 44,
 /// P0001 raise_exception, P0004 assert_failure): a batch failing so is split to find them.
@@ -76,7 +84,10 @@ struct BatchResult {
 /// lost it writes nothing and reports what that commit applied. A batch the database
 /// refuses for a row's sake (is_row_error) is written again in one transaction, split in
 /// halves under savepoints until the refused rows stand alone; the rest is written, the
-/// checkpoint moves once, and the refused rows come back in `rejected`. Safe to repeat.
+/// checkpoint moves once, and the refused rows come back in `rejected`. A batch that
+/// waited lock_timeout for a row the application holds (is_lock_wait) is written again in
+/// one transaction that locks the rows it can (SKIP LOCKED) and leaves the others, which
+/// come back in `missed` (and are counted in `locked`). Safe to repeat.
 /// Throws DbError, non-retryable when the chunk's checkpoint moved under this worker.
 [[nodiscard]] BatchResult write_batch(Connection& conn, const Table& table,
                                       const std::vector<Change>& changes, const BatchContext& ctx);

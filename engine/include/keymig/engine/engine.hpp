@@ -38,6 +38,9 @@ struct Progress {
   double rows_per_second = 0;
   double eta_seconds = -1;  // -1: unknown
   bool last = false;        // the pass's last report (finished, failed or stopped)
+  // Why migrate waits, when it does: "paused (flag file)", "waiting: replica lag 3.2s > 1s
+  // (standby s1)"; empty while batches go.
+  std::string status;
 };
 
 struct Options {
@@ -46,6 +49,7 @@ struct Options {
   std::int64_t batch_size = 2000;        // rows per page and per write transaction
   int threads = 0;                       // pipeline threads; 0: all cores
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
+  config::ThrottleSettings throttle;     // migrate: wait before a batch (flag file, lag, load)
   bool journal = true;                   // keep old tokens for rollback until finalize
   // Journals of the target's finished runs idle for longer are deleted after each
   // completed migrate and by maintain_journal; nullopt: kept until finalize or purge.
@@ -147,7 +151,10 @@ struct MigrateReport {
   bool dry_run = false;
   bool resumed = false;  // continued an earlier run (crash, --run-id)
   std::string state;     // the run's state at the end: completed, running (stopped), ...
-  bool stopped = false;  // drained on the stop flag
+  bool stopped = false;  // drained on the stop flag, or on critical load
+  // Why it stopped: "signal", or "critical load: 142 active sessions > 100"; empty when
+  // it did not.
+  std::string stopped_by;
   std::int64_t rows_scanned = 0;
   std::int64_t rotated = 0;  // dry run: would rotate
   std::int64_t already_active = 0;

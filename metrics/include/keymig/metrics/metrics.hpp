@@ -79,6 +79,11 @@ class Metrics {
   /// keymig_run_in_progress: 1 while any command is between set_run_in_progress(true) and
   /// its set_run_in_progress(false) (serve may run two at once).
   void set_run_in_progress(bool running);
+  /// keymig_throttled{reason} (1 while migrate waits for that reason, else 0) and
+  /// keymig_throttled_seconds_total{reason}; reason: flag_file, replica_lag,
+  /// active_sessions. Every reason exists at 0 from the start.
+  void set_throttled(std::string_view reason, bool throttled);
+  void add_throttled_seconds(std::string_view reason, double seconds);
   /// The target the commands of this process run on, as a `target` label value: the
   /// label push(gateway_url) groups by. The engine sets it when a command starts, from
   /// the configuration (an unqualified table taken as `public.`: "public.users.mfa_secret"),
