@@ -105,8 +105,16 @@ Runner engine_runner() {
     switch (job.kind) {
       case JobKind::migrate: {
         auto report = engine::migrate(*settings.keys, engine_options(job, settings, stop, metrics));
-        return from_report(report.exit_code(), report.to_json(), report.stopped,
-                           report.succeeded());
+        // A stop on critical load is the run's own verdict, not serve's shutdown: requeued
+        // like one, the request would be claimed again at once, against a database that
+        // had just asked keymig to back off. It fails; the run stays resumable.
+        const bool shutdown = report.stopped && report.stopped_by == "signal";
+        RunOutcome out = from_report(report.exit_code(), report.to_json(), shutdown,
+                                     !report.stopped && report.succeeded());
+        if (report.stopped && !shutdown)
+          out.error = "stopped on " + report.stopped_by +
+                      "; the run is resumable: queue a migrate again once the load is down";
+        return out;
       }
       case JobKind::verify: {
         auto report = engine::verify(*settings.keys, engine_options(job, settings, stop, metrics),

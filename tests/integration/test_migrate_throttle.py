@@ -11,9 +11,10 @@ import time
 import unittest
 
 from keymig_testlib import (EXIT_OK, EXIT_RUNTIME, PG_SCRIPT, DbTestCase, Keymig, KeySet,
+                            enqueue, request_row, start_serve, wait_request,
                             UserFixture, check_all_rotated, current_secrets, drop_db, free_port, http_get,
-                            journal_count, new_db, running_run_id, sample, scalar, wait_until,
-                            write_config)
+                            journal_count, metric_sample as sample, new_db, running_run_id,
+                            scalar, wait_until, write_config)
 
 
 def run_counts(dsn, run_id):
@@ -193,14 +194,47 @@ class CriticalLoadTest(ThrottleCase):
         self.assertIn("event=critical_load", r.stderr)
         self.assertLess(s["rotated"], 6_000, s)
         # The load goes away (a killed psql leaves its backend asleep: end those too).
-        scalar(self.dsn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                         " WHERE query = 'SELECT pg_sleep(60)' AND pid <> pg_backend_pid()")
-        for p in self.sleepers:
-            p.wait(30)
+        self.end_load()
         again = self.km.run("migrate", "--json", expect=EXIT_OK).json
         self.assertTrue(again["resumed"], again)
         self.assertEqual(again["run_id"], run_id, again)
         self.assertEqual(again["run_totals"]["rotated"], 6_000, again)
+        check_all_rotated(self, self.dsn, self.keys, self.fx, run_id)
+
+    def end_load(self):
+        scalar(self.dsn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                         " WHERE query = 'SELECT pg_sleep(60)' AND pid <> pg_backend_pid()")
+        for p in self.sleepers:
+            p.wait(30)
+
+    def test_a_request_stopped_by_critical_load_fails_and_is_not_claimed_again(self):
+        # Requeued as a shutdown would be, the request would be claimed again at once,
+        # against a database that had just asked keymig to back off.
+        config = write_config(self.tmp, self.keys.active, self.keys.rolling, name="serve.yaml",
+                              migration={"throttle": {"criticalActiveSessions": 3},
+                                         "batchSize": 200, "maxRowsPerSecond": 2000})
+        serve = start_serve(self, config, self.dsn, self.fx.secrets,
+                            extra_args=["--poll-interval", "60"])
+        rid = enqueue(self.dsn, "migrate")
+        run_id = wait_until(lambda: running_run_id(self.dsn), 60)
+        self.assertTrue(wait_until(lambda: journal_count(self.dsn, run_id) >= 400, 60))
+        for _ in range(4):
+            self.sleepers.append(subprocess.Popen(
+                ["psql", "-X", "-q", "-d", self.dsn, "-c", "SELECT pg_sleep(60)"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        state, result, _ = wait_request(self.dsn, rid, timeout=60)
+        self.assertEqual(state, "failed", result)
+        self.assertEqual(result["exit_code"], EXIT_RUNTIME, result)
+        self.assertRegex(result["error"], r"critical load: [0-9]+ active sessions > 3")
+        self.assertNotIn("requeued", result)
+        time.sleep(2)
+        self.assertEqual(len(serve.events("request_claimed")), 1)
+        self.end_load()
+        # The run is resumable: the next request finishes it.
+        again = enqueue(self.dsn, "migrate")
+        state, result, _ = wait_request(self.dsn, again, timeout=120)
+        self.assertEqual(state, "done", result)
+        self.assertEqual(result["run_id"], run_id, result)
         check_all_rotated(self, self.dsn, self.keys, self.fx, run_id)
 
 
