@@ -205,6 +205,32 @@ void merge_value(Leaves& leaves, const YAML::Node& value, const std::string& pat
   leaves[path] = Leaf{value, file};
 }
 
+// `mfa` in another case, or one letter added, dropped or changed (`mfaa`, `MFA`, `mf`).
+bool near_mfa(const std::string& name) {
+  std::string n;
+  for (char c : name) n.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string target = "mfa";
+  if (n == target) return true;
+  if (n.size() + 1 < target.size() || n.size() > target.size() + 1) return false;
+  // Edit distance at most 1.
+  std::size_t i = 0, j = 0, edits = 0;
+  while (i < n.size() && j < target.size()) {
+    if (n[i] == target[j]) {
+      ++i, ++j;
+      continue;
+    }
+    if (++edits > 1) return false;
+    if (n.size() > target.size())
+      ++i;
+    else if (n.size() < target.size())
+      ++j;
+    else
+      ++i, ++j;
+  }
+  edits += (n.size() - i) + (target.size() - j);
+  return edits <= 1;
+}
+
 void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
                const std::string& file) {
   // A map here replaces a scalar an earlier file put at the same path.
@@ -220,7 +246,15 @@ void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
     // Top level: only the sections keymig reads; the chart owns the rest.
     if (path.empty() && name != "userLogin" && name != "secretStore" && name != "keyMigration")
       continue;
-    if (path == "userLogin" && name != "mfa") continue;
+    if (path == "userLogin" && name != "mfa") {
+      // The chart's other login settings stay its own; a misspelt `mfa` would leave the
+      // whole MFA policy at its defaults without a word.
+      if (near_mfa(name))
+        fail(file, line_of(entry.first), child,
+             "unknown key: did you mean userLogin.mfa? (keymig reads only userLogin.mfa "
+             "here; the chart's other login settings beside it are left alone)");
+      continue;
+    }
     const auto [first, fresh] = seen.emplace(name, line_of(entry.first));
     if (!fresh)
       fail(file, line_of(entry.first), child,

@@ -414,6 +414,12 @@ TEST_CASE("unknown keys under secretStore and userLogin.mfa are errors with file
        ":3 userLogin.mfa.rememberMe.dayz: unknown key"},
       {"secretStore:\n  rollingKeyFiles:\n    - {path: rolling.key, optinal: true}\n",
        ":3 secretStore.rollingKeyFiles[0].optinal: unknown key (known here: path, optional)"},
+      // A misspelt `mfa` would leave the whole policy at its defaults.
+      {"userLogin:\n  passwordPolicy: {minLength: 12}\n  mfaa: {mandatory: true}\n",
+       ":3 userLogin.mfaa: unknown key: did you mean userLogin.mfa?"},
+      {"userLogin:\n  MFA: {mandatory: true}\n", ":2 userLogin.MFA: unknown key: did you mean"},
+      {"userLogin:\n  mf: {mandatory: true}\n", ":2 userLogin.mf: unknown key: did you mean"},
+      {"userLogin:\n  mfx: {mandatory: true}\n", ":2 userLogin.mfx: unknown key: did you mean"},
   };
   for (const auto& [yaml, expected] : cases) {
     INFO(yaml);
@@ -431,6 +437,7 @@ TEST_CASE("unknown keys under secretStore and userLogin.mfa are errors with file
   SECTION("userLogin's other settings and the rest of the file stay the chart's") {
     const auto file = dir.write("values.yaml",
                                 "replicaCount: 3\nuserLogin:\n  passwordPolicy: {minLength: 12}\n"
+                                "  mfaIssuer: Example\n  sso: {enabled: false}\n"
                                 "  mfa: {enabled: true}\n");
     CHECK(cfg::load({file}, kNoEnv).mfa.enabled);
   }
