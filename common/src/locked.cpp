@@ -23,6 +23,14 @@ constexpr std::size_t kSlot = 32;
 constexpr std::size_t kSlots = 256;
 constexpr std::size_t kChunkBytes = kSlot * kSlots;
 
+// allocate and release must agree on both, or the bitmap goes wrong.
+bool own_mapping(std::size_t size) noexcept {
+  return size > kChunkBytes / 2;
+}
+std::size_t slots_for(std::size_t size) noexcept {
+  return (size + kSlot - 1) / kSlot;
+}
+
 struct Chunk {
   unsigned char* base = nullptr;
   std::bitset<kSlots> used;
@@ -33,8 +41,8 @@ class Pool {
   void* allocate(std::size_t size) {
     if (size == 0) size = 1;
     std::lock_guard lock(mutex_);
-    if (size > kChunkBytes / 2) return map(size);
-    const std::size_t n = (size + kSlot - 1) / kSlot;
+    if (own_mapping(size)) return map(size);
+    const std::size_t n = slots_for(size);
     for (Chunk& chunk : chunks_)
       if (void* p = take(chunk, n)) return p;
     chunks_.push_back(Chunk{static_cast<unsigned char*>(map(kChunkBytes)), {}});
@@ -46,7 +54,7 @@ class Pool {
     if (size == 0) size = 1;
     secure_wipe(data, size);
     std::lock_guard lock(mutex_);
-    if (size > kChunkBytes / 2) {
+    if (own_mapping(size)) {
       ::munlock(data, rounded(size));
       ::munmap(data, rounded(size));
       state_.bytes_mapped -= rounded(size);
@@ -56,7 +64,7 @@ class Pool {
     for (Chunk& chunk : chunks_) {
       if (p < chunk.base || p >= chunk.base + kChunkBytes) continue;
       const std::size_t first = static_cast<std::size_t>(p - chunk.base) / kSlot;
-      for (std::size_t i = 0; i < (size + kSlot - 1) / kSlot; ++i) chunk.used.reset(first + i);
+      for (std::size_t i = 0; i < slots_for(size); ++i) chunk.used.reset(first + i);
       return;
     }
   }
