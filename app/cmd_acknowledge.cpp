@@ -13,6 +13,7 @@
 #include "command.hpp"
 #include "keymig/engine/acknowledge.hpp"
 #include "keymig/engine/engine.hpp"
+#include "keymig/engine/targets.hpp"
 #include "keymig/error.hpp"
 #include "keymig/redact.hpp"
 
@@ -23,6 +24,7 @@ struct AcknowledgeFlags {
   std::vector<std::string> ids;
   std::string reason;
   std::string by;
+  std::string target;  // --target: required when keyMigration.targets has several
   bool list = false;
   bool remove = false;
 };
@@ -50,6 +52,14 @@ int run_acknowledge(const Common& common, const AcknowledgeFlags& f) {
     throw UsageError("acknowledge: give --ids (with --reason), or --list, or --remove --ids");
   const config::Config config = load_config(common);
   engine::Options options = engine::options_from_config(config);
+  // Row ids are a target's own: with several targets, the operator names the one.
+  if (f.target.empty() && config.migration.targets.size() > 1) {
+    std::string names;
+    for (const auto& t : config.migration.targets) names += (names.empty() ? "" : ", ") + t.name;
+    throw UsageError("acknowledge: several targets are configured: name one with --target (" +
+                     names + ")");
+  }
+  if (!f.target.empty()) engine::select_targets(options, {f.target});
   options.connect.dsn = effective_dsn(common, config);
   engine::AcknowledgeReport r;
   std::ostringstream text;
@@ -91,6 +101,9 @@ const Registrar kAcknowledge{CommandSpec{
                      "why they may stay unreadable (kept in keymig.acknowledged)")
           ->type_name("TEXT");
       sub.add_option("--by", flags->by, "who acknowledges; default: your login name")
+          ->type_name("NAME");
+      sub.add_option("--target", flags->target,
+                     "the configured target the ids are rows of (needed with several targets)")
           ->type_name("NAME");
       sub.add_flag("--list", flags->list, "list the target's acknowledged rows");
       sub.add_flag("--remove", flags->remove,

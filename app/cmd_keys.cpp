@@ -19,11 +19,25 @@
 #include "keymig/engine/mfa_admin.hpp"
 #include "keymig/ids.hpp"
 #include "keymig/log.hpp"
+#include "target_counts.hpp"
 
 namespace keymig::app {
 namespace {
 
 using nlohmann::json;
+
+json target_json(const config::Target& t) {
+  return {{"name", t.name},
+          {"table", t.table},
+          {"id_column", t.id_column},
+          {"secret_column", t.secret_column},
+          {"flag_column", t.flag_column},
+          {"username_column", t.username_column},
+          {"sysadmin_columns", t.sysadmin_columns},
+          {"only_where", t.only_where.empty() ? json(nullptr)
+                                              : json{{"column", t.only_where.column},
+                                                     {"equals", t.only_where.equals}}}};
+}
 
 const char* reason_words(crypto::Reason reason) {
   switch (reason) {
@@ -277,8 +291,14 @@ int check_config(const Common& common, bool with_db) {
   const config::Config config =
       config::load(config_files(common), config::process_env(), setting_checks());
   std::optional<engine::PreflightReport> preflight;
+  std::optional<engine::ScanAcross> per_target;
   if (with_db) preflight = run_preflight(common, config);
-  const int code = preflight ? preflight->exit_code() : kExitOk;
+  // Several targets: rows of any of them that no configured key reads are secrets
+  // deploying this config would make unreadable.
+  if (with_db && config.migration.targets.size() > 1)
+    per_target = count_every_target(common, config, engine::build_keyring(config));
+  int code = preflight ? preflight->exit_code() : kExitOk;
+  if (code == kExitOk && per_target && any_unreadable(*per_target)) code = kExitNeedsRolling;
   const auto keys = engine::describe_keys(config);
   const auto words = policy_in_words(config.mfa);
   const auto warnings = policy_warnings(config);
@@ -295,6 +315,8 @@ int check_config(const Common& common, bool with_db) {
       jkeys.push_back(std::move(item));
     }
     const auto& mfa = config.mfa;
+    json targets = json::array();
+    for (const auto& t : m.targets) targets.push_back(target_json(t));
     json out{{"ok", true},
              {"files", config.files},
              {"mfa",
@@ -307,13 +329,8 @@ int check_config(const Common& common, bool with_db) {
                  {"disabled_for_sysadmins", mfa.remember_me_disabled_for_sysadmins}}},
                {"summary", words}}},
              {"keys", jkeys},
-             {"target",
-              {{"table", m.target.table},
-               {"id_column", m.target.id_column},
-               {"secret_column", m.target.secret_column},
-               {"flag_column", m.target.flag_column},
-               {"username_column", m.target.username_column},
-               {"sysadmin_columns", m.target.sysadmin_columns}}},
+             {"target", target_json(m.targets.front())},
+             {"targets", targets},
              {"database", database},
              {"batch_size", m.batch_size},
              {"threads", m.threads},
@@ -323,6 +340,10 @@ int check_config(const Common& common, bool with_db) {
               m.journal_retention ? json(m.journal_retention->count()) : json(nullptr)},
              {"warnings", warnings}};
     if (preflight) out["preflight"] = json::parse(engine::preflight_json(*preflight));
+    if (per_target) {
+      out["preflight"]["targets"] = target_counts_json(*per_target);
+      out["exit_code"] = code;
+    }
     write_stdout(out.dump() + "\n");
     return code;
   }
@@ -341,9 +362,16 @@ int check_config(const Common& common, bool with_db) {
     if (!k.key_file.empty()) text += " (" + k.key_file + ")";
     text += "\n";
   }
-  std::string flag = m.target.flag_column.empty() ? "none" : m.target.flag_column;
-  text += "\ntarget: " + m.target.table + " (id " + m.target.id_column + ", secret " +
-          m.target.secret_column + ", flag " + flag + ")\n";
+  text += m.targets.size() == 1 ? "\ntarget: " : "\ntargets:\n";
+  for (const auto& t : m.targets) {
+    if (m.targets.size() > 1) text += "  " + t.name + ": ";
+    text += t.table + " (id " + t.id_column + ", secret " + t.secret_column + ", flag " +
+            (t.flag_column.empty() ? std::string("none") : t.flag_column);
+    if (!t.only_where.empty())
+      text +=
+          ", only where " + t.only_where.column + " is " + (t.only_where.equals ? "true" : "false");
+    text += ")\n";
+  }
   text += "database: " + database + "\n";
   text += "batches of " + std::to_string(m.batch_size) + " rows, " +
           (m.threads == 0 ? std::string("all cores") : std::to_string(m.threads) + " threads") +
@@ -362,6 +390,13 @@ int check_config(const Common& common, bool with_db) {
   }
   text += "\nconfig is valid\n";
   if (preflight) text += "\n" + engine::format_preflight(*preflight);
+  if (per_target) {
+    text += "\n" + target_counts_text(*per_target, "every target, read with this config's keys:");
+    if (any_unreadable(*per_target))
+      text +=
+          "some target holds secrets no configured key reads: deploying this config "
+          "would make them unreadable\n";
+  }
   write_stdout(text);
   return code;
 }
@@ -372,7 +407,8 @@ std::function<int()> setup_check_config(CLI::App& sub, Common& common) {
   add_output_flags(sub, common);
   auto with_db = std::make_shared<bool>(false);
   sub.add_flag("--with-db", *with_db,
-               "also read the target table: exit 4 if this config would lock users out of MFA");
+               "also read the target tables: exit 4 if this config would lock users out of MFA, "
+               "or leave a secret of any target unreadable");
   // A failure's --json object comes from main, as for every command.
   return [&common, with_db] { return check_config(common, *with_db); };
 }

@@ -14,6 +14,7 @@
 #include "keymig/engine/mfa_admin.hpp"
 #include "keymig/error.hpp"
 #include "keymig/redact.hpp"
+#include "target_counts.hpp"
 
 namespace keymig::app {
 
@@ -116,6 +117,11 @@ int run_status(const Common& common, const StatusFlags& flags) {
   auto keys = load_keyring(config);
   options.threads = config.migration.threads;
   auto conn = connect(common, config);
+  // The users are the first target's; with several, every target's secrets by key too,
+  // read before the first line is written.
+  std::optional<engine::ScanAcross> per_target;
+  if (config.migration.targets.size() > 1 && options.selection.empty())
+    per_target = count_every_target(common, config, keys);
 
   // List rows are written as they are classified: a million users never sit in memory.
   bool first = true;
@@ -145,6 +151,7 @@ int run_status(const Common& common, const StatusFlags& flags) {
   }
   if (common.json) {
     auto j = nlohmann::json::parse(report.to_json());
+    if (per_target) j["targets"] = target_counts_json(*per_target);
     if (flags.list) {
       std::string rest = j.dump();  // "{...}": splice its members after the users array
       std::cout << "]" << (rest.size() > 2 ? "," + rest.substr(1) : "}") << "\n";
@@ -154,6 +161,8 @@ int run_status(const Common& common, const StatusFlags& flags) {
   } else {
     if (flags.list) std::cout << "\n";
     print_summary(report);
+    if (per_target)
+      std::cout << "\n" << target_counts_text(*per_target, "every target's secrets by key:");
   }
   std::cout.flush();
   return kExitOk;

@@ -15,6 +15,7 @@
 
 #include "command.hpp"
 #include "keymig/engine/engine.hpp"
+#include "keymig/engine/targets.hpp"
 #include "keymig/error.hpp"
 #include "keymig/http/server.hpp"
 #include "keymig/log.hpp"
@@ -39,6 +40,7 @@ struct PassFlags {
   std::int64_t max_rows_per_second = -1;
   std::vector<std::string> ids;
   std::vector<std::string> usernames;
+  std::vector<std::string> targets;  // --target: names; empty: every configured target
   std::string run_id;
   bool dry_run = false;
   bool force = false;
@@ -70,6 +72,13 @@ void add_pass_flags(CLI::App& sub, PassFlags& f) {
       ->type_name("SECONDS");
 }
 
+void add_target_flag(CLI::App& sub, PassFlags& f) {
+  sub.add_option("--target", f.targets,
+                 "only this configured target (its name; repeat for several); default: every "
+                 "target in keyMigration.targets")
+      ->type_name("NAME");
+}
+
 void add_selection_flags(CLI::App& sub, PassFlags& f) {
   add_list_option(sub, "--ids", f.ids, "only these ids", "ID,...");
   add_list_option(sub, "--usernames", f.usernames, "only these users", "NAME,...");
@@ -78,6 +87,7 @@ void add_selection_flags(CLI::App& sub, PassFlags& f) {
 engine::Options make_options(const Common& common, const config::Config& config,
                              const PassFlags& f) {
   engine::Options o = engine::options_from_config(config);
+  engine::select_targets(o, f.targets);
   o.connect.dsn = effective_dsn(common, config);
   if (f.threads >= 0) o.threads = f.threads;
   if (f.batch_size > 0) o.batch_size = f.batch_size;
@@ -179,7 +189,12 @@ class OneShotMetrics {
     if (!metrics_) return;
     try {
       if (!textfile_.empty()) metrics_->write_textfile(textfile_);
-      if (!push_gateway_.empty()) metrics_->push(push_gateway_);
+      // One group per target the command worked on (several with keyMigration.targets).
+      if (!push_gateway_.empty()) {
+        const auto targets = metrics_->targets();
+        if (targets.empty()) metrics_->push(push_gateway_);  // names why it cannot push
+        for (const auto& t : targets) metrics_->push(push_gateway_, t);
+      }
     } catch (const std::exception& e) {
       KEYMIG_LOG(warn, "app", "metrics_export_failed", {"error", e.what()});
     }
@@ -227,6 +242,34 @@ std::string list_ids(const char* title, const std::vector<std::string>& ids, std
   return out.str();
 }
 
+template <class Report>
+const std::string& label_of(const Report& r) {
+  return r.target;
+}
+const std::string& label_of(const engine::FinalizeReport& r) {
+  return r.verify.target;
+}
+
+// With several targets, a line per target after the totals.
+template <class Report, class Line>
+std::string per_target(const engine::Across<Report>& all, Line line) {
+  if (all.each.size() < 2) return {};
+  std::ostringstream out;
+  out << "\nper target:";
+  for (std::size_t i = 0; i < all.each.size(); ++i)
+    out << "\n  " << all.names[i] << " (" << label_of(all.each[i]) << "): " << line(all.each[i]);
+  return out.str();
+}
+
+std::string verify_line(const engine::VerifyReport& t) {
+  return std::to_string(t.rows_scanned) + " rows, ok " + std::to_string(t.ok) +
+         ", needs a rolling key " + std::to_string(t.needs_rolling) + ", undecryptable " +
+         std::to_string(t.undecryptable) +
+         (t.run_id.empty() ? std::string()
+                           : ", journal " + std::to_string(t.journal_checked) + " checked, " +
+                                 std::to_string(t.journal_failed) + " failed");
+}
+
 // --- the passes over the table: scan, migrate, verify -------------------------------------
 
 void add_walk_flags(CLI::App& sub, Common& common, PassFlags& f) {
@@ -234,6 +277,7 @@ void add_walk_flags(CLI::App& sub, Common& common, PassFlags& f) {
   add_db_flags(sub, common);
   add_output_flags(sub, common);
   add_pass_flags(sub, f);
+  add_target_flag(sub, f);
   add_metrics_flags(sub, f.metrics);
 }
 
@@ -265,7 +309,8 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
   add_selection_flags(sub, *f);
   return [f, &common] {
     Walk w(common, *f);
-    auto r = engine::scan(w.keys, w.options);
+    const auto all = engine::scan_targets(w.keys, w.options);
+    const auto& r = all.total;
     w.done();
     std::ostringstream text;
     text << "scan of " << r.target << ": " << r.rows_scanned << " rows in " << r.seconds << " s";
@@ -281,8 +326,13 @@ std::function<int()> setup_scan(CLI::App& sub, Common& common) {
     if (r.undecryptable > 0)
       text << "\nundecryptable rows:" << list_rows(r.undecryptable_rows, r.undecryptable);
     for (const auto& w : r.warnings) text << "\nwarning: " << w;
-    print(common, r.to_json(), text.str());
-    return r.exit_code();
+    text << per_target(all, [](const engine::ScanReport& t) {
+      return std::to_string(t.rows_scanned) + " rows, active " + std::to_string(t.active) +
+             ", rolling " + std::to_string(t.rolling) + ", empty " + std::to_string(t.empty) +
+             ", undecryptable " + std::to_string(t.undecryptable);
+    });
+    print(common, all.to_json(), text.str());
+    return all.exit_code();
   };
 }
 
@@ -304,7 +354,8 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
     Walk w(common, *f);
     w.options.stop = &g_stop;
     install_stop_handlers();
-    auto r = engine::migrate(w.keys, w.options);
+    const auto all = engine::migrate_targets(w.keys, w.options);
+    const auto& r = all.total;
     w.done();
     std::ostringstream text;
     if (r.dry_run) {
@@ -342,8 +393,13 @@ std::function<int()> setup_migrate(CLI::App& sub, Common& common) {
       for (std::size_t i = 0; i < r.rewritten_rows.size() && i < 10; ++i)
         text << " " << r.rewritten_rows[i];
     }
-    print(common, r.to_json(), text.str());
-    return r.exit_code();
+    text << per_target(all, [](const engine::MigrateReport& t) {
+      return (t.run_id.empty() ? std::string() : "run " + t.run_id + ", ") + t.state + ": rows " +
+             std::to_string(t.rows_scanned) + ", rotated " + std::to_string(t.rotated) +
+             ", undecryptable " + std::to_string(t.undecryptable);
+    });
+    print(common, all.to_json(), text.str());
+    return all.exit_code();
   };
 }
 
@@ -375,10 +431,10 @@ std::function<int()> setup_verify(CLI::App& sub, Common& common) {
       ->type_name("ID");
   return [f, &common] {
     Walk w(common, *f);
-    auto r = engine::verify(w.keys, w.options, f->run_id);
+    const auto all = engine::verify_targets(w.keys, w.options, f->run_id);
     w.done();
-    print(common, r.to_json(), verify_text(r));
-    return r.exit_code();
+    print(common, all.to_json(), verify_text(all.total) + per_target(all, verify_line));
+    return all.exit_code();
   };
 }
 
@@ -390,6 +446,7 @@ std::function<int()> setup_rollback(CLI::App& sub, Common& common) {
   add_db_flags(sub, common);
   add_output_flags(sub, common);
   add_batch_size_flag(sub, *f, "journal rows per transaction");
+  add_target_flag(sub, *f);
   sub.add_option("--run", f->run_id, "the run to undo")->type_name("ID")->required();
   add_metrics_flags(sub, f->metrics);
   return [f, &common] {
@@ -400,14 +457,19 @@ std::function<int()> setup_rollback(CLI::App& sub, Common& common) {
     OneShotMetrics metrics(config, f->metrics);
     options.metrics = metrics.get();
     install_stop_handlers();
-    auto r = engine::rollback(options, f->run_id);
+    const auto all = engine::rollback_targets(options, f->run_id);
+    const auto& r = all.total;
     metrics.publish();
     std::ostringstream text;
     text << "rollback of run " << r.run_id << " on " << r.target << ": " << r.state
          << "\n  journal rows " << r.journal_rows << ", restored " << r.restored << ", left "
          << r.left << " (changed since the run: not touched)";
     text << list_ids("left", r.left_rows, r.left);
-    print(common, r.to_json(), text.str());
+    text << per_target(all, [](const engine::RollbackReport& t) {
+      return "run " + t.run_id + " " + t.state + ": restored " + std::to_string(t.restored) +
+             ", left " + std::to_string(t.left);
+    });
+    print(common, all.to_json(), text.str());
     return static_cast<int>(kExitOk);
   };
 }
@@ -420,6 +482,7 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
   add_db_flags(sub, common);
   add_output_flags(sub, common);
   add_pass_flags(sub, *f);
+  add_target_flag(sub, *f);
   sub.add_option("--run", f->run_id, "the run to finalize")->type_name("ID")->required();
   add_metrics_flags(sub, f->metrics);
   return [f, &common] {
@@ -430,7 +493,8 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
     attach_progress(options, f->progress_interval);
     OneShotMetrics metrics(config, f->metrics);
     options.metrics = metrics.get();
-    auto r = engine::finalize(keys, options, f->run_id);
+    const auto all = engine::finalize_targets(keys, options, f->run_id);
+    const auto& r = all.total;
     metrics.publish();
     std::ostringstream text;
     text << verify_text(r.verify) << "\n";
@@ -439,8 +503,15 @@ std::function<int()> setup_finalize(CLI::App& sub, Common& common) {
            << " rows); " << r.reason;
     else
       text << "run " << r.run_id << " not finalized: " << r.reason;
-    print(common, r.to_json(), text.str());
-    return r.exit_code();
+    if (!r.targets_needing_rolling.empty()) {
+      text << "\ntargets that still need a rolling key:";
+      for (const auto& name : r.targets_needing_rolling) text << " " << name;
+    }
+    text << per_target(all, [](const engine::FinalizeReport& t) {
+      return verify_line(t.verify) + (t.finalized ? "; finalized" : "; not finalized");
+    });
+    print(common, all.to_json(), text.str());
+    return all.exit_code();
   };
 }
 
@@ -473,7 +544,7 @@ std::function<int()> setup_journal(CLI::App& sub, Common& common) {
     auto options = make_options(common, config, *f);
     engine::PurgeReport r;
     if (!f->run_id.empty()) {
-      r = engine::purge_run_journal(options, f->run_id);
+      r = engine::purge_run_journals(options, f->run_id);
     } else {
       auto age =
           config::parse_duration(f->older_than, config::Origin{"command line", 0, "--older-than"});

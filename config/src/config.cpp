@@ -41,6 +41,7 @@ const std::set<std::string>& migration_maps() {
   static const std::set<std::string> maps = {
       "keyMigration",         "keyMigration.database", "keyMigration.target",
       "keyMigration.metrics", "keyMigration.schedule", "keyMigration.throttle",
+      "keyMigration.target.onlyWhere",
   };
   return maps;
 }
@@ -48,12 +49,16 @@ const std::set<std::string>& migration_maps() {
 const std::set<std::string>& migration_leaves() {
   static const std::set<std::string> leaves = {
       "keyMigration.database.dsn",
+      "keyMigration.targets",
+      "keyMigration.target.name",
       "keyMigration.target.table",
       "keyMigration.target.idColumn",
       "keyMigration.target.secretColumn",
       "keyMigration.target.activeFlagColumn",
       "keyMigration.target.usernameColumn",
       "keyMigration.target.sysAdminColumns",
+      "keyMigration.target.onlyWhere.column",
+      "keyMigration.target.onlyWhere.equals",
       "keyMigration.batchSize",
       "keyMigration.threads",
       "keyMigration.maxRowsPerSecond",
@@ -200,7 +205,9 @@ void merge_value(Leaves& leaves, const YAML::Node& value, const std::string& pat
     return;
   }
   if (value.IsMap() && in_migration)
-    fail(file, line_of(value), path, "expected a value, got a map");
+    fail(file, line_of(value), path,
+         path == "keyMigration.targets" ? "expected a list of targets (- table: ...), got a map"
+                                        : "expected a value, got a map");
   erase_subtree(leaves, path);
   leaves[path] = Leaf{value, file};
 }
@@ -616,30 +623,207 @@ void read_keys(const Reader& reader, const Getenv& env, Config& config) {
   }
 }
 
+bool valid_identifier(const std::string& s);
+
 void read_identifier(const Reader& reader, const std::string& path, std::string& out,
                      bool required) {
   reader.read_string(path, out);
   if (const Leaf* leaf = reader.find(path)) {
     if (required && out.empty()) fail(origin_of(path, *leaf), "must not be empty");
-    if (out.find('\0') != std::string::npos || out.size() > 200)
+    if (!valid_identifier(out))
       fail(origin_of(path, *leaf), "is not a usable identifier");
   }
 }
 
-void read_migration(const Reader& reader, const SettingChecks& checks, Migration& m) {
-  reader.read_string("keyMigration.database.dsn", m.dsn);
-  read_identifier(reader, "keyMigration.target.table", m.target.table, true);
-  read_identifier(reader, "keyMigration.target.idColumn", m.target.id_column, true);
-  read_identifier(reader, "keyMigration.target.secretColumn", m.target.secret_column, true);
-  read_identifier(reader, "keyMigration.target.activeFlagColumn", m.target.flag_column, false);
-  read_identifier(reader, "keyMigration.target.usernameColumn", m.target.username_column, false);
-  reader.read_string_list("keyMigration.target.sysAdminColumns", m.target.sysadmin_columns);
+bool valid_identifier(const std::string& s) {
+  return s.find('\0') == std::string::npos && s.size() <= 200;
+}
+
+bool valid_target_name(const std::string& s) {
+  return !s.empty() && s.size() <= kMaxTargetNameLength &&
+         std::all_of(s.begin(), s.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' ||
+                  c == '-';
+         });
+}
+
+// The single `keyMigration.target:` map, read from the merged leaves as before.
+Target read_single_target(const Reader& reader) {
+  Target t;
+  reader.read_string("keyMigration.target.name", t.name);
+  read_identifier(reader, "keyMigration.target.table", t.table, true);
+  read_identifier(reader, "keyMigration.target.idColumn", t.id_column, true);
+  read_identifier(reader, "keyMigration.target.secretColumn", t.secret_column, true);
+  read_identifier(reader, "keyMigration.target.activeFlagColumn", t.flag_column, false);
+  read_identifier(reader, "keyMigration.target.usernameColumn", t.username_column, false);
+  reader.read_string_list("keyMigration.target.sysAdminColumns", t.sysadmin_columns);
   if (const Leaf* leaf = reader.find("keyMigration.target.sysAdminColumns")) {
-    for (std::size_t i = 0; i < m.target.sysadmin_columns.size(); ++i)
-      if (m.target.sysadmin_columns[i].empty())
+    for (std::size_t i = 0; i < t.sysadmin_columns.size(); ++i)
+      if (t.sysadmin_columns[i].empty())
         fail(leaf->file, line_of(leaf->node[i]),
              "keyMigration.target.sysAdminColumns[" + std::to_string(i) + "]", "must not be empty");
   }
+  read_identifier(reader, "keyMigration.target.onlyWhere.column", t.only_where.column, true);
+  reader.read_bool("keyMigration.target.onlyWhere.equals", t.only_where.equals);
+  if (const Leaf* leaf = reader.find("keyMigration.target.onlyWhere.equals");
+      leaf != nullptr && t.only_where.column.empty())
+    fail(origin_of("keyMigration.target.onlyWhere.equals", *leaf),
+         "needs keyMigration.target.onlyWhere.column (the boolean column to filter on)");
+  return t;
+}
+
+// The string value of one field of a target list entry; never quotes it.
+std::string entry_string(const YAML::Node& value, const Origin& at, bool required) {
+  if (!value.IsScalar())
+    fail(at, std::string("expected a string, got ") + kind_name(value));
+  const std::string out = value.Scalar();
+  if (required && out.empty()) fail(at, "must not be empty");
+  if (!valid_identifier(out)) fail(at, "is not a usable identifier");
+  return out;
+}
+
+RowFilter entry_filter(const YAML::Node& node, const std::string& file, const Origin& origin) {
+  if (!node.IsMap()) fail(origin, "expected a map: {column: COLUMN, equals: true}");
+  RowFilter filter;
+  std::set<std::string> seen;
+  for (const auto& item : node) {
+    const std::string name = item.first.IsScalar() ? item.first.Scalar() : "";
+    const Origin at{file, line_of(item.first), origin.key + "." + name};
+    if (!seen.insert(name).second) fail(at, "duplicate key; give each key once");
+    if (name == "column") {
+      filter.column = entry_string(item.second, at, true);
+    } else if (name == "equals") {
+      if (!item.second.IsScalar() || !YAML::convert<bool>::decode(item.second, filter.equals))
+        fail(at, "expected true or false");
+    } else {
+      fail(at, "unknown key (known here: column, equals)");
+    }
+  }
+  if (filter.column.empty()) fail(origin, "needs column: the boolean column to filter on");
+  return filter;
+}
+
+// One entry of `keyMigration.targets:`, a map with the fields of `target:` plus a name.
+Target read_target_entry(const YAML::Node& node, const std::string& file, const Origin& origin) {
+  if (!node.IsMap())
+    fail(origin, std::string("expected a map (table, idColumn, secretColumn, ...), got ") +
+                     kind_name(node));
+  Target t;
+  std::map<std::string, int> seen;
+  for (const auto& item : node) {
+    if (!item.first.IsScalar()) fail(origin, "map keys must be plain names");
+    const std::string name = item.first.Scalar();
+    const Origin at{file, line_of(item.first), origin.key + "." + name};
+    const auto [first, fresh] = seen.emplace(name, at.line);
+    if (!fresh)
+      fail(at, "duplicate key (first at line " + std::to_string(first->second) +
+                   "); give each key once");
+    const YAML::Node& value = item.second;
+    if (value.IsNull()) continue;  // as in a map: null leaves the default
+    if (name == "name") {
+      t.name = entry_string(value, at, true);
+    } else if (name == "table") {
+      t.table = entry_string(value, at, true);
+    } else if (name == "idColumn") {
+      t.id_column = entry_string(value, at, true);
+    } else if (name == "secretColumn") {
+      t.secret_column = entry_string(value, at, true);
+    } else if (name == "activeFlagColumn") {
+      t.flag_column = entry_string(value, at, false);
+    } else if (name == "usernameColumn") {
+      t.username_column = entry_string(value, at, false);
+    } else if (name == "sysAdminColumns") {
+      if (!value.IsSequence())
+        fail(at, std::string("expected a list, got ") + kind_name(value));
+      t.sysadmin_columns.clear();
+      for (std::size_t i = 0; i < value.size(); ++i)
+        t.sysadmin_columns.push_back(entry_string(
+            value[i], Origin{file, line_of(value[i]), at.key + "[" + std::to_string(i) + "]"},
+            true));
+    } else if (name == "onlyWhere") {
+      t.only_where = entry_filter(value, file, at);
+    } else {
+      fail(at,
+           "unknown key (known here: name, table, idColumn, secretColumn, activeFlagColumn, "
+           "usernameColumn, sysAdminColumns, onlyWhere)");
+    }
+  }
+  if (seen.count("table") == 0)
+    fail(origin, "needs table (and idColumn and secretColumn, unless id and mfa_secret)");
+  return t;
+}
+
+std::string unqualified(const std::string& table) {
+  const auto dot = table.find('.');
+  return dot == std::string::npos ? table : table.substr(dot + 1);
+}
+
+// Default names, then the rules every list obeys: names unique and usable in a run id, no
+// column rotated twice in one run.
+void name_targets(std::vector<Target>& targets, const std::vector<Origin>& origins) {
+  std::map<std::string, int> per_table;
+  for (const auto& t : targets) ++per_table[t.table];
+  for (auto& t : targets)
+    if (t.name.empty())
+      t.name = per_table[t.table] == 1 ? unqualified(t.table)
+                                       : unqualified(t.table) + "." + t.secret_column;
+  std::map<std::string, std::size_t> names;
+  std::map<std::pair<std::string, std::string>, std::size_t> columns;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const Target& t = targets[i];
+    // One target keeps today's run ids, in which the name takes no part.
+    if (targets.size() > 1 && !valid_target_name(t.name))
+      fail(origins[i], "target name '" + t.name +
+                           "' is not usable: give `name:` of 1-63 letters, digits, '_', '.' "
+                           "or '-'");
+    if (const auto [first, fresh] = names.emplace(t.name, i); !fresh)
+      fail(origins[i], "target name '" + t.name + "' is also the name of " +
+                           origins[first->second].key + ": give each target its own `name:`");
+    if (const auto [first, fresh] = columns.emplace(std::pair{t.table, t.secret_column}, i);
+        !fresh)
+      fail(origins[i], t.table + "." + t.secret_column + " is also " +
+                           origins[first->second].key +
+                           ": one column is one target (it would be rotated twice)");
+  }
+}
+
+void read_targets(const Reader& reader, Migration& m) {
+  const Leaf* list = reader.find("keyMigration.targets");
+  std::vector<Origin> origins;
+  if (list == nullptr) {
+    m.targets = {read_single_target(reader)};
+    const Leaf* table = reader.find("keyMigration.target.table");
+    origins.push_back(table ? origin_of("keyMigration.target", *table)
+                            : Origin{"", 0, "keyMigration.target"});
+    name_targets(m.targets, origins);
+    return;
+  }
+  const Origin origin = origin_of("keyMigration.targets", *list);
+  for (const char* key : {"table", "idColumn", "secretColumn", "activeFlagColumn",
+                          "usernameColumn", "sysAdminColumns", "name", "onlyWhere.column",
+                          "onlyWhere.equals"})
+    if (const Leaf* single = reader.find(std::string("keyMigration.target.") + key))
+      fail(origin_of(std::string("keyMigration.target.") + key, *single),
+           "set keyMigration.target (one target) or keyMigration.targets (a list), not both "
+           "(keyMigration.targets is at " +
+               origin.describe() + ")");
+  if (!list->node.IsSequence())
+    fail(origin, std::string("expected a list of targets, got ") + kind_name(list->node));
+  if (list->node.size() == 0) fail(origin, "must list at least one target");
+  if (list->node.size() > 256) fail(origin, "lists more than 256 targets");
+  m.targets.clear();
+  for (std::size_t i = 0; i < list->node.size(); ++i) {
+    const YAML::Node item = list->node[i];
+    origins.push_back(
+        Origin{list->file, line_of(item), "keyMigration.targets[" + std::to_string(i) + "]"});
+    m.targets.push_back(read_target_entry(item, list->file, origins.back()));
+  }
+  name_targets(m.targets, origins);
+}
+
+void read_migration(const Reader& reader, const SettingChecks& checks, Migration& m) {
+  reader.read_string("keyMigration.database.dsn", m.dsn);
+  read_targets(reader, m);
   reader.read_int("keyMigration.batchSize", m.batch_size, 1, kMaxBatchSize);
   reader.read_int("keyMigration.threads", m.threads, 0, kMaxThreads);
   reader.read_int("keyMigration.maxRowsPerSecond", m.max_rows_per_second, 0, kMaxRowsPerSecond);
@@ -770,6 +954,22 @@ int parse_time_of_day(const std::string& text, const Origin& origin) {
     }
   }
   fail(origin, "expected a UTC time of day \"HH:MM\" (00:00..23:59), got '" + s + "'");
+}
+
+std::vector<Target> select_targets(const std::vector<Target>& targets,
+                                   const std::vector<std::string>& names) {
+  if (names.empty()) return targets;
+  std::vector<Target> out;
+  for (const auto& t : targets)
+    if (std::find(names.begin(), names.end(), t.name) != names.end()) out.push_back(t);
+  for (const auto& name : names)
+    if (std::none_of(targets.begin(), targets.end(),
+                     [&](const Target& t) { return t.name == name; })) {
+      std::string known;
+      for (const auto& t : targets) known += (known.empty() ? "" : ", ") + t.name;
+      throw ConfigError("--target: no target named '" + name + "' (configured: " + known + ")");
+    }
+  return out;
 }
 
 Config load(const std::vector<std::string>& paths, const Getenv& env, const SettingChecks& checks) {

@@ -196,7 +196,7 @@ std::string batch_statement(const Table& t, bool journal, bool chunked) {
   sql += "    AND checkpoint IS NOT DISTINCT FROM " + ref(kCheckpointFrom) + " RETURNING 1),";
   sql += " upd AS (UPDATE " + t.q_table + " AS t SET " + t.q_secret + " = " + new_expr;
   if (t.has_flag()) sql += ", " + t.q_flag + " = true";
-  sql += "   FROM s WHERE t." + t.q_id + " = s.row_id::" + t.id_type;
+  sql += "   FROM s WHERE t." + t.q_id + " = s.row_id::" + t.id_type + t.row_filter_sql();
   // Compare-and-swap: only where the row still holds what we read.
   sql += "    AND (t." + t.q_secret + " = " + old_expr;
   if (chunked) {

@@ -29,19 +29,22 @@ std::vector<std::optional<std::string>> chunk_boundaries(Connection& conn, const
   const std::string step = "SELECT t." + t.q_id + "::text FROM " + t.q_table + " AS t";
   const std::string order =
       " ORDER BY t." + t.q_id + " OFFSET " + std::to_string(per - 1) + " LIMIT 1";
-  const std::string after = " WHERE t." + t.q_id + " > $1::" + t.id_type;
+  // The filter's rows alone: chunks hold and progress counts what the run works on.
+  const std::string filter = t.row_filter_sql();
+  const std::string first = filter.empty() ? std::string() : " WHERE TRUE" + filter;
+  const std::string after = " WHERE t." + t.q_id + " > $1::" + t.id_type + filter;
   return guarded(conn, "planning chunks", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     std::vector<std::optional<std::string>> out;
     for (;;) {
-      auto r =
-          out.empty() ? tx.exec(step + order) : tx.exec_params(step + after + order, *out.back());
+      auto r = out.empty() ? tx.exec(step + first + order)
+                           : tx.exec_params(step + after + order, *out.back());
       if (r.empty()) break;
       out.emplace_back(r[0][0].as<std::string>());
     }
     if (total_rows) {
       const std::string rest =
-          "SELECT count(*) FROM " + t.q_table + " AS t" + (out.empty() ? std::string() : after);
+          "SELECT count(*) FROM " + t.q_table + " AS t" + (out.empty() ? first : after);
       auto r = out.empty() ? tx.exec(rest) : tx.exec_params(rest, *out.back());
       *total_rows = static_cast<std::int64_t>(out.size()) * per + r[0][0].as<std::int64_t>();
     }

@@ -1,5 +1,6 @@
 #include "keymig/db/requests.hpp"
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -38,7 +39,7 @@ constexpr const char* kSelectedRequest =
 // and for a schema this role may not use (which is another deployment's table, not a bad
 // request).
 Whose classify(pqxx::nontransaction& tx, const std::string& target,
-               std::optional<unsigned> own_table, std::string& refusal) {
+               const std::vector<unsigned>& own_tables, std::string& refusal) {
   if (target.find_first_not_of(" \t\r\n") == std::string::npos) {
     refusal = kNoTarget;
     return Whose::refused;
@@ -46,7 +47,9 @@ Whose classify(pqxx::nontransaction& tx, const std::string& target,
   try {
     auto r = tx.exec_params("SELECT to_regclass($1)::oid::int8", target);
     if (r.empty() || r[0][0].is_null()) return Whose::others;  // no such table here
-    return own_table && r[0][0].as<std::int64_t>() == static_cast<std::int64_t>(*own_table)
+    const auto oid = r[0][0].as<std::int64_t>();
+    return std::any_of(own_tables.begin(), own_tables.end(),
+                       [&](unsigned own) { return oid == static_cast<std::int64_t>(own); })
                ? Whose::mine
                : Whose::others;
   } catch (const pqxx::insufficient_privilege&) {
@@ -105,6 +108,14 @@ std::int64_t requeue_stale_requests(Connection& conn) {
 std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::string& instance,
                                                  std::optional<unsigned> own_table,
                                                  ClaimScope scope, std::size_t max_selected) {
+  std::vector<unsigned> own;
+  if (own_table) own.push_back(*own_table);
+  return claim_next_request(conn, instance, own, scope, max_selected);
+}
+
+std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::string& instance,
+                                                 const std::vector<unsigned>& own_tables,
+                                                 ClaimScope scope, std::size_t max_selected) {
   return guarded(conn, "claiming a request", [&](pqxx::connection& c) {
     // The spellings of the queue's targets, resolved before the claim rather than in its
     // WHERE clause: one that raises there would stop every serve's queue. A request
@@ -125,7 +136,7 @@ std::optional<ClaimedRequest> claim_next_request(Connection& conn, const std::st
         }
         const std::string target = row[0].as<std::string>();
         std::string refusal;
-        const Whose whose = classify(look, target, own_table, refusal);
+        const Whose whose = classify(look, target, own_tables, refusal);
         if (whose == Whose::others) continue;
         wanted.push_back(target);
         if (whose == Whose::refused) refusals[target] = refusal;

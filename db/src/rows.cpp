@@ -84,7 +84,8 @@ std::string filter_clause(const Table& t, const Selection& f, std::vector<std::s
 }  // namespace
 
 std::vector<Row> read_page(Connection& conn, const Table& t, const PageQuery& q) {
-  std::string sql = "SELECT " + select_list(t, q.users) + " FROM " + t.q_table + " AS t WHERE true";
+  std::string sql = "SELECT " + select_list(t, q.users) + " FROM " + t.q_table +
+                    " AS t WHERE true" + t.row_filter_sql();
   std::vector<std::string> params;
   // Keyset bounds are compared in the id's own type: the parameter takes the column's type.
   if (q.after) {
@@ -120,7 +121,8 @@ std::vector<Row> read_page(Connection& conn, const Table& t, const PageQuery& q)
 std::vector<Row> read_rows(Connection& conn, const Table& t, const std::vector<std::string>& ids) {
   if (ids.empty()) return {};
   std::string sql = "SELECT " + select_list(t) + " FROM " + t.q_table + " AS t WHERE t." + t.q_id +
-                    " = ANY($1::text[]::" + t.id_type + "[]) ORDER BY t." + t.q_id;
+                    " = ANY($1::text[]::" + t.id_type + "[])" + t.row_filter_sql() +
+                    " ORDER BY t." + t.q_id;
   return guarded(conn, "re-reading rows", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto r = tx.exec_params(sql, text_array(ids));
@@ -166,7 +168,7 @@ std::int64_t estimated_rows(Connection& conn, const Table& t) {
 }
 
 std::int64_t count_rows(Connection& conn, const Table& t, const Selection* f) {
-  std::string sql = "SELECT count(*) FROM " + t.q_table + " AS t WHERE true";
+  std::string sql = "SELECT count(*) FROM " + t.q_table + " AS t WHERE true" + t.row_filter_sql();
   std::vector<std::string> params;
   if (f && !f->empty()) sql += filter_clause(t, *f, params);
   return guarded(conn, "counting rows", [&](pqxx::connection& c) {

@@ -12,7 +12,7 @@ const char* const kRunColumns =
     " journal, checkpoint, rows_scanned, rotated, already_active, flag_fixed, empty,"
     " undecryptable, conflicts, coalesce(host, ''), coalesce(pid, 0), started_at::text,"
     " coalesce(updated_at::text, ''), coalesce(finished_at::text, ''), coalesce(error, ''),"
-    " coalesce(journal_purged_at::text, ''), rejected, rewritten";
+    " coalesce(journal_purged_at::text, ''), rejected, rewritten, coalesce(run_group, '')";
 
 // The first key of a run's advisory lock ('kmrn'), the second the hash of its id: apart
 // from the target locks ('kmig', lock.cpp). Two runs whose ids share a hash merely
@@ -52,6 +52,7 @@ Run to_run(const pqxx::row& r) {
   run.journal_purged_at = r[22].as<std::string>();
   run.counts.rejected = r[23].as<std::int64_t>();
   run.counts.rewritten = r[24].as<std::int64_t>();
+  run.run_group = r[25].as<std::string>();
   return run;
 }
 
@@ -101,11 +102,14 @@ bool create_run(Connection& conn, const Run& run,
     pqxx::work tx(c);
     auto r = tx.exec_params(
         "INSERT INTO keymig.runs (run_id, kind, target, state, active_fingerprint,"
-        " rolling_fingerprints, selection, journal, host, pid, updated_at)"
-        " VALUES ($1, $2, $3, 'running', $4, $5::text[], $6::jsonb, $7, $8, $9, now())"
+        " rolling_fingerprints, selection, journal, host, pid, updated_at, run_group,"
+        " group_targets)"
+        " VALUES ($1, $2, $3, 'running', $4, $5::text[], $6::jsonb, $7, $8, $9, now(),"
+        "         nullif($10, ''), CASE WHEN $10 = '' THEN NULL ELSE $11::text[] END)"
         " ON CONFLICT (run_id) DO NOTHING RETURNING 1",
         run.run_id, run.kind, run.target, run.active_fingerprint,
-        text_array(run.rolling_fingerprints), run.selection_json, run.journal, run.host, run.pid);
+        text_array(run.rolling_fingerprints), run.selection_json, run.journal, run.host, run.pid,
+        run.run_group, text_array(run.group_targets));
     if (r.empty()) return false;
     tx.exec_params(
         "INSERT INTO keymig.chunks (run_id, chunk_no, lo, hi)"
@@ -114,6 +118,42 @@ bool create_run(Connection& conn, const Run& run,
         run.run_id, text_array(boundaries));
     tx.commit();
     return true;
+  });
+}
+
+std::optional<std::string> find_unfinished_group(Connection& conn,
+                                                 const std::vector<std::string>& target_names,
+                                                 const std::string& selection_json,
+                                                 const std::string& active_fingerprint) {
+  return guarded(conn, "looking for an unfinished run",
+                 [&](pqxx::connection& c) -> std::optional<std::string> {
+                   pqxx::nontransaction tx(c);
+                   auto r = tx.exec_params(
+                       "SELECT run_group FROM keymig.runs WHERE run_group IS NOT NULL"
+                       " AND kind = 'migrate'"
+                       " AND group_targets @> $1::text[] AND group_targets <@ $1::text[]"
+                       " AND coalesce(selection, 'null'::jsonb) = $2::jsonb"
+                       " AND coalesce(active_fingerprint, '') IN ('', $3)"
+                       " GROUP BY run_group"
+                       " HAVING NOT bool_or(state IN ('rolled_back', 'finalized'))"
+                       "    AND (bool_or(state IN ('running', 'failed'))"
+                       "         OR count(*) < max(cardinality(group_targets)))"
+                       " ORDER BY max(started_at) DESC, run_group DESC LIMIT 1",
+                       text_array(target_names), selection_json, active_fingerprint);
+                   if (r.empty()) return std::nullopt;
+                   return r[0][0].as<std::string>();
+                 });
+}
+
+std::vector<Run> group_runs(Connection& conn, const std::string& run_group) {
+  return guarded(conn, "loading run " + run_group, [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto r = tx.exec_params(std::string("SELECT ") + kRunColumns +
+                                " FROM keymig.runs WHERE run_group = $1 ORDER BY run_id",
+                            run_group);
+    std::vector<Run> runs;
+    for (const auto& row : r) runs.push_back(to_run(row));
+    return runs;
   });
 }
 

@@ -192,8 +192,15 @@ INSERT INTO keymig.schema_version (version) VALUES (7);
 )SQL";
 
 // kMigrations[v - 1] takes the schema from version v - 1 to v.
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3,
-                                   kSchemaV4, kSchemaV5, kSchemaV6, kSchemaV7};
+const char* const kSchemaV8 = R"SQL(
+ALTER TABLE keymig.runs ADD COLUMN IF NOT EXISTS run_group text COLLATE "C";
+ALTER TABLE keymig.runs ADD COLUMN IF NOT EXISTS group_targets text[];
+CREATE INDEX IF NOT EXISTS runs_run_group ON keymig.runs (run_group) WHERE run_group IS NOT NULL;
+INSERT INTO keymig.schema_version (version) VALUES (8);
+)SQL";
+
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
+                                   kSchemaV5, kSchemaV6, kSchemaV7, kSchemaV8};
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
 
 // A role that may not create schema keymig, or may not upgrade it, hears which privilege

@@ -168,6 +168,17 @@ Table check_target(Connection& conn, const TargetSpec& spec) {
                           " is " + flag->type_name + " (needs boolean)");
       t.flag_column = spec.flag_column;
     }
+    if (!spec.filter_column.empty()) {
+      auto filter = find_column(tx, rel, spec.filter_column);
+      if (!filter)
+        throw TargetError("target: onlyWhere column \"" + spec.filter_column + "\" not found in " +
+                          table_label);
+      if (filter->base_oid != kOidBool)
+        throw TargetError("target: onlyWhere column \"" + spec.filter_column + "\" of " +
+                          table_label + " is " + filter->type_name + " (needs boolean)");
+      t.filter_column = spec.filter_column;
+      t.filter_equals = spec.filter_equals;
+    }
     // The username column is optional: only selecting by username needs it.
     if (!spec.username_column.empty() && find_column(tx, rel, spec.username_column))
       t.username_column = spec.username_column;
@@ -177,6 +188,7 @@ Table check_target(Connection& conn, const TargetSpec& spec) {
     t.q_secret = tx.quote_name(t.secret_column);
     if (t.has_flag()) t.q_flag = tx.quote_name(t.flag_column);
     if (!t.username_column.empty()) t.q_username = tx.quote_name(t.username_column);
+    if (!t.filter_column.empty()) t.q_filter = tx.quote_name(t.filter_column);
     tx.commit();
     return t;
   });

@@ -13,7 +13,8 @@ CommandRecord::CommandRecord(metrics::Metrics* metrics, const char* command,
                              const config::Target& target)
     : metrics_(metrics), command_(command) {
   if (!metrics_) return;
-  metrics_->set_target(configured_label(target));
+  configured_ = configured_label(target);
+  metrics_->set_target(configured_);
   metrics_->set_run_in_progress(true);
 }
 
@@ -24,7 +25,7 @@ CommandRecord::~CommandRecord() {
 }
 
 void CommandRecord::on_target(const std::string& label) {
-  if (metrics_) metrics_->set_target(label);
+  if (metrics_) metrics_->set_target(label, configured_);
 }
 
 void CommandRecord::succeeded() {

@@ -37,6 +37,7 @@ class CommandRecord {
  private:
   metrics::Metrics* metrics_;
   const char* command_;
+  std::string configured_;  // the label set before the target was resolved
   bool settled_ = false;
 };
 

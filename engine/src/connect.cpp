@@ -27,7 +27,8 @@ db::Connection open_connection(const db::ConnectOptions& options, metrics::Metri
 }
 
 db::TargetSpec target_spec(const config::Target& t) {
-  return db::TargetSpec{t.table, t.id_column, t.secret_column, t.flag_column, t.username_column};
+  return db::TargetSpec{t.table,           t.id_column,         t.secret_column,    t.flag_column,
+                        t.username_column, t.only_where.column, t.only_where.equals};
 }
 
 }  // namespace keymig::engine::detail

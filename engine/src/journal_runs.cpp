@@ -150,31 +150,30 @@ void count_unreadable_journaled(const crypto::KeyRing& keys, const Options& opti
 
 }  // namespace
 
-FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
-                        const std::string& run_id) {
-  CommandRecord record(options.metrics, "finalize", options.target);
+namespace detail {
+
+FinalizeReport check_finalize(const crypto::KeyRing& keys, const Options& options,
+                              const std::string& run_id, CommandRecord* record) {
   if (run_id.empty()) throw UsageError("finalize needs --run ID");
   FinalizeReport report;
   report.run_id = run_id;
   std::string state;
-  std::string target;
   {
     db::Connection conn = open_connection(options.connect, options.metrics);
     db::ensure_schema(conn);
     auto run = db::load_run(conn, run_id);
     if (!run) throw UsageError("no run " + run_id + " in keymig.runs");
     state = run->state;
-    target = run->target;
   }
   if (state == "rolled_back")
     throw UsageError("run " + run_id +
                      " was rolled back: nothing to finalize (its journal holds only old-key "
                      "ciphertext now: `keymig journal purge --run-id " +
                      run_id + "` deletes it)");
-  // Not finalized (exit 4) is a failed finalize: the record's default.
-  report.verify =
-      verify_pass(keys, options, state == "finalized" ? std::string() : run_id, &record);
+  report.verify = verify_pass(keys, options, state == "finalized" ? std::string() : run_id, record);
   report.verify.run_id = run_id;
+  if (report.verify.needs_rolling > 0)
+    report.targets_needing_rolling.push_back(options.target.name);
   if (state != "completed" && state != "finalized") {
     report.reason = "run " + run_id + " is " + state +
                     ", not completed: run `keymig migrate --run-id " + run_id + "` first";
@@ -201,13 +200,18 @@ FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
                     run_id + "`)";
     return report;
   }
+  return report;
+}
+
+void commit_finalize(const Options& options, FinalizeReport& report, CommandRecord& record) {
+  const std::string& run_id = report.run_id;
   db::Connection conn = open_connection(options.connect, options.metrics);
   const auto on_retry = retry_hook(options.metrics, "finalize");
   report.journal_deleted = db::with_retry(
       conn, [&] { return db::delete_journal(conn, run_id); }, on_retry);
   db::with_retry(
       conn, [&] { db::set_run_state(conn, run_id, "finalized"); }, on_retry);
-  upkeep_journal_after(conn, target, options, /*apply_retention=*/false);
+  upkeep_journal_after(conn, report.verify.target, options, /*apply_retention=*/false);
   report.finalized = true;
   report.rolling_key_retirable = true;
   report.reason = report.verify.undecryptable > 0
@@ -218,6 +222,16 @@ FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
   KEYMIG_LOG(info, "engine", "run_finalized", {"run_id", run_id},
              {"journal_deleted", report.journal_deleted});
   record.succeeded();
+}
+
+}  // namespace detail
+
+FinalizeReport finalize(const crypto::KeyRing& keys, const Options& options,
+                        const std::string& run_id) {
+  CommandRecord record(options.metrics, "finalize", options.target);
+  // Not finalized (exit 4) is a failed finalize: the record's default.
+  FinalizeReport report = check_finalize(keys, options, run_id, &record);
+  if (report.reason.empty()) commit_finalize(options, report, record);
   return report;
 }
 

@@ -40,7 +40,7 @@ namespace {
 
 db::UserTable open_user_table(db::Connection& conn, const config::Config& config,
                               db::Access access) {
-  const auto& t = config.migration.target;
+  const auto& t = config.migration.targets.front();
   db::Table table = db::check_target(conn, target_spec(t));
   db::check_privileges(conn, table, access);
   return db::check_user_table(conn, table, t.sysadmin_columns);
@@ -141,7 +141,7 @@ ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
                          const crypto::KeyRing* keys, const db::Selection& selection,
                          metrics::Metrics* metrics) {
   // Only a refusal is recorded here: the reset itself records its success.
-  CommandRecord record(metrics, "reset_mfa", config.migration.target);
+  CommandRecord record(metrics, "reset_mfa", config.migration.targets.front());
   validate_selection(selection, false);
   // write: a role that may not clear the secret hears it before the confirmation.
   const db::UserTable users = open_user_table(conn, config, db::Access::write);
@@ -165,7 +165,7 @@ ResetPlan plan_reset_mfa(db::Connection& conn, const config::Config& config,
 ResetResult reset_mfa(db::Connection& conn, const config::Config& config,
                       const crypto::KeyRing* keys, const ResetPlan& plan,
                       metrics::Metrics* metrics) {
-  CommandRecord recorded(metrics, "reset_mfa", config.migration.target);
+  CommandRecord recorded(metrics, "reset_mfa", config.migration.targets.front());
   if (plan.users.empty()) throw UsageError("reset-mfa: no users selected");
   const db::UserTable users = open_user_table(conn, config, db::Access::write);
   recorded.on_target(users.table.label());
@@ -207,7 +207,8 @@ PreflightReport lockout_preflight(db::Connection& conn, const config::Config& co
   StatusOptions options;
   options.page_size = config.migration.batch_size > 0 ? config.migration.batch_size * 2 : 5000;
   options.threads = config.migration.threads;
-  const std::string target = db::check_target(conn, target_spec(config.migration.target)).label();
+  const std::string target =
+      db::check_target(conn, target_spec(config.migration.targets.front())).label();
   const auto acknowledged = db::acknowledged_ids(conn, target);
   report.status = mfa_status(conn, config, keys, options, [&](const UserStatus& u) {
     if (u.unreadable() && acknowledged.count(u.id)) {

@@ -23,6 +23,7 @@
 #include "keymig/redact.hpp"
 #include "lanes.hpp"
 #include "migrate_preflight.hpp"
+#include "migrate_steps.hpp"
 #include "progress.hpp"
 #include "run_plan.hpp"
 
@@ -93,29 +94,38 @@ void finish_run(db::Connection& reader, const db::Run& run, const Options& optio
 
 }  // namespace
 
-MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
-  CommandRecord record(options.metrics, "migrate", options.target);
-  const auto start = std::chrono::steady_clock::now();
-  MigrateReport report;
-  report.dry_run = options.dry_run;
+namespace detail {
 
-  db::Connection reader = open_connection(options.connect, options.metrics);
-  LaneSessions sessions(options);
-  // The target first: a refused one (missing, a view, hidden by row security, a
-  // privilege short) leaves no trace, not even schema keymig. A dry run writes nothing,
-  // the schema included: it reads the target alone.
-  const db::Table table = db::check_target(reader, target_spec(options.target));
-  db::check_privileges(reader, table, options.dry_run ? db::Access::read : db::Access::write);
+MigratePrep check_migrate(db::Connection& reader, const Options& options) {
+  // A refused target (missing, a view, hidden by row security, a privilege short) leaves
+  // no trace, not even schema keymig. A dry run writes nothing, the schema included.
+  MigratePrep prep{db::check_target(reader, target_spec(options.target)), {}, {}, {}};
+  db::check_privileges(reader, prep.table, options.dry_run ? db::Access::read : db::Access::write);
   // A selection of only unknown users is refused here too, before anything is made.
-  report.not_found = selected_not_found(reader, table, options.selection);
-  if (!options.dry_run) db::ensure_schema(reader);
-  record.on_target(table.label());
-  report.target = table.label();
+  prep.not_found = selected_not_found(reader, prep.table, options.selection);
+  return prep;
+}
+
+void preflight_migrate(db::Connection& reader, const crypto::KeyRing& keys, const Options& options,
+                       MigratePrep& prep) {
+  prep.acknowledged = db::acknowledged_ids(reader, prep.table.label());
   // Before the run is made or a row written: a swapped or short config is refused here
   // (exit 2), with the likely missing key named. A dry run writes nothing to refuse.
-  const AcknowledgedIds acknowledged = db::acknowledged_ids(reader, table.label());
   if (!options.dry_run)
-    report.preflight = migrate_preflight(reader, table, keys, options, acknowledged);
+    prep.preflight = migrate_preflight(reader, prep.table, keys, options, prep.acknowledged);
+}
+
+MigrateReport run_migrate(const crypto::KeyRing& keys, const Options& options,
+                          db::Connection& reader, LaneSessions& sessions, MigratePrep prep,
+                          CommandRecord& record) {
+  const auto start = std::chrono::steady_clock::now();
+  const db::Table& table = prep.table;
+  const AcknowledgedIds& acknowledged = prep.acknowledged;
+  MigrateReport report;
+  report.dry_run = options.dry_run;
+  report.target = table.label();
+  report.not_found = std::move(prep.not_found);
+  report.preflight = std::move(prep.preflight);
 
   Options opts = options;  // the selection and journal may come from the resumed run
   const RunPlan plan = plan_run(reader, table, keys, opts, sessions.max_lanes());
@@ -170,6 +180,22 @@ MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
     record.succeeded();
   else
     record.unfinished();
+  return report;
+}
+
+}  // namespace detail
+
+MigrateReport migrate(const crypto::KeyRing& keys, const Options& options) {
+  CommandRecord record(options.metrics, "migrate", options.target);
+  const auto start = std::chrono::steady_clock::now();
+  db::Connection reader = open_connection(options.connect, options.metrics);
+  LaneSessions sessions(options);
+  MigratePrep prep = check_migrate(reader, options);
+  if (!options.dry_run) db::ensure_schema(reader);
+  record.on_target(prep.table.label());
+  preflight_migrate(reader, keys, options, prep);
+  MigrateReport report = run_migrate(keys, options, reader, sessions, std::move(prep), record);
+  report.seconds = seconds_since(start);
   return report;
 }
 

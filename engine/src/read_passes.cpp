@@ -39,7 +39,8 @@ Options options_from_config(const config::Config& config) {
   o.connect.dsn = m.dsn;
   o.connect.lock_timeout = m.lock_timeout;
   o.connect.statement_timeout = m.statement_timeout;
-  o.target = m.target;
+  o.targets = m.targets;
+  o.target = m.targets.front();
   o.batch_size = m.batch_size;
   o.threads = m.threads;
   o.max_rows_per_second = m.max_rows_per_second;
@@ -95,7 +96,9 @@ namespace {
 // privilege, and a role without one still gets its report.
 bool record_baseline(db::Connection& reader, const db::Table& table, const crypto::KeyRing& keys,
                      const Options& options, const char* command, const Tally& sum) {
-  if (!options.selection.empty() || (options.stop && options.stop->load())) return false;
+  if (!options.record_baseline || !options.selection.empty() ||
+      (options.stop && options.stop->load()))
+    return false;
   db::ScanRecord rec;
   rec.target = table.label();
   rec.command = command;

@@ -188,6 +188,7 @@ std::string FinalizeReport::to_json() const {
   j["run_id"] = run_id;
   j["finalized"] = finalized;
   j["rolling_key_retirable"] = rolling_key_retirable;
+  j["targets_needing_rolling"] = targets_needing_rolling;
   j["journal_deleted"] = journal_deleted;
   j["reason"] = reason;
   j["journal_unreadable"] = journal_unreadable;

@@ -85,6 +85,11 @@ std::int64_t rows_per_chunk(db::Connection& reader, const db::Table& table, cons
 db::Run new_run_record(const crypto::KeyRing& keys, const db::Table& table, const Options& opts) {
   db::Run fresh;
   fresh.run_id = opts.run_id.empty() ? new_run_id("m", 8) : opts.run_id;
+  // "RUN/name": one target's part of a run over several (targets.cpp names them so).
+  if (const auto slash = fresh.run_id.find('/'); slash != std::string::npos) {
+    fresh.run_group = fresh.run_id.substr(0, slash);
+    for (const auto& t : opts.targets) fresh.group_targets.push_back(t.name);
+  }
   fresh.kind = "migrate";
   fresh.target = table.label();
   fresh.active_fingerprint = keys.fingerprint(0);

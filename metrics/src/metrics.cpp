@@ -217,6 +217,7 @@ struct Metrics::Impl {
   std::set<std::string> warned;    // label values already reported as unknown
   std::set<std::string> commands;  // commands whose result was recorded
   std::string target;              // set_target's last label
+  std::vector<std::string> command_targets;  // every label set_target recorded
   std::string database;            // set_database's last name
 
   Impl() {
@@ -367,9 +368,20 @@ void Metrics::add_throttled_seconds(std::string_view reason, double seconds) {
       .Increment(seconds);
 }
 
-void Metrics::set_target(std::string_view target) {
+void Metrics::set_target(std::string_view target, std::string_view replaces) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->target = std::string(target);
+  auto& all = impl_->command_targets;
+  all.erase(std::remove(all.begin(), all.end(), target), all.end());
+  if (auto it = std::find(all.begin(), all.end(), replaces); !replaces.empty() && it != all.end())
+    *it = impl_->target;
+  else
+    all.push_back(impl_->target);
+}
+
+std::vector<std::string> Metrics::targets() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->command_targets;
 }
 
 std::string Metrics::target() const {

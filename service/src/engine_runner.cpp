@@ -7,6 +7,7 @@
 #include "keymig/db/runs.hpp"
 #include "keymig/engine/engine.hpp"
 #include "keymig/engine/mfa_admin.hpp"
+#include "keymig/engine/targets.hpp"
 #include "keymig/service/service.hpp"
 
 namespace keymig::service {
@@ -18,6 +19,7 @@ engine::Options engine_options(const Job& job, const Settings& settings, std::at
   engine::Options options = engine::options_from_config(settings.config);
   options.connect.dsn = settings.dsn;
   options.selection = job.selection;
+  engine::select_targets(options, job.targets);
   options.stop = &stop;
   options.metrics = &metrics;
   // serve's log has no terminal: a progress line now and then shows a long run moving.
@@ -104,12 +106,14 @@ Runner engine_runner() {
             metrics::Metrics& metrics) -> RunOutcome {
     switch (job.kind) {
       case JobKind::migrate: {
-        auto report = engine::migrate(*settings.keys, engine_options(job, settings, stop, metrics));
+        const auto all =
+            engine::migrate_targets(*settings.keys, engine_options(job, settings, stop, metrics));
+        const auto& report = all.total;
         // A stop on critical load is the run's own verdict, not serve's shutdown: requeued
         // like one, the request would be claimed again at once, against a database that
         // had just asked keymig to back off. It fails; the run stays resumable.
         const bool shutdown = report.stopped && report.stopped_by == "signal";
-        RunOutcome out = from_report(report.exit_code(), report.to_json(), shutdown,
+        RunOutcome out = from_report(all.exit_code(), all.to_json(), shutdown,
                                      !report.stopped && report.succeeded());
         if (report.stopped && !shutdown)
           out.error = "stopped on " + report.stopped_by +
@@ -117,23 +121,23 @@ Runner engine_runner() {
         return out;
       }
       case JobKind::verify: {
-        auto report = engine::verify(*settings.keys, engine_options(job, settings, stop, metrics),
-                                     job.run_id);
+        const auto all = engine::verify_targets(
+            *settings.keys, engine_options(job, settings, stop, metrics), job.run_id);
         // Verify reads only; a drain mid-way leaves nothing to resume, so it is not a
         // partial success.
         bool stopped = stop.load();
-        return from_report(report.exit_code(), report.to_json(), stopped, report.succeeded());
+        return from_report(all.exit_code(), all.to_json(), stopped, all.total.succeeded());
       }
       case JobKind::reset_mfa:
         return reset(job, settings, metrics);
       case JobKind::rollback:
         return rollback(job, settings, stop, metrics);
       case JobKind::finalize: {
-        auto report = engine::finalize(*settings.keys, engine_options(job, settings, stop, metrics),
-                                       job.run_id);
+        const auto all = engine::finalize_targets(
+            *settings.keys, engine_options(job, settings, stop, metrics), job.run_id);
         // Stopped before it deleted the journal: the next claim finalizes it.
-        return from_report(report.exit_code(), report.to_json(), stop.load() && !report.finalized,
-                           report.exit_code() == kExitOk);
+        return from_report(all.exit_code(), all.to_json(), stop.load() && !all.total.finalized,
+                           all.exit_code() == kExitOk);
       }
       case JobKind::status:
         return status(job, settings);

@@ -1,8 +1,11 @@
 #include "keymig/service/jobs.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <nlohmann/json.hpp>
 #include <utility>
+
+#include "keymig/config/config.hpp"
 
 namespace keymig::service {
 
@@ -57,13 +60,14 @@ bool read_list(const nlohmann::json& params, const char* field, bool numbers_ok,
   return true;
 }
 
-// A run id as keymig makes them ("m20261202T150405Z-1a2b3c4d", a Job's name): it is quoted
+// A run id as keymig makes them ("m20261202T150405Z-1a2b3c4d", a Job's name, "RUN/target"
+// for one target's part of a run over several): it is quoted
 // back in errors and logs, so nothing else is taken.
 bool plain_run_id(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.' &&
-        c != ':')
+        c != ':' && c != '/')
       return false;
   return true;
 }
@@ -97,9 +101,13 @@ ParsedRequest parse_request(std::string_view kind, std::string_view params_json)
   const bool takes_selection = job.kind != JobKind::rollback && job.kind != JobKind::finalize;
   const bool takes_run =
       job.kind == JobKind::verify || job.kind == JobKind::rollback || job.kind == JobKind::finalize;
-  const std::string fields = takes_selection && takes_run ? "ids, usernames, run_id"
-                             : takes_run                  ? "run_id"
-                                                          : "ids, usernames";
+  // Which targets: the whole-table kinds; reset_mfa and status work on the first target.
+  const bool takes_targets =
+      job.kind == JobKind::migrate || job.kind == JobKind::verify || job.kind == JobKind::finalize;
+  std::string fields = takes_selection && takes_run ? "ids, usernames, run_id"
+                       : takes_run                  ? "run_id"
+                                                    : "ids, usernames";
+  if (takes_targets) fields += ", targets";
   if (!params_json.empty()) {
     nlohmann::json params = nlohmann::json::parse(params_json, nullptr, false);
     if (params.is_discarded()) {
@@ -113,14 +121,25 @@ ParsedRequest parse_request(std::string_view kind, std::string_view params_json)
       }
       for (const auto& item : params.items()) {
         const bool selection_field = item.key() == "ids" || item.key() == "usernames";
-        if (!(selection_field && takes_selection) && !(item.key() == "run_id" && takes_run)) {
+        if (!(selection_field && takes_selection) && !(item.key() == "run_id" && takes_run) &&
+            !(item.key() == "targets" && takes_targets)) {
           out.error = "unknown params field for " + std::string(kind) + " (" + fields + ")";
           return out;
         }
       }
       if (!read_list(params, "ids", true, job.selection.ids, out.error) ||
-          !read_list(params, "usernames", false, job.selection.usernames, out.error))
+          !read_list(params, "usernames", false, job.selection.usernames, out.error) ||
+          !read_list(params, "targets", false, job.targets, out.error))
         return out;
+      for (const auto& name : job.targets)
+        if (name.size() > config::kMaxTargetNameLength ||
+            !std::all_of(name.begin(), name.end(), [](char c) {
+              return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                     c == '.';
+            })) {
+          out.error = "params.targets must hold target names (letters, digits, - _ .)";
+          return out;
+        }
       if (auto it = params.find("run_id"); it != params.end() && !it->is_null()) {
         if (!it->is_string() || !plain_run_id(it->get<std::string>())) {
           out.error = "params.run_id must be a run id (letters, digits, - _ . :)";

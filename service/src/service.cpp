@@ -155,7 +155,7 @@ int Service::run() {
   d.http->start();
   KEYMIG_LOG(info, "service", "service_started", {"instance", d.instance},
              {"http", d.http->local_address()},
-             {"target", d.current_settings()->config.migration.target.table});
+             {"target", d.current_settings()->config.migration.targets.front().table});
   d.selected_lane.thread = std::thread([&d] { d.lane_main(d.selected_lane); });
   d.main_lane.thread = std::thread([&d] { d.lane_main(d.main_lane); });
   asio::post(d.io, [&d] {

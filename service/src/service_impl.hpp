@@ -158,13 +158,14 @@ struct Service::Impl {
 
   // worker.cpp (each lane's thread)
   struct TargetGuard {
-    bool busy = false;  // another keymig serve holds the target
-    std::optional<db::TargetLock> lock;
+    bool busy = false;  // another keymig serve holds a target's table
+    std::vector<db::TargetLock> locks;  // one per configured table that exists
   };
   void lane_main(Lane& lane);
   template <typename Work>
   auto on_worker_session(Lane& lane, const char* what, Work&& work, bool while_stopping = false);
   TargetGuard lock_target(Lane& lane, const Settings& s);
+  static std::vector<std::string> target_tables(const Settings& s);  // distinct, config order
   db::Connection& work(Lane& lane, const Settings& s);
   [[nodiscard]] db::RetryHook retry_hook(Lane& lane, const char* what, bool while_stopping);
   void scheduled_run();  // main lane

@@ -23,6 +23,16 @@ HttpResponse Service::Impl::handle(const HttpRequest& request) {
   return metrics_handler(metrics)(request);  // /metrics, /healthz, and 404 for the rest
 }
 
+namespace {
+
+nlohmann::json target_names(const std::vector<config::Target>& targets) {
+  nlohmann::json names = nlohmann::json::array();
+  for (const auto& t : targets) names.push_back(t.name);
+  return names;
+}
+
+}  // namespace
+
 std::string Service::Impl::status() const {
   json doc;
   {
@@ -39,7 +49,8 @@ std::string Service::Impl::status() const {
     doc["config"] = {{"generation", generation},
                      {"loaded_at", iso8601_utc(loaded_at)},
                      {"files", settings->config.files},
-                     {"target", m.target.table},
+                     {"target", m.targets.front().table},
+                     {"targets", target_names(m.targets)},
                      {"key_fingerprints", settings->fingerprints}};
     if (!last_reload_error.empty()) doc["config"]["last_reload_error"] = last_reload_error;
     doc["schedule"] = schedule;

@@ -5,6 +5,7 @@
 // wait for a whole-table run. Each lane's thread owns its session, whose backend pid and
 // start mark the lane's claims as live.
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 
 #include "keymig/db/schema.hpp"
@@ -83,19 +84,30 @@ auto Service::Impl::on_worker_session(Lane& lane, const char* what, Work&& work,
       retry_hook(lane, what, while_stopping));
 }
 
+std::vector<std::string> Service::Impl::target_tables(const Settings& s) {
+  std::vector<std::string> tables;
+  for (const auto& t : s.config.migration.targets)
+    if (std::find(tables.begin(), tables.end(), t.table) == tables.end()) tables.push_back(t.table);
+  return tables;
+}
+
 Service::Impl::TargetGuard Service::Impl::lock_target(Lane& lane, const Settings& s) {
-  const std::string& table = s.config.migration.target.table;
-  try {
-    auto lock = on_worker_session(lane, "taking the target lock", [&](db::Connection& c) {
-      return db::TargetLock::try_acquire(c, table);
-    });
-    if (!lock) return {true, std::nullopt};
-    return {false, std::move(lock)};
-  } catch (const db::TargetError& e) {
-    // Nothing to keep others off: the job itself fails and reports the missing table.
-    KEYMIG_LOG(warn, "service", "target_not_locked", {"error", one_line(e.what())});
-    return {false, std::nullopt};
+  // Every configured table, without waiting: one held by another serve defers this one's
+  // work whole (the locks taken so far go with the guard), so no two serves can deadlock.
+  TargetGuard guard;
+  for (const auto& table : target_tables(s)) {
+    try {
+      auto lock = on_worker_session(lane, "taking the target lock", [&](db::Connection& c) {
+        return db::TargetLock::try_acquire(c, table);
+      });
+      if (!lock) return TargetGuard{true, {}};
+      guard.locks.push_back(std::move(*lock));
+    } catch (const db::TargetError& e) {
+      // Nothing to keep others off: the job itself fails and reports the missing table.
+      KEYMIG_LOG(warn, "service", "target_not_locked", {"error", one_line(e.what())});
+    }
   }
+  return guard;
 }
 
 void Service::Impl::lane_main(Lane& lane) {
@@ -179,8 +191,8 @@ void Service::Impl::scheduled_run() {
 
 void Service::Impl::drain_requests(Lane& lane) {
   auto s = current_settings();
-  std::optional<unsigned> own_table;
-  std::optional<db::TargetLock> target_lock;
+  std::vector<unsigned> own_tables;
+  std::vector<db::TargetLock> target_locks;
   try {
     work(lane, *s);
     if (!lane.selected) {
@@ -199,12 +211,14 @@ void Service::Impl::drain_requests(Lane& lane) {
     // No target lock: a selected-user request touches only its users, and the engine
     // runs it beside a whole-table run (its own run, its own run lock; a row both change
     // is a compare-and-swap conflict the sweep re-reads), which holds the lock meanwhile.
-    try {
-      own_table = on_worker_session(lane, "resolving the target", [&](db::Connection& c) {
-        return db::TargetLock::resolve(c, s->config.migration.target.table);
-      });
-    } catch (const db::TargetError&) {
-      // The configured table is missing: only requests refused at claim are taken.
+    for (const auto& table : target_tables(*s)) {
+      try {
+        own_tables.push_back(on_worker_session(
+            lane, "resolving the target",
+            [&](db::Connection& c) { return db::TargetLock::resolve(c, table); }));
+      } catch (const db::TargetError&) {
+        // A configured table is missing: requests naming it are refused at claim.
+      }
     }
   } else {
     TargetGuard target = lock_target(lane, *s);
@@ -216,14 +230,14 @@ void Service::Impl::drain_requests(Lane& lane) {
     }
     // Only requests naming this serve's table are ours: another deployment on the same
     // database works its own. A missing table leaves them queued (lock_target logged why).
-    if (target.lock) own_table = target.lock->table_oid();
-    target_lock = std::move(target.lock);
+    for (const auto& lock : target.locks) own_tables.push_back(lock.table_oid());
+    target_locks = std::move(target.locks);
   }
   const auto scope = lane.selected ? db::ClaimScope::selected : db::ClaimScope::any;
   try {
     while (!stop_flag) {
       auto claimed = on_worker_session(lane, "claiming a request", [&](db::Connection& c) {
-        return db::claim_next_request(c, instance, own_table, scope, kMaxSelectedUsers);
+        return db::claim_next_request(c, instance, own_tables, scope, kMaxSelectedUsers);
       });
       if (!claimed) break;
       if (process(lane, *claimed, s) == db::RequestEnd::requeued && !stop_flag) {

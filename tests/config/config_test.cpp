@@ -77,12 +77,12 @@ TEST_CASE("an empty values file gives the documented defaults", "[config]") {
   CHECK_FALSE(c.active_key.has_value());
   CHECK(c.rolling_keys.empty());
   CHECK(c.migration.dsn.empty());
-  CHECK(c.migration.target.table == "users");
-  CHECK(c.migration.target.id_column == "id");
-  CHECK(c.migration.target.secret_column == "mfa_secret");
-  CHECK(c.migration.target.flag_column == "mfa_fernet_active");
-  CHECK(c.migration.target.username_column == "username");
-  CHECK(c.migration.target.sysadmin_columns ==
+  CHECK(c.migration.targets.front().table == "users");
+  CHECK(c.migration.targets.front().id_column == "id");
+  CHECK(c.migration.targets.front().secret_column == "mfa_secret");
+  CHECK(c.migration.targets.front().flag_column == "mfa_fernet_active");
+  CHECK(c.migration.targets.front().username_column == "username");
+  CHECK(c.migration.targets.front().sysadmin_columns ==
         std::vector<std::string>{"is_staff", "is_superuser"});
   CHECK(c.migration.batch_size == 2000);
   CHECK(c.migration.threads == 0);
@@ -147,12 +147,12 @@ keyMigration:
   CHECK(c.rolling_keys[1].origin.line == 13);
   const auto& m = c.migration;
   CHECK(m.dsn == "postgresql://app@db/app");
-  CHECK(m.target.table == "public.accounts");
-  CHECK(m.target.id_column == "account_id");
-  CHECK(m.target.secret_column == "totp");
-  CHECK(m.target.flag_column.empty());
-  CHECK(m.target.username_column == "login");
-  CHECK(m.target.sysadmin_columns == std::vector<std::string>{"is_admin"});
+  CHECK(m.targets.front().table == "public.accounts");
+  CHECK(m.targets.front().id_column == "account_id");
+  CHECK(m.targets.front().secret_column == "totp");
+  CHECK(m.targets.front().flag_column.empty());
+  CHECK(m.targets.front().username_column == "login");
+  CHECK(m.targets.front().sysadmin_columns == std::vector<std::string>{"is_admin"});
   CHECK(m.batch_size == 500);
   CHECK(m.threads == 8);
   CHECK(m.max_rows_per_second == 10000);
@@ -218,8 +218,8 @@ keyMigration:
     CHECK(c.rolling_keys.empty());
     REQUIRE(c.active_key.has_value());
     CHECK(c.active_key->origin.file == base);
-    CHECK(c.migration.target.table == "accounts");
-    CHECK(c.migration.target.secret_column == "mfa_secret");
+    CHECK(c.migration.targets.front().table == "accounts");
+    CHECK(c.migration.targets.front().secret_column == "mfa_secret");
     CHECK(c.migration.batch_size == 100);
     CHECK(c.migration.threads == 4);
   }
@@ -227,7 +227,7 @@ keyMigration:
     const cfg::Config c = cfg::load({overlay, base}, kNoEnv);
     CHECK(c.mfa.mandatory);
     CHECK(c.rolling_keys.size() == 1);
-    CHECK(c.migration.target.table == "users");
+    CHECK(c.migration.targets.front().table == "users");
     CHECK(c.migration.threads == 2);
   }
 }

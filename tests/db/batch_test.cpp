@@ -22,7 +22,8 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
       "INSERT INTO h3a_cas.bin VALUES (1, 'old1'::bytea);");
   keymig::db::Connection conn(test_options());
   keymig::db::ensure_schema(conn);
-  auto t = keymig::db::check_target(conn, TargetSpec{"h3a_cas.users", "id", "tok", "flag", ""});
+  auto t = keymig::db::check_target(conn,
+                                    TargetSpec{"h3a_cas.users", "id", "tok", "flag", "", "", true});
   const std::string run_id =
       "h3a-cas-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
   keymig::db::Run run;
@@ -107,7 +108,8 @@ TEST_CASE("a batch write is a compare-and-swap: a concurrent change is a conflic
     CHECK(sql_value("SELECT tok FROM h3a_cas.users WHERE id = 3") == "user-reenrolled");
   }
   SECTION("bytea secrets are compared and written as the token's bytes") {
-    auto b = keymig::db::check_target(conn, TargetSpec{"h3a_cas.bin", "id", "tok", "", ""});
+    auto b =
+        keymig::db::check_target(conn, TargetSpec{"h3a_cas.bin", "id", "tok", "", "", "", true});
     auto rows = keymig::db::read_rows(conn, b, {"1"});
     REQUIRE(rows.size() == 1);
     CHECK(rows[0].token.view() == "old1");
@@ -166,7 +168,8 @@ TEST_CASE("a batch checks what the database stored: a BEFORE UPDATE trigger's re
       " EXECUTE FUNCTION h3a_rw.mangle();");
   keymig::db::Connection conn(test_options());
   keymig::db::ensure_schema(conn);
-  auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rw.users", "id", "tok", "flag", ""});
+  auto t =
+      keymig::db::check_target(conn, TargetSpec{"h3a_rw.users", "id", "tok", "flag", "", "", true});
   const std::string run_id = new_run(conn, t, "h3a-rw-");
   std::vector<keymig::db::Change> changes;
   for (int i = 1; i <= 4; ++i)
@@ -212,7 +215,8 @@ TEST_CASE("a row the database refuses is split out and the rest written with one
       "INSERT INTO h3a_rej.users SELECT g, 'old' || g, false FROM generate_series(1, 9) g;");
   keymig::db::Connection conn(test_options());
   keymig::db::ensure_schema(conn);
-  auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rej.users", "id", "tok", "flag", ""});
+  auto t = keymig::db::check_target(conn,
+                                    TargetSpec{"h3a_rej.users", "id", "tok", "flag", "", "", true});
   const std::string run_id = new_run(conn, t, "h3a-rej-");
   sql("UPDATE h3a_rej.users SET tok = 'app-wrote' WHERE id = 8");  // a conflict besides
   std::vector<keymig::db::Change> changes;

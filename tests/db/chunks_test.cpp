@@ -17,7 +17,7 @@ TEST_CASE("chunks are leased once while their holder's session lives", "[db][chu
       "INSERT INTO h3a_chunks.t SELECT g, 'x' FROM generate_series(1, 95) g;");
   keymig::db::Connection a(test_options());
   keymig::db::ensure_schema(a);
-  auto t = keymig::db::check_target(a, TargetSpec{"h3a_chunks.t", "id", "s", "", ""});
+  auto t = keymig::db::check_target(a, TargetSpec{"h3a_chunks.t", "id", "s", "", "", "", true});
   auto bounds = keymig::db::chunk_boundaries(a, t, 30);
   REQUIRE(bounds.size() == 4);  // 30, 60, 90, open
   CHECK(bounds[0] == std::optional<std::string>("30"));

@@ -24,8 +24,8 @@ TEST_CASE("deadlocks, serialization failures and missing privileges keep their S
       "  FOR EACH ROW EXECUTE FUNCTION h_err.refuse();");
   keymig::db::Connection conn(test_options());
   keymig::db::ensure_schema(conn);
-  auto t =
-      keymig::db::check_target(conn, keymig::db::TargetSpec{"h_err.users", "id", "tok", "", ""});
+  auto t = keymig::db::check_target(
+      conn, keymig::db::TargetSpec{"h_err.users", "id", "tok", "", "", "", true});
   std::vector<keymig::db::Change> changes(1);
   changes[0].id = "1";
   changes[0].old_token = keymig::SecretString(std::string_view("old1"));

@@ -41,7 +41,7 @@ TEST_CASE("the journal keeps a canonical token as its bytes and any other text a
   keymig::db::ensure_schema(conn);
 
   for (const char* table : {"h5_journal.users", "h5_journal.bin"}) {
-    auto t = keymig::db::check_target(conn, TargetSpec{table, "id", "tok", "", ""});
+    auto t = keymig::db::check_target(conn, TargetSpec{table, "id", "tok", "", "", "", true});
     const std::string run_id =
         "h5-" + std::string(table) + "-" +
         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());

@@ -40,7 +40,7 @@ TEST_CASE("keyset pages visit every row once in the id's own order", "[db][rows]
   keymig::db::Connection conn(test_options());
 
   SECTION("bigint ids compare as numbers, not text") {
-    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.b", "id", "s", "", ""});
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.b", "id", "s", "", "", "", true});
     auto ids = page_all(conn, t, 100);
     REQUIRE(ids.size() == 1003);
     for (std::size_t i = 0; i < ids.size(); ++i) CHECK(ids[i] == std::to_string(i + 1));
@@ -48,14 +48,14 @@ TEST_CASE("keyset pages visit every row once in the id's own order", "[db][rows]
     CHECK(bounded.size() == 50);
   }
   SECTION("uuid ids") {
-    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.u", "id", "s", "", ""});
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.u", "id", "s", "", "", "", true});
     auto ids = page_all(conn, t, 10);
     CHECK(ids.size() == 257);
     CHECK(std::set<std::string>(ids.begin(), ids.end()).size() == 257);
     CHECK(ids == page_all(conn, t, 1000));
   }
   SECTION("text ids, including quotes, backslashes and the empty string") {
-    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.t", "id", "s", "", ""});
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.t", "id", "s", "", "", "", true});
     auto ids = page_all(conn, t, 16);
     CHECK(ids.size() == 304);
     CHECK(std::set<std::string>(ids.begin(), ids.end()).size() == 304);
@@ -63,7 +63,7 @@ TEST_CASE("keyset pages visit every row once in the id's own order", "[db][rows]
     CHECK(rows.size() == 3);
   }
   SECTION("a selection filters pages and reports what matched nothing") {
-    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.b", "id", "s", "", ""});
+    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_rows.b", "id", "s", "", "", "", true});
     keymig::db::Selection f;
     f.ids = {"5", "900", "77777"};
     keymig::db::PageQuery q;

@@ -25,7 +25,7 @@ TEST_CASE("the target check names each problem and accepts good targets", "[db][
 
   SECTION("a schema-qualified table with all columns") {
     auto t = keymig::db::check_target(
-        conn, TargetSpec{"h3a_target.good", "id", "mfa", "flag", "username"});
+        conn, TargetSpec{"h3a_target.good", "id", "mfa", "flag", "username", "", true});
     CHECK(t.label() == "h3a_target.good.mfa");
     CHECK(t.id_type == "bigint");
     CHECK(t.has_flag());
@@ -34,13 +34,22 @@ TEST_CASE("the target check names each problem and accepts good targets", "[db][
   }
   SECTION("mixed-case names, uuid ids and a bytea secret") {
     auto t = keymig::db::check_target(
-        conn, TargetSpec{"h3a_target.MixedCase", "Id", "Secret", "Flag", ""});
+        conn, TargetSpec{"h3a_target.MixedCase", "Id", "Secret", "Flag", "", "", true});
     CHECK(t.id_type == "uuid");
     CHECK(t.secret_is_bytea);
     CHECK(t.q_id == "\"Id\"");
   }
+  SECTION("onlyWhere on a boolean column limits every statement to its rows") {
+    auto t = keymig::db::check_target(
+        conn, TargetSpec{"h3a_target.good", "id", "mfa", "", "", "flag", false});
+    CHECK(t.row_filter_sql() == " AND t.\"flag\" IS FALSE");
+    auto all = keymig::db::check_target(
+        conn, TargetSpec{"h3a_target.good", "id", "mfa", "", "", "", true});
+    CHECK(all.row_filter_sql().empty());
+  }
   SECTION("varchar secrets and text ids are fine") {
-    auto t = keymig::db::check_target(conn, TargetSpec{"h3a_target.badtypes", "id", "vc", "", ""});
+    auto t = keymig::db::check_target(
+        conn, TargetSpec{"h3a_target.badtypes", "id", "vc", "", "", "", true});
     CHECK(t.id_type == "text");
   }
   auto fails_with = [&](TargetSpec spec, const std::string& words) {
@@ -53,16 +62,23 @@ TEST_CASE("the target check names each problem and accepts good targets", "[db][
     }
   };
   SECTION("each wrong target is a TargetError naming the problem") {
-    fails_with({"h3a_target.missing", "id", "mfa", "", ""}, "does not exist");
-    fails_with({"h3a_target.good", "nope", "mfa", "", ""}, "id column \"nope\" not found");
-    fails_with({"h3a_target.nounique", "id", "mfa", "", ""}, "not unique");
-    fails_with({"h3a_target.nullable", "id", "mfa", "", ""}, "allows NULL");
-    fails_with({"h3a_target.wide", "a", "mfa", "", ""}, "not unique");
-    fails_with({"h3a_target.good", "id", "nope", "", ""}, "secret column \"nope\" not found");
-    fails_with({"h3a_target.badtypes", "id", "mfa", "", ""}, "needs text, varchar or bytea");
-    fails_with({"h3a_target.badtypes", "id", "vc", "flag", ""}, "needs boolean");
-    fails_with({"h3a_target.good", "id", "mfa", "nope", ""}, "flag column \"nope\" not found");
-    fails_with({"h3a_target.mixedcase", "Id", "Secret", "", ""}, "does not exist");
+    fails_with({"h3a_target.missing", "id", "mfa", "", "", "", true}, "does not exist");
+    fails_with({"h3a_target.good", "nope", "mfa", "", "", "", true},
+               "id column \"nope\" not found");
+    fails_with({"h3a_target.nounique", "id", "mfa", "", "", "", true}, "not unique");
+    fails_with({"h3a_target.nullable", "id", "mfa", "", "", "", true}, "allows NULL");
+    fails_with({"h3a_target.wide", "a", "mfa", "", "", "", true}, "not unique");
+    fails_with({"h3a_target.good", "id", "nope", "", "", "", true},
+               "secret column \"nope\" not found");
+    fails_with({"h3a_target.badtypes", "id", "mfa", "", "", "", true},
+               "needs text, varchar or bytea");
+    fails_with({"h3a_target.badtypes", "id", "vc", "flag", "", "", true}, "needs boolean");
+    fails_with({"h3a_target.good", "id", "mfa", "nope", "", "", true},
+               "flag column \"nope\" not found");
+    fails_with({"h3a_target.mixedcase", "Id", "Secret", "", "", "", true}, "does not exist");
+    fails_with({"h3a_target.good", "id", "mfa", "", "", "nope", true},
+               "onlyWhere column \"nope\" not found");
+    fails_with({"h3a_target.badtypes", "id", "vc", "", "", "vc", true}, "(needs boolean)");
   }
   SECTION("a target error is a usage error: exit 2") {
     TargetError e("x");
@@ -94,7 +110,7 @@ TEST_CASE("row-level security that hides rows from keymig's role refuses the tar
     o.dsn += (o.dsn.find('?') == std::string::npos ? "?user=" : "&user=") + role;
     return o;
   };
-  const TargetSpec spec{"h3a_rls.users", "id", "mfa", "", ""};
+  const TargetSpec spec{"h3a_rls.users", "id", "mfa", "", "", "", true};
   auto refusal = [&](keymig::db::Connection& conn) -> std::string {
     try {
       (void)keymig::db::check_target(conn, spec);

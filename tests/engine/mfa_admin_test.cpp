@@ -35,7 +35,7 @@ TEST_CASE("reset-mfa clears exactly the named users and rollback restores them",
     tx.commit();
   }
   keymig::config::Config config;
-  config.migration.target.table = "mfa_admin_users";
+  config.migration.targets.front().table = "mfa_admin_users";
   keymig::db::ConnectOptions options;
   options.dsn = dsn;
   keymig::db::Connection conn(options);
@@ -72,7 +72,7 @@ TEST_CASE("reset-mfa clears exactly the named users and rollback restores them",
   }
 
   keymig::db::Table table = keymig::db::check_target(
-      conn, {"mfa_admin_users", "id", "mfa_secret", "mfa_fernet_active", "username"});
+      conn, {"mfa_admin_users", "id", "mfa_secret", "mfa_fernet_active", "username", "", true});
   auto page = keymig::db::rollback_page(conn, table, result.run_id, std::nullopt, 100);
   CHECK(page.restored.size() == 2);
   pqxx::connection c(dsn);

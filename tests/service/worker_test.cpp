@@ -106,7 +106,7 @@ TEST_CASE("requests wait while another process holds the target and are done aft
   KEYMIG_SERVICE_DB("h5_service_worker");
   psql(dsn, "CREATE TABLE users(id int PRIMARY KEY)");
   RunningService running(
-      dsn, [](keymig::service::Settings& s) { s.config.migration.target.table = "users"; });
+      dsn, [](keymig::service::Settings& s) { s.config.migration.targets.front().table = "users"; });
   running.options.busy_retry = milliseconds(200);
   running.start();
   // Another keymig serve on the same table, spelled differently: the lock is the table's.

@@ -44,14 +44,31 @@ struct MfaPolicy {
   bool remember_me_disabled_for_sysadmins = false;
 };
 
+/// `onlyWhere: {column: is_encrypted, equals: true}`: the rows a target holds Fernet data
+/// in. Rows whose column is anything else (NULL included) are not read, counted or written.
+struct RowFilter {
+  std::string column;  // empty: every row
+  bool equals = true;
+  [[nodiscard]] bool empty() const noexcept { return column.empty(); }
+};
+
+/// One encrypted column of one table (keyMigration.targets[], or the single
+/// keyMigration.target).
 struct Target {
+  // [A-Za-z0-9_.-]{1,63}, unique in the config; default: the table's name, or
+  // "table.secretColumn" when another target names the same table.
+  std::string name;
   std::string table = "users";  // may be schema-qualified: "public.users"
   std::string id_column = "id";
   std::string secret_column = "mfa_secret";
   std::string flag_column = "mfa_fernet_active";  // empty: no flag column
   std::string username_column = "username";       // empty: none
   std::vector<std::string> sysadmin_columns = {"is_staff", "is_superuser"};
+  RowFilter only_where;
 };
+
+/// Target names: what `--target`, run ids ("RUN/name") and reports use.
+inline constexpr std::size_t kMaxTargetNameLength = 63;
 
 struct MetricsSettings {
   std::string listen = "127.0.0.1:9464";
@@ -81,7 +98,9 @@ inline constexpr std::int64_t kMaxRowsPerSecond = 1'000'000'000;
 /// The `keyMigration:` section, with defaults.
 struct Migration {
   std::string dsn;  // empty: libpq's PG* environment variables
-  Target target;
+  // keyMigration.targets in order, or the single keyMigration.target: never empty. The
+  // first is the one MFA administration (mfa status, reset-mfa) works on.
+  std::vector<Target> targets{Target{}};
   std::int64_t batch_size = 2000;
   int threads = 0;                       // 0: all cores
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
@@ -126,6 +145,11 @@ struct SettingChecks {
   std::function<std::string(const std::string&)> listen_address;
   std::function<std::string(const std::string&)> push_gateway;
 };
+
+/// The targets named (config order kept); all of them when `names` is empty. Throws
+/// ConfigError naming the configured targets for a name that is not one of them.
+[[nodiscard]] std::vector<Target> select_targets(const std::vector<Target>& targets,
+                                                 const std::vector<std::string>& names);
 
 [[nodiscard]] Config load(const std::vector<std::string>& paths, const Getenv& env = process_env(),
                           const SettingChecks& checks = {});

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "keymig/db/connection.hpp"
 
@@ -73,6 +74,11 @@ enum class ClaimScope {
                                                                std::optional<unsigned> own_table,
                                                                ClaimScope scope = ClaimScope::any,
                                                                std::size_t max_selected = 0);
+/// The same for a serve of several tables (keyMigration.targets): a request naming any of
+/// `own_tables` is its own; empty: as own_table nullopt.
+[[nodiscard]] std::optional<ClaimedRequest> claim_next_request(
+    Connection& conn, const std::string& instance, const std::vector<unsigned>& own_tables,
+    ClaimScope scope = ClaimScope::any, std::size_t max_selected = 0);
 
 /// Writes a request's end and its result document (JSON text): done/failed with
 /// finished_at, or back to queued with the claim cleared. Safe to repeat.

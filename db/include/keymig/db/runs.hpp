@@ -45,6 +45,12 @@ struct Run {
   std::string finished_at;
   std::string error;
   std::string journal_purged_at;  // ISO 8601; empty: `journal purge` never deleted its journal
+  // The run over several targets this one target's run is part of ("RUN" for "RUN/name");
+  // empty for a run of a config with one target.
+  std::string run_group;
+  // Of a part: the names of every target its group covers, so that a group stopped between
+  // two parts is known unfinished.
+  std::vector<std::string> group_targets;
 };
 
 /// The run with this id, if there is one.
@@ -53,6 +59,14 @@ struct Run {
 [[nodiscard]] std::optional<Run> find_unfinished_run(Connection& conn, const std::string& target,
                                                      const std::string& kind,
                                                      const std::string& selection_json);
+/// The newest unfinished migrate group over exactly these target names (any order) with
+/// this selection and active key (or none recorded): a part running or failed, or fewer
+/// parts than targets (stopped between two), and none rolled back or finalized.
+[[nodiscard]] std::optional<std::string> find_unfinished_group(
+    Connection& conn, const std::vector<std::string>& target_names,
+    const std::string& selection_json, const std::string& active_fingerprint);
+/// The runs of a group, by run id.
+[[nodiscard]] std::vector<Run> group_runs(Connection& conn, const std::string& run_group);
 /// Runs, newest first (for status).
 [[nodiscard]] std::vector<Run> list_runs(Connection& conn, int limit);
 

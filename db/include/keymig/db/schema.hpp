@@ -7,7 +7,7 @@
 namespace keymig::db {
 
 /// The keymig schema version this build creates and understands.
-inline constexpr int kSchemaVersion = 7;
+inline constexpr int kSchemaVersion = 8;
 
 /// Creates schema `keymig` (runs, journal, chunks, requests, schema_version) if missing,
 /// or upgrades it to kSchemaVersion. Idempotent and safe when several processes start at

@@ -13,6 +13,8 @@ struct TargetSpec {
   std::string secret_column;    // text, varchar or bytea
   std::string flag_column;      // optional boolean; empty: none
   std::string username_column;  // optional; needed only to select by username
+  std::string filter_column;    // optional boolean: only rows where it is filter_equals
+  bool filter_equals = true;
 };
 
 /// A target that passed check_target: resolved names, types and quoted SQL fragments.
@@ -23,6 +25,8 @@ struct Table {
   std::string secret_column;
   std::string flag_column;      // empty: none
   std::string username_column;  // empty: none, or not present in the table
+  std::string filter_column;    // empty: every row is the target's
+  bool filter_equals = true;
   std::string id_type;          // SQL type name from the catalog, e.g. "bigint", "uuid"
   bool secret_is_bytea = false;
   int secret_max_chars = -1;  // varchar(n): n; else -1 (no limit)
@@ -33,8 +37,15 @@ struct Table {
   std::string q_secret;
   std::string q_flag;
   std::string q_username;
+  std::string q_filter;
 
   [[nodiscard]] bool has_flag() const noexcept { return !flag_column.empty(); }
+  /// " AND t.<filter> IS TRUE" (or IS FALSE) for a table aliased t; "" with no filter.
+  /// Rows outside it are not the target's: never read, counted or written.
+  [[nodiscard]] std::string row_filter_sql() const {
+    if (q_filter.empty()) return {};
+    return " AND t." + q_filter + (filter_equals ? " IS TRUE" : " IS FALSE");
+  }
   /// "schema.table.secret_column": the run's target label.
   [[nodiscard]] std::string label() const { return schema + "." + name + "." + secret_column; }
 };

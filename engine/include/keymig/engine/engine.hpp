@@ -45,7 +45,13 @@ struct Progress {
 
 struct Options {
   db::ConnectOptions connect;
-  config::Target target;
+  config::Target target;  // the one target a call below works on
+  // The targets the *_targets calls (keymig/engine/targets.hpp) walk, in order; each call
+  // below runs on `target` alone.
+  std::vector<config::Target> targets;
+  // Configured targets that `--target` left out (names): a run over several targets is
+  // one whenever the config has several, and finalize cannot clear a key for the others.
+  std::vector<std::string> unselected_targets;
   std::int64_t batch_size = 2000;        // rows per page and per write transaction
   int threads = 0;                       // pipeline threads; 0: all cores
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
@@ -54,13 +60,16 @@ struct Options {
   // Journals of the target's finished runs idle for longer are deleted after each
   // completed migrate and by maintain_journal; nullopt: kept until finalize or purge.
   std::optional<std::chrono::seconds> journal_retention;
-  bool dry_run = false;                  // migrate: count what would change, write nothing
-  db::Selection selection;               // ids or usernames; empty: the whole target
-  std::string run_id;  // migrate: resume/join this run (created if new); empty: see migrate
-  bool resume = true;  // migrate without run_id: resume the newest unfinished run
+  bool dry_run = false;     // migrate: count what would change, write nothing
+  db::Selection selection;  // ids or usernames; empty: the whole target
+  std::string run_id;       // migrate: resume/join this run (created if new); empty: see migrate
+  bool resume = true;       // migrate without run_id: resume the newest unfinished run
   /// migrate: write even when the pre-flight refuses (the active key is one an earlier
   /// run rotated away from; more rows would stay undecryptable than the last scan found).
   bool force = false;
+  // scan, verify: a whole-target pass is recorded as the target's baseline (keymig.scans).
+  // check-config reads with a config not yet deployed, whose baseline it must not become.
+  bool record_baseline = true;
   std::int64_t rows_per_chunk = 0;                // id range leased at a time; 0: 10 x batch_size
   std::function<void(const Progress&)> progress;  // may be empty
   // A `progress` log line this often, for a log with no terminal to draw on (a Job's,
@@ -235,6 +244,8 @@ struct RollbackReport {
   std::string state;
   double seconds = 0;
   [[nodiscard]] std::string to_json() const;
+  // A rollback that cannot go on throws; a report is a success, rows left included.
+  [[nodiscard]] int exit_code() const noexcept { return 0; }
 };
 
 /// `keymig finalize --run ID`.
@@ -250,6 +261,8 @@ struct FinalizeReport {
   // and finalize refuses while there are any.
   std::int64_t journal_unreadable = 0;
   std::vector<std::string> journal_unreadable_rows;  // ids, at most kMaxListedRows
+  // Targets (names) with rows that still need a rolling key.
+  std::vector<std::string> targets_needing_rolling;
   [[nodiscard]] std::string to_json() const;
   [[nodiscard]] int exit_code() const noexcept;  // 0 finalized, 4 not
 };

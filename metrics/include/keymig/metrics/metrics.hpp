@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "keymig/error.hpp"
 
@@ -89,9 +90,13 @@ class Metrics {
   /// the configuration (an unqualified table taken as `public.`: "public.users.mfa_secret"),
   /// and again with the resolved label once the target was checked, so that a run failing
   /// before it reached the database pushes into the same group as its successful runs.
-  void set_target(std::string_view target);
+  /// `replaces`: the configured label this resolved one stands for, which leaves targets().
+  void set_target(std::string_view target, std::string_view replaces = {});
   /// The label set_target recorded last; empty when none was.
   [[nodiscard]] std::string target() const;
+  /// Every label set_target recorded, first use first: one command over several targets
+  /// pushes one group per target.
+  [[nodiscard]] std::vector<std::string> targets() const;
   /// The name of the database the commands of this process work on (the session's, or
   /// before one is open the one libpq would connect to; never the DSN): a grouping label
   /// of push(), so that two databases' runs on the same table name do not overwrite

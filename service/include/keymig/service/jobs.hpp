@@ -28,6 +28,9 @@ struct Job {
   std::string source;           // "schedule", "request"
   std::int64_t request_id = 0;  // keymig.requests.id when source == "request"
   std::string run_id;  // verify: also check this run's journal; rollback, finalize: the run
+  // params.targets: the configured targets (names) a migrate, verify or finalize covers;
+  // empty: all of them.
+  std::vector<std::string> targets;
   // From keymig.requests, for the audit trail (results, logs, /status); "" when NULL.
   // The application's text: shown scrubbed and cut, never trusted.
   std::string requested_by;
