@@ -87,6 +87,11 @@ std::function<int()> setup_bench_db(CLI::App& bench, Common& common) {
   sub->add_option("--repeat", options->repeat, "measurements; the median is reported")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
+  sub->add_option("--targets", options->targets,
+                  "also migrate the same rows split over this many tables as one run over "
+                  "keyMigration.targets, and report its time against one table's")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   sub->add_option("--threads", options->threads, "migrate --threads (0: all cores)")
       ->check(CLI::Range(0, 1024));
   sub->add_option("--batch-size", options->batch_size, "migrate --batch-size (0: its default)")
@@ -136,7 +141,8 @@ const Registrar kBench{CommandSpec{
     setup_bench,
     {},
     "  keymig bench crypto --threads 1,4          tokens/s on 1 and 4 threads\n"
-    "  keymig bench db --dsn DSN --rows 200000     migrate rows/s on a scratch table"}};
+    "  keymig bench db --dsn DSN --rows 200000     migrate rows/s on a scratch table\n"
+    "  keymig bench db --dsn DSN --rows 300000 --targets 3   one table vs three of a third"}};
 
 }  // namespace
 }  // namespace keymig::app

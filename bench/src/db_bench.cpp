@@ -63,6 +63,12 @@ std::string totp_secret(std::mt19937_64& rng) {
 }
 
 // The scratch schema and the bench's runs in keymig.runs go, whatever happens.
+// A run, or every part of a run over several targets.
+std::string delete_run_sql(pqxx::nontransaction& tx, const std::string& run_id) {
+  return "DELETE FROM keymig.runs WHERE run_id = " + tx.quote(run_id) +
+         " OR run_group = " + tx.quote(run_id);
+}
+
 class Scratch {
  public:
   Scratch(pqxx::connection& conn, std::string schema) : conn_(conn), schema_(std::move(schema)) {}
@@ -74,7 +80,7 @@ class Scratch {
       tx.exec0("DROP SCHEMA IF EXISTS " + tx.quote_name(schema_) + " CASCADE");
       for (const auto& run_id : run_ids_) {
         // journal (a delete trigger) and chunks (ON DELETE CASCADE) go with the run.
-        tx.exec0("DELETE FROM keymig.runs WHERE run_id = " + tx.quote(run_id));
+        tx.exec0(delete_run_sql(tx, run_id));
       }
     } catch (const std::exception& e) {
       KEYMIG_LOG(warn, "bench", "scratch_cleanup_failed", {"schema", schema_}, {"error", e.what()});
@@ -82,7 +88,7 @@ class Scratch {
   }
   void add_run(std::string run_id) { run_ids_.push_back(std::move(run_id)); }
   void drop_run(pqxx::nontransaction& tx, const std::string& run_id) {
-    tx.exec0("DELETE FROM keymig.runs WHERE run_id = " + tx.quote(run_id));
+    tx.exec0(delete_run_sql(tx, run_id));
     run_ids_.erase(std::remove(run_ids_.begin(), run_ids_.end(), run_id), run_ids_.end());
   }
 
@@ -258,6 +264,30 @@ void fresh_copy(pqxx::connection& conn, const std::string& q_schema, const std::
   }
 }
 
+// The source split in `k` tables of consecutive ids (users_0 ..), each as fresh_copy makes
+// its one.
+std::vector<std::string> fresh_slices(pqxx::connection& conn, const std::string& q_schema, int k,
+                                      std::int64_t rows) {
+  std::vector<std::string> names;
+  pqxx::nontransaction tx(conn);
+  for (int i = 0; i < k; ++i) {
+    const std::string name = "users_" + std::to_string(i);
+    const std::string q_table = q_schema + "." + tx.quote_name(name);
+    tx.exec0("DROP TABLE IF EXISTS " + q_table);
+    tx.exec0("CREATE TABLE " + q_table + " (LIKE " + q_schema +
+             ".src INCLUDING ALL) WITH (autovacuum_enabled = false)");
+    tx.exec0("INSERT INTO " + q_table + " SELECT * FROM " + q_schema + ".src WHERE id > " +
+             std::to_string(rows * i / k) + " AND id <= " + std::to_string(rows * (i + 1) / k));
+    tx.exec0("VACUUM (ANALYZE) " + q_table);
+    names.push_back(name);
+  }
+  try {
+    tx.exec0("CHECKPOINT");
+  } catch (const pqxx::sql_error&) {
+  }
+  return names;
+}
+
 // One timed `UPDATE ... SET secret = secret || ''` over every row, then the table goes.
 double time_floor(pqxx::connection& conn, const std::string& q_schema, std::int64_t rows) {
   pqxx::nontransaction tx(conn);
@@ -274,7 +304,7 @@ double time_floor(pqxx::connection& conn, const std::string& q_schema, std::int6
 }
 
 SecretString child_config(const crypto::Key& active, const crypto::Key& rolling,
-                          const DbBenchOptions& o, const std::string& table) {
+                          const DbBenchOptions& o, const std::vector<std::string>& tables) {
   const SecretString a = active.encode();
   const SecretString r = rolling.encode();
   std::string text;
@@ -285,10 +315,16 @@ SecretString child_config(const crypto::Key& active, const crypto::Key& rolling,
   text += r.view();
   text += "\"\nkeyMigration:\n  database:\n    dsn: ";
   text += nlohmann::json(o.dsn).dump();  // a JSON string is a YAML double-quoted scalar
-  text +=
-      "\n  target:\n    table: " + nlohmann::json(table).dump() +
-      "\n    idColumn: id\n    secretColumn: mfa_secret\n    activeFlagColumn: mfa_fernet_active\n"
-      "    usernameColumn: username\n    sysAdminColumns: [is_staff, is_superuser]\n";
+  const std::string columns =
+      "idColumn: id, secretColumn: mfa_secret, activeFlagColumn: mfa_fernet_active, "
+      "usernameColumn: username, sysAdminColumns: [is_staff, is_superuser]}\n";
+  if (tables.size() == 1) {
+    text += "\n  target: {table: " + nlohmann::json(tables.front()).dump() + ", " + columns;
+  } else {
+    text += "\n  targets:\n";
+    for (const auto& table : tables)
+      text += "    - {table: " + nlohmann::json(table).dump() + ", " + columns;
+  }
   text += std::string("  journal: ") + (o.journal ? "true" : "false") + "\n";
   return SecretString(std::move(text));
 }
@@ -307,11 +343,14 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
   if (o.repeat < 1) throw UsageError("bench db: --repeat must be at least 1");
   if (o.threads < 0) throw UsageError("bench db: --threads must not be negative");
   if (o.batch_size < 0) throw UsageError("bench db: --batch-size must not be negative");
+  if (o.targets < 1 || o.targets > 64) throw UsageError("bench db: --targets must be 1-64");
+  if (o.targets > o.rows) throw UsageError("bench db: --targets must not exceed --rows");
   const std::string exe = resolve_binary(o.keymig_binary);
   if (::access(exe.c_str(), X_OK) != 0) throw UsageError("bench db: cannot run " + exe);
 
   DbBenchResult result;
   result.rows = o.rows;
+  result.targets = o.targets;
   result.scratch_schema = "keymig_bench_" + std::to_string(::getpid());
 
   std::unique_ptr<pqxx::connection> conn;
@@ -341,7 +380,11 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
     crypto::Key active = crypto::Key::generate();
     crypto::Key rolling_key = crypto::Key::generate();
     const SecretString config_text =
-        child_config(active, rolling_key, o, result.scratch_schema + ".users");
+        child_config(active, rolling_key, o, {result.scratch_schema + ".users"});
+    std::vector<std::string> slice_tables;
+    for (int i = 0; i < o.targets; ++i)
+      slice_tables.push_back(result.scratch_schema + ".users_" + std::to_string(i));
+    const SecretString targets_text = child_config(active, rolling_key, o, slice_tables);
     const crypto::Fernet rolling(std::move(rolling_key));
 
     const auto setup_start = Clock::now();
@@ -351,35 +394,44 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
                {"seconds", result.setup_seconds});
 
     const TempConfig config(config_text);
-    std::vector<std::string> args = {"migrate", "--config",    config.path(),
-                                     "--json",  "--log-level", "warn"};
-    if (o.threads > 0) args.insert(args.end(), {"--threads", std::to_string(o.threads)});
-    if (o.batch_size > 0) args.insert(args.end(), {"--batch-size", std::to_string(o.batch_size)});
-
-    for (int i = 0; i < o.repeat; ++i) {
-      DbBenchSample sample;
-      fresh_copy(*conn, q_schema, "users");
+    const TempConfig targets_config(targets_text);
+    auto migrate_args = [&](const TempConfig& c) {
+      std::vector<std::string> args = {"migrate", "--config",    c.path(),
+                                       "--json",  "--log-level", "warn"};
+      if (o.threads > 0) args.insert(args.end(), {"--threads", std::to_string(o.threads)});
+      if (o.batch_size > 0) args.insert(args.end(), {"--batch-size", std::to_string(o.batch_size)});
+      return args;
+    };
+    // One timed migrate child; its run id (a run over several targets: the group's).
+    auto timed_migrate = [&](const TempConfig& c, double& cpu_seconds) {
       const double cpu_before = machine_cpu_seconds();
-      const Child child = run_child(exe, args, config.log());
-      sample.migrate_cpu_seconds = machine_cpu_seconds() - cpu_before;
+      const Child child = run_child(exe, migrate_args(c), c.log());
+      cpu_seconds = machine_cpu_seconds() - cpu_before;
       std::string run_id;
       std::int64_t rotated = -1;
       try {
         const auto summary = nlohmann::json::parse(child.out);
-        run_id = summary.value("run_id", std::string());
+        if (summary.value("run_id", nlohmann::json()).is_string())
+          run_id = summary["run_id"].get<std::string>();
         rotated = summary.value("rotated", std::int64_t{-1});
       } catch (const nlohmann::json::exception&) {
       }
       if (!run_id.empty()) scratch.add_run(run_id);
-      if (!WIFEXITED(child.status) || WEXITSTATUS(child.status) != 0 || rotated != o.rows) {
-        // migrate's stderr carries ids, counts and fingerprints only (DESIGN section 2).
+      if (!WIFEXITED(child.status) || WEXITSTATUS(child.status) != 0 || rotated != o.rows)
         throw DbBenchError(
             "bench db: keymig migrate " +
             (WIFEXITED(child.status) ? "exited " + std::to_string(WEXITSTATUS(child.status))
                                      : std::string("was killed")) +
             " having rotated " + std::to_string(rotated) + " of " + std::to_string(o.rows) +
-            " rows; its log ends with: " + tail_of_file(config.log(), 600));
-      }
+            " rows; its log ends with: " + tail_of_file(c.log(), 600));
+      return std::make_pair(child, run_id);
+    };
+
+    for (int i = 0; i < o.repeat; ++i) {
+      DbBenchSample sample;
+      fresh_copy(*conn, q_schema, "users");
+      // migrate's stderr carries ids, counts and fingerprints only (DESIGN section 2).
+      const auto [child, run_id] = timed_migrate(config, sample.migrate_cpu_seconds);
       sample.migrate_seconds = child.seconds;
       sample.peak_rss_bytes = child.maxrss_bytes;
       {
@@ -390,6 +442,17 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
         // all the repeats before it. The vacuum is the one autovacuum would otherwise
         // start, at a moment of its choosing, in the middle of a later measurement.
         scratch.drop_run(tx, run_id);
+        tx.exec0("VACUUM keymig.journal");
+      }
+      if (o.targets > 1) {
+        // The same rows in `targets` tables, as one run: what several targets cost over one.
+        const auto tables = fresh_slices(*conn, q_schema, o.targets, o.rows);
+        double cpu = 0;
+        const auto [several, group] = timed_migrate(targets_config, cpu);
+        sample.targets_migrate_seconds = several.seconds;
+        pqxx::nontransaction tx(*conn);
+        for (const auto& t : tables) tx.exec0("DROP TABLE " + q_schema + "." + tx.quote_name(t));
+        scratch.drop_run(tx, group);
         tx.exec0("VACUUM keymig.journal");
       }
 
@@ -417,8 +480,9 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
     throw DbBenchError(std::string("bench db: database error: ") + e.what());
   }
 
-  std::vector<double> migrate, floor, floor_warm, migrate_cpu, floor_cpu;
+  std::vector<double> migrate, floor, floor_warm, migrate_cpu, floor_cpu, several;
   for (const auto& s : result.samples) {
+    several.push_back(s.targets_migrate_seconds);
     migrate.push_back(s.migrate_seconds);
     floor.push_back(s.floor_seconds);
     floor_warm.push_back(s.floor_warm_seconds);
@@ -428,6 +492,11 @@ DbBenchResult run_db_bench(const DbBenchOptions& o) {
     result.peak_rss_bytes = std::max(result.peak_rss_bytes, s.peak_rss_bytes);
   }
   result.migrate_seconds = median(migrate);
+  if (o.targets > 1) {
+    result.targets_migrate_seconds = median(several);
+    result.targets_ratio =
+        result.migrate_seconds > 0 ? result.targets_migrate_seconds / result.migrate_seconds : 0;
+  }
   result.floor_seconds = median(floor);
   result.floor_warm_seconds = median(floor_warm);
   result.migrate_cpu_seconds = median(migrate_cpu);
@@ -446,7 +515,8 @@ std::string db_bench_json(const DbBenchResult& r) {
                        {"floor_warm_seconds", s.floor_warm_seconds},
                        {"migrate_cpu_seconds", s.migrate_cpu_seconds},
                        {"floor_cpu_seconds", s.floor_cpu_seconds},
-                       {"peak_rss_bytes", s.peak_rss_bytes}});
+                       {"peak_rss_bytes", s.peak_rss_bytes},
+                       {"targets_migrate_seconds", s.targets_migrate_seconds}});
   nlohmann::json j = {{"rows", r.rows},
                       {"migrate_seconds", r.migrate_seconds},
                       {"floor_seconds", r.floor_seconds},
@@ -459,6 +529,13 @@ std::string db_bench_json(const DbBenchResult& r) {
                       {"rows_per_second", r.migrate_seconds > 0 ? r.rows / r.migrate_seconds : 0.0},
                       {"setup_seconds", r.setup_seconds},
                       {"samples", samples}};
+  if (r.targets > 1) {
+    j["targets"] = r.targets;
+    j["targets_migrate_seconds"] = r.targets_migrate_seconds;
+    j["targets_ratio"] = r.targets_ratio;
+    j["targets_ratio_to_floor"] =
+        r.floor_seconds > 0 ? r.targets_migrate_seconds / r.floor_seconds : 0.0;
+  }
   return j.dump();
 }
 
@@ -473,6 +550,14 @@ std::string db_bench_text(const DbBenchResult& r) {
                 r.migrate_seconds, r.migrate_seconds > 0 ? r.rows / r.migrate_seconds : 0.0,
                 static_cast<double>(r.peak_rss_bytes) / (1024.0 * 1024.0));
   out << line;
+  if (r.targets > 1) {
+    std::snprintf(line, sizeof line,
+                  "  %d targets       %8.3f s  %10.0f rows/s  (%.2f x one target of all rows)\n",
+                  r.targets, r.targets_migrate_seconds,
+                  r.targets_migrate_seconds > 0 ? r.rows / r.targets_migrate_seconds : 0.0,
+                  r.targets_ratio);
+    out << line;
+  }
   std::snprintf(line, sizeof line, "  floor (UPDATE)  %8.3f s  %10.0f rows/s\n", r.floor_seconds,
                 r.floor_seconds > 0 ? r.rows / r.floor_seconds : 0.0);
   out << line;

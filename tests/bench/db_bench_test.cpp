@@ -56,6 +56,9 @@ TEST_CASE("bench db times migrate and the floor on the same rows and leaves noth
     options.journal = false;
     options.repeat = 2;
   }
+  SECTION("one table against the same rows in three, as one run over three targets") {
+    options.targets = 3;
+  }
   const auto result = keymig::bench::run_db_bench(options);
 
   CHECK(result.rows == 3000);
@@ -88,6 +91,16 @@ TEST_CASE("bench db times migrate and the floor on the same rows and leaves noth
   CHECK(json.at("floor_cpu_seconds").get<double>() == Approx(result.floor_cpu_seconds));
   CHECK(json.at("peak_rss_bytes").get<std::int64_t>() == result.peak_rss_bytes);
   CHECK(keymig::bench::db_bench_text(result).find("x the floor") != std::string::npos);
+  if (options.targets > 1) {
+    CHECK(result.targets == 3);
+    CHECK(result.targets_migrate_seconds > 0);
+    CHECK(result.targets_ratio == Approx(result.targets_migrate_seconds / result.migrate_seconds));
+    CHECK(json.at("targets_ratio").get<double>() == Approx(result.targets_ratio));
+    CHECK(json.at("samples").at(0).at("targets_migrate_seconds").get<double>() > 0);
+    CHECK(keymig::bench::db_bench_text(result).find("3 targets") != std::string::npos);
+  } else {
+    CHECK_FALSE(json.contains("targets_ratio"));
+  }
 
   // The scratch schema and the bench's runs (with their journal) are gone.
   CHECK(psql(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = '" + result.scratch_schema +
@@ -107,6 +120,10 @@ TEST_CASE("bench db refuses impossible options before it connects", "[bench]") {
   }
   SECTION("negative threads") {
     options.threads = -1;
+  }
+  SECTION("more targets than rows, or too many") {
+    options.rows = 2;
+    options.targets = 3;
   }
   SECTION("a binary that does not exist") {
     options.keymig_binary = "/nonexistent/keymig";

@@ -22,6 +22,9 @@ struct DbBenchOptions {
   std::int64_t batch_size = 0;  // passed to migrate; 0: its default
   bool journal = true;          // keyMigration.journal of the child's config
   int repeat = 1;               // measurements; the report is their median
+  // > 1: each measurement also migrates the same rows split over this many tables, as one
+  // run over keyMigration.targets, beside the single-table migrate and the floor.
+  int targets = 1;
   std::string keymig_binary = "/proc/self/exe";  // the binary that runs `migrate`
 };
 
@@ -32,7 +35,8 @@ struct DbBenchSample {
   double floor_warm_seconds = 0;   // the same in the session that just copied the rows
   double migrate_cpu_seconds = 0;  // CPU the whole machine spent meanwhile (/proc/stat)
   double floor_cpu_seconds = 0;
-  std::int64_t peak_rss_bytes = 0;  // the child's ru_maxrss, from wait4
+  std::int64_t peak_rss_bytes = 0;     // the child's ru_maxrss, from wait4
+  double targets_migrate_seconds = 0;  // the same rows as `targets` tables; 0: not measured
 };
 
 struct DbBenchResult {
@@ -46,6 +50,9 @@ struct DbBenchResult {
   double floor_cpu_seconds = 0;
   std::int64_t peak_rss_bytes = 0;
   double setup_seconds = 0;  // building the scratch table (tokens + COPY)
+  int targets = 1;
+  double targets_migrate_seconds = 0;  // median; 0 with targets == 1
+  double targets_ratio = 0;            // targets_migrate_seconds / migrate_seconds (1.0: no cost)
   std::vector<DbBenchSample> samples;
   std::string scratch_schema;  // dropped before returning
 };
@@ -61,7 +68,8 @@ struct DbBenchResult {
 
 /// The `--json` object: {"rows", "migrate_seconds", "floor_seconds", "ratio",
 /// "peak_rss_bytes", "floor_warm_seconds", "ratio_warm", "migrate_cpu_seconds",
-/// "floor_cpu_seconds", ...}.
+/// "floor_cpu_seconds", ...}; with targets > 1 also "targets", "targets_migrate_seconds",
+/// "targets_ratio" and "targets_ratio_to_floor".
 [[nodiscard]] std::string db_bench_json(const DbBenchResult& result);
 /// Human-readable lines for the terminal.
 [[nodiscard]] std::string db_bench_text(const DbBenchResult& result);
