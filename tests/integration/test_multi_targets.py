@@ -826,5 +826,61 @@ class KilledBetweenTargetsTest(MultiTargetCase):
         self.assert_journal(w.users, first)
 
 
+
+
+class ReportsPerTargetTest(MultiTargetCase):
+    """status, check-config --with-db and the metrics report every target."""
+
+    DB = "kmt_multi_reports"
+    SIZES = {
+        "mfa_users": {"rolling": 30, "active": 10},
+        "devices": {"rolling": 20, "empty": 5},
+        "variable": {"rolling": 15, "outside": 25},
+    }
+
+    def test_status_check_config_and_metrics_per_target(self):
+        w = self.make_world(self.SIZES, seed=1709, rolling=1)
+        targets = [w.users, w.devices, w.variable]
+        config = w.config(self.tmp, "reports.yaml", targets=[t.config() for t in targets])
+        km = Keymig(self, config, self.dsn, w.secrets)
+
+        c = km.run("check-config", "--with-db", "--json", expect=EXIT_OK).json
+        counted = {t["name"]: t for t in c["preflight"]["targets"]}
+        self.assertEqual(list(counted), ["mfa_users", "devices", "variable"])
+        self.assertEqual(counted["variable"]["rows"], 15)  # the 25 outside are not counted
+        self.assertEqual(counted["devices"]["unreadable"], 0)
+        # A config that lost the rolling key: deploying it makes every target unreadable.
+        short = w.config(self.tmp, "short.yaml", targets=[t.config() for t in targets])
+        with open(short) as f:
+            doc = json.load(f)
+        doc["secretStore"].pop("rollingKeys", None)
+        doc["secretStore"].pop("rollingKey", None)
+        with open(short, "w") as f:
+            json.dump(doc, f)
+        r = Keymig(self, short, self.dsn, w.secrets).run("check-config", "--with-db", "--json",
+                                                         expect=EXIT_NEEDS_ROLLING).json
+        self.assertEqual([t["unreadable"] for t in r["preflight"]["targets"]], [30, 20, 15])
+
+        s = km.run("status", "--json", expect=EXIT_OK).json
+        self.assertEqual([t["name"] for t in s["targets"]], ["mfa_users", "devices", "variable"])
+        by_key = {t["name"]: {k["key"]: k["rows"] for k in t["by_key"]} for t in s["targets"]}
+        self.assertEqual(by_key["devices"]["rolling_0"], 20)
+        self.assertEqual(by_key["variable"]["rolling_0"], 15)
+
+        textfile = os.path.join(self.tmp, "keymig.prom")
+        km.run("migrate", "--metrics-textfile", textfile, expect=EXIT_OK)
+        with open(textfile) as f:
+            text = f.read()
+        for label, n in (("public.mfa_users.mfa_secret", 30), ("public.devices.secret", 20),
+                         ("public.variable.val", 15)):
+            line = 'keymig_rows_total{outcome="rotated",target="%s"}' % label
+            self.assertIn(line + " %d" % n, text, text[-3000:])
+        promtool = "/usr/bin/promtool"
+        if os.path.exists(promtool):
+            check = subprocess.run([promtool, "check", "metrics"], input=text,
+                                   capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
