@@ -288,19 +288,7 @@ template struct Across<ScanReport>;
 template struct Across<MigrateReport>;
 template struct Across<VerifyReport>;
 template struct Across<RollbackReport>;
-
-template <>
-std::string Across<FinalizeReport>::to_json() const {
-  nlohmann::json j = parsed(total);
-  auto list = nlohmann::json::array();
-  for (std::size_t i = 0; i < each.size(); ++i) {
-    nlohmann::json one = parsed(each[i]);
-    one["name"] = names[i];
-    list.push_back(std::move(one));
-  }
-  j["targets"] = std::move(list);
-  return j.dump();
-}
+template struct Across<FinalizeReport>;
 
 void select_targets(Options& options, const std::vector<std::string>& names) {
   const std::vector<config::Target> all = options.targets;

@@ -354,6 +354,19 @@ class Keymig:
         return result
 
 
+def log_events(text, name=None):
+    """The JSON log lines (--log-format json) of a keymig output, or those of one event."""
+    out = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "event" in doc and (name is None or doc["event"] == name):
+            out.append(doc)
+    return out
+
+
 def kill_hard(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)

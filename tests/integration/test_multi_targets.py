@@ -19,8 +19,8 @@ import uuid
 
 from keymig_testlib import (_brief, EXIT_NEEDS_ROLLING, EXIT_OK, EXIT_USAGE, DbTestCase,
                             Keymig, KeySet, Row, Secrets, copy_in, drop_db, journal_count,
-                            journal_of, kill_hard, make_token, new_db, psql, query, scalar,
-                            snapshot, totp_secret, wait_until, write_config)
+                            journal_of, kill_hard, log_events, make_token, new_db, psql, query,
+                            scalar, snapshot, totp_secret, wait_until, write_config)
 
 COUNT_FIELDS = ("rows_scanned", "rotated", "already_active", "flag_fixed", "empty",
                 "undecryptable", "conflicts")
@@ -703,6 +703,13 @@ class EqualsFalseAndRollbackTest(MultiTargetCase):
             self.assert_migrated(t)
             self.assert_journal(t, group + "/" + t.name)
 
+        # A completed run's journals are finalize's to delete: purge refuses the group whole.
+        p = km.run("journal purge", "--run-id", group, expect=EXIT_USAGE)
+        self.assertIn("finalize", p.stderr)
+        self.assertIn("nothing was deleted", p.stderr)
+        for t in targets:
+            self.assertGreater(journal_count(self.dsn, group + "/" + t.name), 0)
+
         r = km.run("rollback", "--json", "--run", group, expect=EXIT_OK).json
         e = [t.expected() for t in targets]
         self.assertEqual(r.get("restored"), sum(x["rotated"] + x["flag_fixed"] for x in e),
@@ -712,17 +719,12 @@ class EqualsFalseAndRollbackTest(MultiTargetCase):
                         "rollback did not restore legacy")
         self.assertEqual(set(group_parts(self.dsn, group).values()), {"rolled_back"})
 
+        # Rolled back, every part's journal holds only old-key ciphertext: purge drops all.
+        p = km.run("journal purge", "--run-id", group, "--json", expect=EXIT_OK).json
+        self.assertEqual(p.get("runs"), len(targets), p)
+        for t in targets:
+            self.assertEqual(journal_count(self.dsn, group + "/" + t.name), 0)
 
-def json_events(text):
-    out = []
-    for line in text.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and "event" in doc:
-            out.append(doc)
-    return out
 
 
 class ProgressCountsTest(MultiTargetCase):
@@ -743,7 +745,7 @@ class ProgressCountsTest(MultiTargetCase):
                    "--batch-size", "20", "--threads", "1", "--max-rows-per-second", "200",
                    expect=EXIT_OK)
         self.assert_counts(self.report_of(r.json, "variable"), w.variable.expected(), "variable")
-        events = json_events(r.stderr)
+        events = log_events(r.stderr)
         inside = w.variable.expected()["rows_scanned"]
         end = next(i for i, e in enumerate(events) if e["event"] == "run_completed")
         progress = [e for e in events[:end] if e["event"] == "progress"]

@@ -4,7 +4,6 @@ log), scan, migrate and verify log a `progress` line every --progress-interval s
 log line that follows starts on a line of its own.
 """
 
-import json
 import os
 import pty
 import re
@@ -12,23 +11,12 @@ import subprocess
 import unittest
 
 from keymig_testlib import (BINARY, EXIT_OK, EXIT_USAGE, DbTestCase, Keymig, KeySet,
-                            UserFixture, clean_env, drop_db, new_db, write_config)
+                            UserFixture, clean_env, drop_db, log_events, new_db,
+                            write_config)
 
 COUNTS = {"active": 100, "rolling0": 1900}
 # A log line in text format starts with its timestamp.
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
-
-
-def events(stderr, name):
-    out = []
-    for line in stderr.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if doc.get("event") == name:
-            out.append(doc)
-    return out
 
 
 class ProgressLogsTest(DbTestCase):
@@ -54,7 +42,7 @@ class ProgressLogsTest(DbTestCase):
         r = self.km.run("migrate", "--json", "--log-format", "json", "--batch-size", "100",
                         "--max-rows-per-second", "500", "--progress-interval", "1",
                         expect=EXIT_OK)
-        lines = events(r.stderr, "progress")
+        lines = log_events(r.stderr, "progress")
         self.assertGreaterEqual(len(lines), 2, r.stderr[-3000:])
         done = [line["rows_done"] for line in lines]
         self.assertEqual(done, sorted(done), "rows_done goes backwards: %s" % done)
@@ -70,11 +58,11 @@ class ProgressLogsTest(DbTestCase):
     def test_the_interval_is_a_flag_with_bounds_and_0_turns_the_lines_off(self):
         r = self.km.run("scan", "--log-format", "json", "--max-rows-per-second", "1000",
                         "--progress-interval", "0", expect=EXIT_OK)
-        self.assertEqual(events(r.stderr, "progress"), [])
+        self.assertEqual(log_events(r.stderr, "progress"), [])
         r = self.km.run("verify", "--log-format", "json", "--max-rows-per-second", "1000",
                         "--batch-size", "100", "--progress-interval", "1",
                         expect=(EXIT_OK, 4))
-        self.assertGreaterEqual(len(events(r.stderr, "progress")), 1, r.stderr[-3000:])
+        self.assertGreaterEqual(len(log_events(r.stderr, "progress")), 1, r.stderr[-3000:])
         for bad in ("-1", "86401", "soon"):
             self.km.run("migrate", "--progress-interval", bad, expect=EXIT_USAGE)
         self.assertIn("--progress-interval", self.km.run("migrate", "--help").stdout)
