@@ -164,27 +164,48 @@ class Scanner {
   }
 
   // From a '[' or '{' to its matching bracket, across lines; indentation means nothing here.
-  void flow() {
-    ++flow_;
-    ++i_;
+  // A `key: value` entry of a flow sequence is a map of its own, one level more: `open_`
+  // holds 'p' for it until its `,` or `]`.
+  void open(char kind) {
+    open_.push_back(kind);
+    flow_ = static_cast<int>(open_.size());
     check_depth();
-    while (flow_ > 0 && !at_end()) {
+  }
+  void close_pair() {
+    if (!open_.empty() && open_.back() == 'p') open_.pop_back();
+    flow_ = static_cast<int>(open_.size());
+  }
+  void pair_indicator() {
+    if (!open_.empty() && open_.back() == '[') open('p');
+  }
+
+  void flow() {
+    open(s_[i_++]);
+    while (!open_.empty() && !at_end()) {
       const char c = s_[i_];
       if (c == '\n') {
         newline();
-      } else if (is_blank(c) || c == '\r' || c == ',') {
+      } else if (is_blank(c) || c == '\r') {
+        ++i_;
+      } else if (c == ',') {
+        close_pair();
         ++i_;
       } else if (c == '#' && (i_ == line_start_ || is_blank(s_[i_ - 1]))) {
         while (!eol()) ++i_;
       } else if (c == '[' || c == '{') {
-        ++flow_;
+        open(c);
         ++i_;
-        check_depth();
       } else if (c == ']' || c == '}') {
-        --flow_;
+        close_pair();
+        if (!open_.empty()) open_.pop_back();
+        flow_ = static_cast<int>(open_.size());
         ++i_;
       } else if (c == '"' || c == '\'') {
         quoted();
+        if (peek() == ':') {  // a JSON-like "key":value
+          pair_indicator();
+          ++i_;
+        }
       } else if (c == '*') {
         alias();
         skip_name();
@@ -192,12 +213,14 @@ class Scanner {
         skip_name();
       } else if ((c == '?' || c == ':' || c == '-') &&
                  (blank_at(1) || is_flow_indicator(peek(1)))) {
+        if (c != '-') pair_indicator();
         ++i_;
       } else {
         plain_flow();
       }
     }
-    flow_ = 0;  // an unclosed bracket at the end: yaml-cpp reports it
+    open_.clear();  // an unclosed bracket at the end: yaml-cpp reports it
+    flow_ = 0;
   }
 
   // `|` or `>` with its indicators: the lines that follow, indented more than `parent`,
@@ -326,7 +349,8 @@ class Scanner {
   std::size_t line_start_ = 0;
   int line_ = 1;
   std::vector<int> block_;  // the columns of the open block levels
-  int flow_ = 0;
+  std::vector<char> open_;  // the open flow collections: '[', '{', 'p' for a pair in a '['
+  int flow_ = 0;            // open_.size()
   int aliases_ = 0;
   int scalar_parent_ = kNoBlockScalar;  // in a block scalar: its parent's column
   int scalar_indent_ = -1;              // its text's indentation, once known

@@ -212,6 +212,13 @@ TEST_CASE("exactly at each limit is accepted, one past it is refused", "[config]
     const std::string deep = "a: " + repeat("[", brackets + 1) + repeat("]", brackets + 1) + "\n";
     CHECK_THROWS_AS(cfg::detail::check_yaml_limits(deep, "v.yaml"), cfg::ConfigError);
   }
+  SECTION("a key: value entry in a flow sequence is a map, one level more") {
+    // 1 + 2 per `[k: `: 63 levels, then 65.
+    const std::string ok = "a: " + repeat("[k: ", 31) + "v" + repeat("]", 31) + "\n";
+    CHECK_NOTHROW(cfg::detail::check_yaml_limits(ok, "v.yaml"));
+    const std::string deep = "a: " + repeat("[\"k\":", 32) + "v" + repeat("]", 32) + "\n";
+    CHECK_THROWS_AS(cfg::detail::check_yaml_limits(deep, "v.yaml"), cfg::ConfigError);
+  }
   SECTION("block nesting by indentation") {
     std::string ok, deep;
     for (int i = 0; i < limits.max_depth; ++i) ok += std::string(2 * i, ' ') + "k:\n";
