@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "keymig/process.hpp"
+#include "yaml_limits.hpp"
 
 namespace keymig::config {
 namespace {
@@ -296,11 +297,15 @@ std::string key_near_line(const std::string& text, int error_line) {
 }
 
 YAML::Node parse_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, 0, "", std::string("cannot read config file: ") + std::strerror(errno));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  std::string text = buf.str();
+  // A hostile shape (too big, too deep, an alias bomb) is refused on a cheap scan before
+  // yaml-cpp builds a tree of it.
+  std::string text = detail::read_limited(path);
+  try {
+    detail::check_yaml_limits(text, path);
+  } catch (...) {
+    secure_wipe(text.data(), text.size());
+    throw;
+  }
   try {
     YAML::Node root = YAML::Load(text);
     secure_wipe(text.data(), text.size());

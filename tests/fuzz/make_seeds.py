@@ -55,8 +55,19 @@ def configs():
     bomb += "keyMigration: *i\n"
     deep = "keyMigration: " + "[" * 5000 + "]" * 5000 + "\n"
     dup = base + "keyMigration:\n  batchSize: 1\n"
+    # The shapes config/src/yaml_limits.cpp must tell apart: structure, and text that only
+    # looks like it (quotes, comments, block scalars), at and past each limit.
+    helm = ("# values [x] {y} *z\n---\nimage: {repository: \"a/b\", tag: '1.0 [x]'}\n"
+            "args: [\"--x=[1]\", '*y', a#b, # c [\n  d]\nmulti: \"one [\n  two {\"\n"
+            "script: |\n  [[[ *a # {\n    {{{\nfolded: >2-\n    *b\n  [c\n"
+            "list:\n  - {k: v, \"q\":w}\n  - [a: b, ? c : d]\n  - - - x\n" + base)
+    stairs = "keyMigration:\n" + "".join(" " * i + "k:\n" for i in range(1, 70))
+    compact = "keyMigration:\n  targets:\n    " + "- " * 70 + "x\n"
+    pairs = "keyMigration: " + "[k: " * 40 + "v" + "]" * 40 + "\n"
+    aliases = "a: &a x\nkeyMigration:\n  targets: [" + ", ".join(["*a"] * 1001) + "]\n"
     return [base, bomb, deep, dup, "secretStore: {activeKey: %s}\n" % k[0],
-            "---\n...\n", "%YAML 1.2\n---\n!!map {? a : b}\n", "keyMigration: &x {a: *x}\n"]
+            "---\n...\n", "%YAML 1.2\n---\n!!map {? a : b}\n", "keyMigration: &x {a: *x}\n",
+            helm, stairs, compact, pairs, aliases]
 
 
 def main():
