@@ -433,7 +433,18 @@ std::function<int()> setup_verify(CLI::App& sub, Common& common) {
     Walk w(common, *f);
     const auto all = engine::verify_targets(w.keys, w.options, f->run_id);
     w.done();
-    print(common, all.to_json(), verify_text(all.total) + per_target(all, verify_line));
+    const auto& r = all.total;
+    std::string retire;
+    if (r.rolling_key_retirable)
+      retire = "\nno row of any target needs a rolling key: the rolling key can be retired";
+    else if (!r.targets_needing_rolling.empty()) {
+      retire = "\nthe rolling key is still needed by:";
+      for (const auto& n : r.targets_needing_rolling) retire += " " + n;
+    } else if (!w.options.unselected_targets.empty()) {
+      retire = "\nnot checked (--target left them out):";
+      for (const auto& n : w.options.unselected_targets) retire += " " + n;
+    }
+    print(common, all.to_json(), verify_text(r) + retire + per_target(all, verify_line));
     return all.exit_code();
   };
 }

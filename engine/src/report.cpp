@@ -163,6 +163,8 @@ bool MigrateReport::succeeded() const noexcept {
 std::string VerifyReport::to_json() const {
   nlohmann::json j = verify_json(*this);
   j["succeeded"] = succeeded();
+  j["rolling_key_retirable"] = rolling_key_retirable;
+  j["targets_needing_rolling"] = targets_needing_rolling;
   return j.dump();
 }
 

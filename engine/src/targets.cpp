@@ -437,9 +437,20 @@ VerifyAcross verify_targets(const crypto::KeyRing& keys, const Options& options,
     prechecks.passed();
   }
   VerifyAcross out;
-  for (std::size_t i = 0; i < targets.size(); ++i)
-    put(out, targets[i].name, verify(keys, for_target(options, targets[i]), parts[i]));
-  out.total.run_id = run_id;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    VerifyReport r = verify(keys, for_target(options, targets[i]), parts[i]);
+    if (r.needs_rolling > 0) r.targets_needing_rolling.push_back(targets[i].name);
+    put(out, targets[i].name, std::move(r));
+  }
+  VerifyReport& total = out.total;
+  total.run_id = run_id;
+  total.targets_needing_rolling.clear();
+  for (const auto& r : out.each)
+    for (const auto& n : r.targets_needing_rolling) total.targets_needing_rolling.push_back(n);
+  const bool stopped = options.stop && options.stop->load();
+  total.rolling_key_retirable = total.targets_needing_rolling.empty() && !stopped &&
+                                options.unselected_targets.empty() && options.selection.empty();
+  for (auto& r : out.each) r.rolling_key_retirable = total.rolling_key_retirable;
   return out;
 }
 

@@ -410,6 +410,9 @@ class ShapesTest(MultiTargetCase):
         w.secrets.add(late, plain)
         late_id = int(scalar(self.dsn, "INSERT INTO public.variable (key, val, is_encrypted)"
                              " VALUES ('late', '%s', true) RETURNING id" % late).split()[0])
+        v = km.run("verify", "--json", expect=EXIT_NEEDS_ROLLING).json
+        self.assertEqual(v.get("targets_needing_rolling"), ["variable"], _brief(v))
+        self.assertIs(v.get("rolling_key_retirable"), False, _brief(v))
         journals = {n: journal_count(self.dsn, group + "/" + n) for n in names}
         r = km.run("finalize", "--json", "--run", group)
         self.assertEqual(r.returncode, EXIT_NEEDS_ROLLING, r.describe())

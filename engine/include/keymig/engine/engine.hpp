@@ -226,6 +226,11 @@ struct VerifyReport {
   double seconds = 0;
   [[nodiscard]] std::string to_json() const;
   bool recorded = false;  // keymig.scans took it as the target's baseline
+  // Set by verify_targets (keymig/engine/targets.hpp): no row of any configured target
+  // needs a rolling key, every one was read whole (no --target left one out, no
+  // selection); and the targets (names) whose rows still need one.
+  bool rolling_key_retirable = false;
+  std::vector<std::string> targets_needing_rolling;
   /// 4 when rows need a rolling key or a check failed (journal, flag); else 3 with
   /// undecryptable rows that are not acknowledged; else 0.
   [[nodiscard]] int exit_code() const noexcept;
