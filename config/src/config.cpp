@@ -40,8 +40,12 @@ using Leaves = std::map<std::string, Leaf>;
 // default. Maps are recursed into; everything else is a leaf.
 const std::set<std::string>& migration_maps() {
   static const std::set<std::string> maps = {
-      "keyMigration",         "keyMigration.database", "keyMigration.target",
-      "keyMigration.metrics", "keyMigration.schedule", "keyMigration.throttle",
+      "keyMigration",
+      "keyMigration.database",
+      "keyMigration.target",
+      "keyMigration.metrics",
+      "keyMigration.schedule",
+      "keyMigration.throttle",
       "keyMigration.target.onlyWhere",
   };
   return maps;
@@ -635,21 +639,12 @@ void read_identifier(const Reader& reader, const std::string& path, std::string&
   reader.read_string(path, out);
   if (const Leaf* leaf = reader.find(path)) {
     if (required && out.empty()) fail(origin_of(path, *leaf), "must not be empty");
-    if (!valid_identifier(out))
-      fail(origin_of(path, *leaf), "is not a usable identifier");
+    if (!valid_identifier(out)) fail(origin_of(path, *leaf), "is not a usable identifier");
   }
 }
 
 bool valid_identifier(const std::string& s) {
   return s.find('\0') == std::string::npos && s.size() <= 200;
-}
-
-bool valid_target_name(const std::string& s) {
-  return !s.empty() && s.size() <= kMaxTargetNameLength &&
-         std::all_of(s.begin(), s.end(), [](char c) {
-           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' ||
-                  c == '-';
-         });
 }
 
 // The single `keyMigration.target:` map, read from the merged leaves as before.
@@ -679,8 +674,7 @@ Target read_single_target(const Reader& reader) {
 
 // The string value of one field of a target list entry; never quotes it.
 std::string entry_string(const YAML::Node& value, const Origin& at, bool required) {
-  if (!value.IsScalar())
-    fail(at, std::string("expected a string, got ") + kind_name(value));
+  if (!value.IsScalar()) fail(at, std::string("expected a string, got ") + kind_name(value));
   const std::string out = value.Scalar();
   if (required && out.empty()) fail(at, "must not be empty");
   if (!valid_identifier(out)) fail(at, "is not a usable identifier");
@@ -738,8 +732,7 @@ Target read_target_entry(const YAML::Node& node, const std::string& file, const 
     } else if (name == "usernameColumn") {
       t.username_column = entry_string(value, at, false);
     } else if (name == "sysAdminColumns") {
-      if (!value.IsSequence())
-        fail(at, std::string("expected a list, got ") + kind_name(value));
+      if (!value.IsSequence()) fail(at, std::string("expected a list, got ") + kind_name(value));
       t.sysadmin_columns.clear();
       for (std::size_t i = 0; i < value.size(); ++i)
         t.sysadmin_columns.push_back(entry_string(
@@ -784,10 +777,8 @@ void name_targets(std::vector<Target>& targets, const std::vector<Origin>& origi
     if (const auto [first, fresh] = names.emplace(t.name, i); !fresh)
       fail(origins[i], "target name '" + t.name + "' is also the name of " +
                            origins[first->second].key + ": give each target its own `name:`");
-    if (const auto [first, fresh] = columns.emplace(std::pair{t.table, t.secret_column}, i);
-        !fresh)
-      fail(origins[i], t.table + "." + t.secret_column + " is also " +
-                           origins[first->second].key +
+    if (const auto [first, fresh] = columns.emplace(std::pair{t.table, t.secret_column}, i); !fresh)
+      fail(origins[i], t.table + "." + t.secret_column + " is also " + origins[first->second].key +
                            ": one column is one target (it would be rotated twice)");
   }
 }
@@ -804,9 +795,8 @@ void read_targets(const Reader& reader, Migration& m) {
     return;
   }
   const Origin origin = origin_of("keyMigration.targets", *list);
-  for (const char* key : {"table", "idColumn", "secretColumn", "activeFlagColumn",
-                          "usernameColumn", "sysAdminColumns", "name", "onlyWhere.column",
-                          "onlyWhere.equals"})
+  for (const char* key : {"table", "idColumn", "secretColumn", "activeFlagColumn", "usernameColumn",
+                          "sysAdminColumns", "name", "onlyWhere.column", "onlyWhere.equals"})
     if (const Leaf* single = reader.find(std::string("keyMigration.target.") + key))
       fail(origin_of(std::string("keyMigration.target.") + key, *single),
            "set keyMigration.target (one target) or keyMigration.targets (a list), not both "
@@ -959,6 +949,14 @@ int parse_time_of_day(const std::string& text, const Origin& origin) {
     }
   }
   fail(origin, "expected a UTC time of day \"HH:MM\" (00:00..23:59), got '" + s + "'");
+}
+
+bool valid_target_name(const std::string& s) {
+  return !s.empty() && s.size() <= kMaxTargetNameLength &&
+         std::all_of(s.begin(), s.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' ||
+                  c == '-';
+         });
 }
 
 std::vector<Target> select_targets(const std::vector<Target>& targets,

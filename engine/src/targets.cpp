@@ -216,6 +216,11 @@ std::vector<std::string> parts_of(db::Connection& conn, const Options& options,
   return parts;
 }
 
+// A target's error among several says which target it is.
+[[noreturn]] void throw_naming(const config::Target& t, const db::TargetError& e) {
+  throw db::TargetError("target " + t.name + ": " + e.what());
+}
+
 // Resolves every target before any command does anything: a typo in one stops all.
 std::vector<std::string> check_all(db::Connection& conn, const std::vector<config::Target>& targets,
                                    db::Access access) {
@@ -227,7 +232,7 @@ std::vector<std::string> check_all(db::Connection& conn, const std::vector<confi
       labels.push_back(table.label());
     } catch (const db::TargetError& e) {
       if (targets.size() == 1) throw;
-      throw db::TargetError(std::string("target ") + t.name + ": " + e.what());
+      throw_naming(t, e);
     }
   }
   return labels;
@@ -307,7 +312,8 @@ std::string member_run_id(const std::string& run, const std::string& name) {
 
 ScanAcross scan_targets(const crypto::KeyRing& keys, const Options& options) {
   const auto targets = selected(options);
-  {
+  // With one configured target, scan checks it itself: nothing to check ahead.
+  if (grouped(options)) {
     Prechecks prechecks(options.metrics, "scan", targets);
     db::Connection conn = open_connection(options.connect, options.metrics);
     (void)check_all(conn, targets, db::Access::read);
@@ -342,7 +348,7 @@ MigrateAcross migrate_targets(const crypto::KeyRing& keys, const Options& option
     try {
       preps.push_back(check_migrate(reader, for_target(options, t)));
     } catch (const db::TargetError& e) {
-      throw db::TargetError(std::string("target ") + t.name + ": " + e.what());
+      throw_naming(t, e);
     }
   }
   for (std::size_t i = 0; i < targets.size(); ++i) records[i]->on_target(preps[i].table.label());
@@ -429,7 +435,7 @@ VerifyAcross verify_targets(const crypto::KeyRing& keys, const Options& options,
                             const std::string& run_id) {
   const auto targets = selected(options);
   std::vector<std::string> parts(targets.size(), run_id);
-  {
+  if (grouped(options)) {
     Prechecks prechecks(options.metrics, "verify", targets);
     db::Connection conn = open_connection(options.connect, options.metrics);
     const auto labels = check_all(conn, targets, db::Access::read);
@@ -457,8 +463,8 @@ VerifyAcross verify_targets(const crypto::KeyRing& keys, const Options& options,
 RollbackAcross rollback_targets(const Options& options, const std::string& run_id) {
   if (run_id.empty()) throw UsageError("rollback needs --run ID");
   const auto targets = selected(options);
-  std::vector<std::string> parts;
-  {
+  std::vector<std::string> parts(targets.size(), run_id);
+  if (grouped(options)) {
     Prechecks prechecks(options.metrics, "rollback", targets);
     db::Connection conn = open_connection(options.connect, options.metrics);
     const auto labels = check_all(conn, targets, db::Access::write);

@@ -1,6 +1,5 @@
 #include "keymig/service/jobs.hpp"
 
-#include <algorithm>
 #include <cctype>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -132,11 +131,7 @@ ParsedRequest parse_request(std::string_view kind, std::string_view params_json)
           !read_list(params, "targets", false, job.targets, out.error))
         return out;
       for (const auto& name : job.targets)
-        if (name.size() > config::kMaxTargetNameLength ||
-            !std::all_of(name.begin(), name.end(), [](char c) {
-              return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
-                     c == '.';
-            })) {
+        if (!config::valid_target_name(name)) {
           out.error = "params.targets must hold target names (letters, digits, - _ .)";
           return out;
         }

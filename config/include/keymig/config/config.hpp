@@ -69,6 +69,8 @@ struct Target {
 
 /// Target names: what `--target`, run ids ("RUN/name") and reports use.
 inline constexpr std::size_t kMaxTargetNameLength = 63;
+/// 1 to kMaxTargetNameLength of letters, digits, '_', '.' and '-'.
+[[nodiscard]] bool valid_target_name(const std::string& name);
 
 struct MetricsSettings {
   std::string listen = "127.0.0.1:9464";
