@@ -31,6 +31,7 @@ test: build fuzz-build
 # The same tests on a build with AddressSanitizer and UndefinedBehaviorSanitizer
 # (build-asan), and the threaded modules' tests on a ThreadSanitizer build (build-tsan).
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 test-asan: deps
