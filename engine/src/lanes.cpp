@@ -97,7 +97,12 @@ Outcome run_lanes(LaneSessions& sessions, db::Connection& reader, const db::Tabl
             // Here rather than at the source: the pages already in flight wait too, so no
             // batch commits while the throttle holds.
             throttle->admit(stopping);
+            const auto began = std::chrono::steady_clock::now();
             write_and_count(wconn, table, opts, run->run_id, *b, true, lane_out);
+            // The commit's latency is the server's own measure of how busy it is: what
+            // the adaptive default backs off on.
+            throttle->committed(std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - began));
           }
           meter.add(b->tally.rows);
         });

@@ -26,7 +26,13 @@ void PageSource::throttle(std::int64_t rows) {
 
 std::unique_ptr<Batch> PageSource::next() {
   const auto on_retry = retry_hook(options_.metrics, "read");
-  const std::int64_t limit = std::max<std::int64_t>(1, options_.batch_size);
+  // Read per page: a batch size retuned over /control/throttle applies to the next page.
+  // Pages are keyset ranges inside a chunk whose bounds were fixed when the run was
+  // planned, so a page of another size moves the checkpoint just as well.
+  const std::int64_t configured = std::max<std::int64_t>(1, options_.batch_size);
+  const std::int64_t limit =
+      options_.control ? std::max<std::int64_t>(1, options_.control->batch_size(configured))
+                       : configured;
   while (true) {
     if (stop_requested()) {
       stopped_ = true;

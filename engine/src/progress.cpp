@@ -29,12 +29,7 @@ void ProgressMeter::add(std::int64_t rows) {
   auto now = std::chrono::steady_clock::now();
   if (options_.progress_log_every.count() > 0 && now - last_log_ >= options_.progress_log_every) {
     last_log_ = now;
-    const Progress p = snapshot();
-    KEYMIG_LOG(info, "engine", "progress", {"rows_done", p.rows_done}, {"rows_total", p.rows_total},
-               {"percent", p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) /
-                                                  static_cast<double>(p.rows_total)
-                                            : 0.0},
-               {"rows_per_second", p.rows_per_second}, {"eta_seconds", p.eta_seconds});
+    log_line();
   }
   if (now - last_ < std::chrono::milliseconds(200)) return;
   last_ = now;
@@ -47,9 +42,36 @@ void ProgressMeter::finish() {
   emit(true);
 }
 
+void ProgressMeter::log_line() {
+  const Progress p = snapshot();
+  KEYMIG_LOG(info, "engine", "progress", {"rows_done", p.rows_done}, {"rows_total", p.rows_total},
+             {"percent", p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) /
+                                                static_cast<double>(p.rows_total)
+                                          : 0.0},
+             {"rows_per_second", p.rows_per_second}, {"eta_seconds", p.eta_seconds},
+             {"status", status_.empty() ? std::string("running") : status_});
+}
+
+namespace {
+
+// "paused (operator)", "waiting: replica lag 3.2s > 1s (standby s1)": the kind of wait,
+// without the figures that change at every probe.
+std::string_view status_kind(std::string_view status) {
+  return status.substr(0, std::min(status.find(':'), status.find('(')));
+}
+
+}  // namespace
+
 void ProgressMeter::set_status(std::string status) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const bool new_kind = status_kind(status) != status_kind(status_);
   status_ = std::move(status);
+  // A log with no terminal sees a pause at once, not at the next periodic line, which a
+  // paused run (adding no rows) would never write.
+  if (new_kind && options_.progress_log_every.count() > 0) {
+    last_log_ = std::chrono::steady_clock::now();
+    log_line();
+  }
   emit(false);
 }
 

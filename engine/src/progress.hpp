@@ -36,6 +36,7 @@ class ProgressMeter {
   std::chrono::steady_clock::time_point last_{};
   std::chrono::steady_clock::time_point last_log_ = start_;
   std::string status_;
+  void log_line();  // under mutex_: the `progress` log line, with the status
 };
 
 [[nodiscard]] double seconds_since(std::chrono::steady_clock::time_point start);

@@ -35,7 +35,8 @@ Throttle::~Throttle() {
 }
 
 void Throttle::pace(std::int64_t rows, const std::function<bool()>& stopping) {
-  const std::int64_t rate = options_.max_rows_per_second;
+  // Read at each call: a retune over /control/throttle applies to the next page.
+  const std::int64_t rate = rows_per_second();
   if (rate <= 0) return;
   Clock::time_point due;
   {
@@ -59,9 +60,37 @@ bool Throttle::watches_server() const noexcept {
          t.critical_active_sessions > 0;
 }
 
+std::int64_t Throttle::rows_per_second() const noexcept {
+  return options_.control ? options_.control->rows_per_second(options_.max_rows_per_second)
+                          : options_.max_rows_per_second;
+}
+
+bool Throttle::adaptive_on() const noexcept {
+  // An operator who set a limit chose the pace; the adaptive default is for one who did not.
+  const auto& t = options_.throttle;
+  return t.adaptive && rows_per_second() <= 0 && t.max_replica_lag.count() <= 0 &&
+         t.max_active_sessions <= 0;
+}
+
+void Throttle::committed(std::chrono::microseconds latency) {
+  if (!adaptive_on()) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto median = adaptive_.median();
+  const auto wait = adaptive_.observe(latency);
+  if (wait.count() <= 0) return;
+  // Lanes share the server: one lane's slow commit holds them all back, and overlapping
+  // waits extend rather than add up.
+  adaptive_until_ = std::max(adaptive_until_, Clock::now() + wait);
+  adaptive_status_ = "backing off: batch " +
+                     seconds_text(std::chrono::duration<double>(latency).count()) + " > " +
+                     std::to_string(static_cast<int>(AdaptiveBackoff::kFactor)) + "x median " +
+                     seconds_text(std::chrono::duration<double>(median).count());
+}
+
 void Throttle::admit(const std::function<bool()>& stopping) {
   const auto& t = options_.throttle;
-  if (t.flag_file.empty() && !watches_server()) return;
+  if (t.flag_file.empty() && !watches_server() && options_.control == nullptr && !adaptive_on())
+    return;
   while (!stopping()) {
     Verdict v;
     {
@@ -70,7 +99,13 @@ void Throttle::admit(const std::function<bool()>& stopping) {
       enter(v);
     }
     if (v.reason.empty() || critical_.load()) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    Clock::duration nap = std::chrono::milliseconds(100);
+    if (v.reason == "adaptive") {
+      std::lock_guard<std::mutex> lock(mutex_);
+      nap = std::min(nap, std::max<Clock::duration>(adaptive_until_ - Clock::now(),
+                                                    std::chrono::milliseconds(1)));
+    }
+    std::this_thread::sleep_for(nap);
   }
 }
 
@@ -115,8 +150,9 @@ double Throttle::effective_lag(const db::StandbyLag& s, Clock::time_point now) {
 
 Throttle::Verdict Throttle::evaluate() {
   const auto& t = options_.throttle;
+  if (options_.control && options_.control->paused()) return {"paused", "paused (operator)"};
   if (!t.flag_file.empty() && file_exists(t.flag_file)) return {"flag_file", "paused (flag file)"};
-  if (!watches_server()) return {};
+  if (!watches_server()) return adaptive_verdict();
   probe();
   if (!load_) return current_;  // no view of the server yet: as before
   const auto sessions = load_->active_sessions;
@@ -148,6 +184,11 @@ Throttle::Verdict Throttle::evaluate() {
   if (t.max_active_sessions > 0 && sessions > t.max_active_sessions)
     return {"active_sessions", "waiting: " + std::to_string(sessions) + " active sessions > " +
                                    std::to_string(t.max_active_sessions)};
+  return adaptive_verdict();
+}
+
+Throttle::Verdict Throttle::adaptive_verdict() const {
+  if (Clock::now() < adaptive_until_) return {"adaptive", adaptive_status_};
   return {};
 }
 

@@ -17,6 +17,7 @@
 #include "keymig/db/connection.hpp"
 #include "keymig/db/load.hpp"
 #include "keymig/engine/engine.hpp"
+#include "keymig/engine/run_control.hpp"
 
 namespace keymig::engine::detail {
 
@@ -40,6 +41,14 @@ class Throttle {
   /// stop). Never throws: a probe that fails is logged and retried at the next probe.
   void admit(const std::function<bool()>& stopping);
 
+  /// After a migrate batch committed in `latency`: with the adaptive default on (no rate
+  /// and no server limit set, keyMigration.throttle.adaptive), a batch far slower than
+  /// the running median makes every lane's next admit() wait (reason "adaptive").
+  void committed(std::chrono::microseconds latency);
+
+  /// The rate pace() keeps now: the run control's override, else the config's.
+  [[nodiscard]] std::int64_t rows_per_second() const noexcept;
+
   /// criticalActiveSessions was exceeded: the sources end, the run stays resumable.
   [[nodiscard]] bool critical() const noexcept { return critical_.load(); }
   /// Why critical() is true, for the report ("142 active sessions > 100").
@@ -56,13 +65,16 @@ class Throttle {
 
  private:
   struct Verdict {
-    std::string reason;  // metric label: flag_file, replica_lag, active_sessions; "": go
+    // metric label: paused, flag_file, replica_lag, active_sessions, adaptive; "": go
+    std::string reason;
     std::string status;  // for the progress line and the log
   };
   [[nodiscard]] bool watches_server() const noexcept;
-  Verdict evaluate();            // under mutex_
-  void probe();                  // under mutex_
-  void enter(const Verdict& v);  // under mutex_
+  [[nodiscard]] bool adaptive_on() const noexcept;
+  Verdict evaluate();                              // under mutex_
+  [[nodiscard]] Verdict adaptive_verdict() const;  // under mutex_
+  void probe();                                    // under mutex_
+  void enter(const Verdict& v);                    // under mutex_
   [[nodiscard]] double effective_lag(const db::StandbyLag& s,
                                      std::chrono::steady_clock::time_point now);
 
@@ -81,6 +93,9 @@ class Throttle {
   std::chrono::steady_clock::time_point counted_to_{};  // throttled seconds counted up to
   std::chrono::steady_clock::time_point entered_at_{};
   std::function<void(const std::string&)> on_status_;
+  AdaptiveBackoff adaptive_;                                // under mutex_
+  std::chrono::steady_clock::time_point adaptive_until_{};  // under mutex_: back off till
+  std::string adaptive_status_;                             // under mutex_
   std::atomic<bool> critical_{false};
   std::string critical_reason_;
 };

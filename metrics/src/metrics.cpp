@@ -48,8 +48,9 @@ constexpr std::array<std::string_view, 4> kOps = {"classify", "decrypt", "encryp
 constexpr std::array<std::string_view, 6> kCommands = {"migrate",  "verify",   "scan",
                                                        "rollback", "finalize", "reset_mfa"};
 // Why migrate waits before a batch (engine/src/throttle.cpp).
-constexpr std::array<std::string_view, 3> kThrottleReasons = {"flag_file", "replica_lag",
-                                                              "active_sessions"};
+// paused: an operator's POST /control/pause; adaptive: the batch latency rose above its median.
+constexpr std::array<std::string_view, 5> kThrottleReasons = {
+    "flag_file", "replica_lag", "active_sessions", "paused", "adaptive"};
 constexpr std::string_view kOther = "other";
 constexpr std::size_t kMaxWarnings = 64;
 
@@ -212,13 +213,13 @@ struct Metrics::Impl {
           .Help("Seconds migrate waited before batches, by reason.")
           .Register(*registry);
 
-  std::mutex mutex;                // guards the sets below
-  std::set<std::string> targets;   // targets whose series exist
-  std::set<std::string> warned;    // label values already reported as unknown
-  std::set<std::string> commands;  // commands whose result was recorded
-  std::string target;              // set_target's last label
+  std::mutex mutex;                          // guards the sets below
+  std::set<std::string> targets;             // targets whose series exist
+  std::set<std::string> warned;              // label values already reported as unknown
+  std::set<std::string> commands;            // commands whose result was recorded
+  std::string target;                        // set_target's last label
   std::vector<std::string> command_targets;  // every label set_target recorded
-  std::string database;            // set_database's last name
+  std::string database;                      // set_database's last name
 
   Impl() {
     prometheus::BuildGauge()

@@ -27,6 +27,7 @@
 #include "keymig/db/connection.hpp"
 #include "keymig/db/rows.hpp"
 #include "keymig/db/runs.hpp"
+#include "keymig/engine/run_control.hpp"
 #include "keymig/metrics/metrics.hpp"
 
 namespace keymig::engine {
@@ -56,7 +57,10 @@ struct Options {
   int threads = 0;                       // pipeline threads; 0: all cores
   std::int64_t max_rows_per_second = 0;  // 0: unthrottled
   config::ThrottleSettings throttle;     // migrate: wait before a batch (flag file, lag, load)
-  bool journal = true;                   // keep old tokens for rollback until finalize
+  // migrate: pause, rows per second and batch size changed while it runs (serve's
+  // /control routes); may be null. Must outlive the call.
+  RunControl* control = nullptr;
+  bool journal = true;  // keep old tokens for rollback until finalize
   // Journals of the target's finished runs idle for longer are deleted after each
   // completed migrate and by maintain_journal; nullopt: kept until finalize or purge.
   std::optional<std::chrono::seconds> journal_retention;
