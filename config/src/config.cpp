@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <set>
@@ -47,6 +48,7 @@ const std::set<std::string>& migration_maps() {
       "keyMigration.schedule",
       "keyMigration.throttle",
       "keyMigration.target.onlyWhere",
+      "keyMigration.control",
   };
   return maps;
 }
@@ -75,6 +77,8 @@ const std::set<std::string>& migration_leaves() {
       "keyMigration.throttle.flagFile",
       "keyMigration.throttle.maxActiveSessions",
       "keyMigration.throttle.criticalActiveSessions",
+      "keyMigration.throttle.adaptive",
+      "keyMigration.control.tokenFile",
       "keyMigration.metrics.listen",
       "keyMigration.metrics.pushGateway",
       "keyMigration.metrics.textfile",
@@ -510,6 +514,35 @@ std::optional<KeySetting> read_key_file(const KeyFileEntry& entry, const std::st
   return KeySetting{std::move(text), origin, file};
 }
 
+// keyMigration.control.tokenFile: the bearer token of serve's POST /control/* routes. It
+// can pause every rotation, so unlike a key file (a warning) one that others may read is
+// refused: the routes stay off rather than open to whoever reads the file. The same
+// owner/group rule as key files (0600, or another owner's 0440 shared with our group).
+void read_token_file(const std::string& path, const std::string& config_file, const Origin& origin,
+                     Migration& m) {
+  std::string file = path;
+  if (file.front() != '/') file = directory_of(config_file) + "/" + file;
+  file = std::filesystem::path(file).lexically_normal().string();
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0)
+    fail(origin, "cannot read token file " + file + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail(origin, "token file " + file + " is not a regular file");
+  if (const std::string who = too_open(st); !who.empty())
+    fail(origin, "token file " + file + " is readable by " + who + " (mode " + mode_text(st) +
+                     "); chmod 600 it (or another owner and keymig's group, mode 0440)");
+  if (st.st_size > 4096) fail(origin, "token file " + file + " is larger than 4096 bytes");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(origin, "cannot read token file " + file + ": " + std::strerror(errno));
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto token = std::make_shared<const SecretString>(trim(content));
+  secure_wipe(content.data(), content.size());
+  if (token->empty()) fail(origin, "token file " + file + " is empty");
+  // A short token is guessable over HTTP however constant-time the compare.
+  if (token->size() < 16) fail(origin, "token file " + file + " holds fewer than 16 characters");
+  m.control.token_file = file;
+  m.control.token = std::move(token);
+}
+
 // A values file that holds keys inline is a key file too: one readable by others gets the
 // same warning.
 bool holds_inline_keys(const YAML::Node& root) {
@@ -852,6 +885,12 @@ void read_migration(const Reader& reader, const SettingChecks& checks, Migration
                   100'000);
   reader.read_int("keyMigration.throttle.criticalActiveSessions",
                   m.throttle.critical_active_sessions, 0, 100'000);
+  reader.read_bool("keyMigration.throttle.adaptive", m.throttle.adaptive);
+  if (const Leaf* leaf = reader.find("keyMigration.control.tokenFile")) {
+    const Origin origin = origin_of("keyMigration.control.tokenFile", *leaf);
+    if (!leaf->node.IsScalar()) fail(origin, "expected the path of a file holding a token");
+    if (!leaf->node.Scalar().empty()) read_token_file(leaf->node.Scalar(), leaf->file, origin, m);
+  }
   reader.read_string("keyMigration.metrics.listen", m.metrics.listen);
   if (const Leaf* leaf = reader.find("keyMigration.metrics.listen")) {
     const std::string problem =

@@ -720,3 +720,58 @@ TEST_CASE("journalRetention is a duration of at least 1h, off when absent, empty
   CHECK(load_error({list}).find(list + ":2 keyMigration.journalRetention: expected a duration") ==
         0);
 }
+
+TEST_CASE("throttle.adaptive is on unless set to false, with file, line and key on errors",
+          "[config][throttle]") {
+  TempDir dir;
+  CHECK(cfg::load({dir.write("none.yaml", "")}, kNoEnv).migration.throttle.adaptive);
+  const auto off = dir.write("off.yaml", "keyMigration:\n  throttle:\n    adaptive: false\n");
+  CHECK_FALSE(cfg::load({off}, kNoEnv).migration.throttle.adaptive);
+  const auto bad = dir.write("bad.yaml", "keyMigration:\n  throttle:\n    adaptive: often\n");
+  CHECK(load_error({bad}).find(bad + ":3 keyMigration.throttle.adaptive: expected true or false") ==
+        0);
+}
+
+TEST_CASE("control.tokenFile is read relative to its values file, off when absent",
+          "[config][control]") {
+  TempDir dir;
+  const auto none = cfg::load({dir.write("none.yaml", "")}, kNoEnv).migration.control;
+  CHECK(none.token_file.empty());
+  CHECK(none.token == nullptr);
+  const std::string token = "s3cret-token-0123456789abcdef";
+  dir.write("control.token", token + "\n");
+  const auto file =
+      dir.write("values.yaml", "keyMigration:\n  control:\n    tokenFile: control.token\n");
+  const auto c = cfg::load({file}, kNoEnv).migration.control;
+  CHECK(c.token_file == dir.path() + "/control.token");
+  REQUIRE(c.token != nullptr);
+  CHECK(c.token->view() == token);  // trimmed of its newline
+
+  SECTION("a token file others may read is refused, naming file, line and key") {
+    dir.write("open.token", token, 0644);
+    const auto open =
+        dir.write("open.yaml", "keyMigration:\n  control:\n    tokenFile: open.token\n");
+    const auto e = load_error({open});
+    CHECK(e.find(open + ":3 keyMigration.control.tokenFile: token file") == 0);
+    CHECK(e.find("readable by others (mode 0644)") != std::string::npos);
+    CHECK(e.find(token) == std::string::npos);
+  }
+  SECTION("a missing, empty or short token file is an error") {
+    const auto missing =
+        dir.write("missing.yaml", "keyMigration:\n  control:\n    tokenFile: nope.token\n");
+    CHECK(load_error({missing}).find(missing + ":3 keyMigration.control.tokenFile: cannot read") ==
+          0);
+    dir.write("empty.token", "\n");
+    const auto empty =
+        dir.write("empty.yaml", "keyMigration:\n  control:\n    tokenFile: empty.token\n");
+    CHECK(load_error({empty}).find("is empty") != std::string::npos);
+    dir.write("short.token", "abc");
+    const auto shrt =
+        dir.write("short.yaml", "keyMigration:\n  control:\n    tokenFile: short.token\n");
+    CHECK(load_error({shrt}).find("fewer than 16 characters") != std::string::npos);
+  }
+  SECTION("a typo under control is an unknown key") {
+    const auto typo = dir.write("typo.yaml", "keyMigration:\n  control:\n    tokenfile: x\n");
+    CHECK(load_error({typo}).find(typo + ":3 keyMigration.control.tokenfile") == 0);
+  }
+}

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -84,6 +85,16 @@ struct ThrottleSettings {
   std::string flag_file;                         // empty: none; while it exists, wait
   int max_active_sessions = 0;                   // other active backends; 0: not watched
   int critical_active_sessions = 0;              // stop the run (resumable) at this many; 0: never
+  // With no rate and no server limit: back off when a batch's commit takes far longer
+  // than its running median (engine::AdaptiveBackoff).
+  bool adaptive = true;
+};
+
+/// keyMigration.control: serve's POST /control/* routes, off unless token_file is set.
+struct ControlSettings {
+  std::string token_file;  // as resolved (relative to the config file naming it); empty: off
+  // The bearer token, read at load (and on SIGHUP); shared so that Migration stays copyable.
+  std::shared_ptr<const SecretString> token;
 };
 
 struct Schedule {
@@ -114,6 +125,7 @@ struct Migration {
   std::chrono::milliseconds statement_timeout{60000};
   MetricsSettings metrics;
   ThrottleSettings throttle;
+  ControlSettings control;
   Schedule schedule;
 };
 
