@@ -95,9 +95,11 @@ std::function<int()> setup_serve(CLI::App& sub, Common& common) {
     options.journal_keeper = service::engine_journal_keeper();
     options.fallback_poll =
         std::chrono::milliseconds(static_cast<std::int64_t>(flags->poll_interval * 1000));
+    // One for the process: the runs obey it, the HTTP routes change it.
+    options.control = std::make_shared<engine::RunControl>();
     metrics::Metrics metrics;
-    service::Service service([&common] { return load_settings(common); }, service::engine_runner(),
-                             metrics, options);
+    service::Service service([&common] { return load_settings(common); },
+                             service::engine_runner(options.control), metrics, options);
     return service.run();
   };
 }

@@ -75,14 +75,17 @@ void configure(Parser& parser, const HttpLimits& limits) {
 int check_request(Parser& parser, const HttpLimits& limits, HttpRequest& out) {
   const auto& request = parser.get();
   const auto verb = request.method();
-  if (verb != bhttp::verb::get && verb != bhttp::verb::head) return 405;
+  const bool post = verb == bhttp::verb::post && limits.allow_post;
+  if (verb != bhttp::verb::get && verb != bhttp::verb::head && !post) return 405;
   const auto target = request.target();
   if (target.size() > limits.max_target_bytes) return 414;
   // Origin form only: Beast lets any visible octet through, proxies' absolute form included.
   if (target.empty() || target.front() != '/') return 400;
   if (auto length = parser.content_length(); length && *length > limits.max_body_bytes) return 413;
   parser.body_limit(limits.max_body_bytes);  // for a chunked body
-  out.method = verb == bhttp::verb::get ? "GET" : "HEAD";
+  out.method = post ? "POST" : verb == bhttp::verb::get ? "GET" : "HEAD";
+  const auto authorization = request[bhttp::field::authorization];
+  out.authorization = std::string(authorization.data(), authorization.size());
   const auto q = target.find('?');
   out.path = std::string(target.substr(0, q));
   out.query = q == beast::string_view::npos ? std::string() : std::string(target.substr(q + 1));
@@ -119,7 +122,7 @@ std::string_view error_text(int status) {
     case 405:
       return "only GET and HEAD\n";
     case 413:
-      return "requests carry no body\n";
+      return "request body too large\n";
     case 414:
       return "target too long\n";
     case 431:
@@ -197,6 +200,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void start(std::list<std::weak_ptr<Session>>::iterator entry) {
     entry_ = entry;
+    beast::error_code ec;
+    const auto peer = stream_.socket().remote_endpoint(ec);
+    if (!ec) {
+      const auto address = peer.address();
+      remote_ = (address.is_v6() ? "[" + address.to_string() + "]" : address.to_string()) + ":" +
+                std::to_string(peer.port());
+    }
     // The first head is due header_timeout after the accept: a silent client counts too.
     stream_.expires_after(server_->limits.header_timeout);
     read_head();
@@ -282,6 +292,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void answer() {
+    request_.remote = remote_;
+    request_.body = request_.method == "POST" ? parser_->get().body() : std::string();
     HttpResponse response;
     try {
       response = server_->handler(request_);
@@ -308,7 +320,10 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.result(static_cast<unsigned>(response.status));
     response_.set(bhttp::field::content_type, response.content_type);
     response_.set(bhttp::field::cache_control, "no-store");
-    if (response.status == 405) response_.set(bhttp::field::allow, "GET, HEAD");
+    if (response.status == 405)
+      response_.set(bhttp::field::allow, response.allow.empty() ? "GET, HEAD" : response.allow);
+    if (response.status == 401 && !response.www_authenticate.empty())
+      response_.set(bhttp::field::www_authenticate, response.www_authenticate);
     // HEAD: the length of the body GET would carry, and no body.
     response_.content_length(response.body.size());
     if (!head_only) response_.body() = response.body;
@@ -355,6 +370,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bhttp::response<bhttp::string_body> response_;
   std::array<char, 1024> drain_{};
   std::size_t drained_ = 0;
+  std::string remote_;
   std::chrono::steady_clock::time_point accepted_at_ = std::chrono::steady_clock::now();
   State state_ = State::reading;
   bool keep_alive_ = false;

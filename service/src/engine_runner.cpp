@@ -15,13 +15,14 @@ namespace keymig::service {
 namespace {
 
 engine::Options engine_options(const Job& job, const Settings& settings, std::atomic<bool>& stop,
-                               metrics::Metrics& metrics) {
+                               metrics::Metrics& metrics, engine::RunControl* control = nullptr) {
   engine::Options options = engine::options_from_config(settings.config);
   options.connect.dsn = settings.dsn;
   options.selection = job.selection;
   engine::select_targets(options, job.targets);
   options.stop = &stop;
   options.metrics = &metrics;
+  options.control = control;
   // serve's log has no terminal: a progress line now and then shows a long run moving.
   options.progress_log_every = std::chrono::seconds(30);
   return options;
@@ -101,13 +102,13 @@ RunOutcome status(const Job& job, const Settings& settings) {
 
 }  // namespace
 
-Runner engine_runner() {
-  return [](const Job& job, const Settings& settings, std::atomic<bool>& stop,
-            metrics::Metrics& metrics) -> RunOutcome {
+Runner engine_runner(std::shared_ptr<engine::RunControl> control) {
+  return [control](const Job& job, const Settings& settings, std::atomic<bool>& stop,
+                   metrics::Metrics& metrics) -> RunOutcome {
     switch (job.kind) {
       case JobKind::migrate: {
-        const auto all =
-            engine::migrate_targets(*settings.keys, engine_options(job, settings, stop, metrics));
+        const auto all = engine::migrate_targets(
+            *settings.keys, engine_options(job, settings, stop, metrics, control.get()));
         const auto& report = all.total;
         // A stop on critical load is the run's own verdict, not serve's shutdown: requeued
         // like one, the request would be claimed again at once, against a database that

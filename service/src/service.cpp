@@ -132,8 +132,11 @@ Service::Service(SettingsLoader loader, Runner runner, metrics::Metrics& metrics
   std::string listen = d.options.metrics_listen.empty()
                            ? d.settings->config.migration.metrics.listen
                            : d.options.metrics_listen;
-  d.http = std::make_unique<HttpServer>(d.io, listen,
-                                        [&d](const HttpRequest& r) { return d.handle(r); });
+  d.control = d.options.control ? d.options.control : std::make_shared<engine::RunControl>();
+  http::HttpLimits limits;
+  limits.allow_post = true;  // POST /control/*; the handler answers 405 elsewhere
+  d.http = std::make_unique<HttpServer>(
+      d.io, listen, [&d](const HttpRequest& r) { return d.handle(r); }, limits);
 }
 
 Service::~Service() {

@@ -27,6 +27,7 @@
 #include "keymig/db/lock.hpp"
 #include "keymig/db/requests.hpp"
 #include "keymig/db/retry.hpp"
+#include "keymig/engine/run_control.hpp"
 #include "keymig/service/service.hpp"
 #include "keymig/text.hpp"
 
@@ -51,6 +52,8 @@ struct Service::Impl {
   metrics::Metrics& metrics;
   ServiceOptions options;
   std::string instance;
+  // Pause and retune: outlives every run (a pause holds the next one too). Thread-safe.
+  std::shared_ptr<engine::RunControl> control;
   std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();
 
   // --- io thread ---
@@ -158,7 +161,7 @@ struct Service::Impl {
 
   // worker.cpp (each lane's thread)
   struct TargetGuard {
-    bool busy = false;  // another keymig serve holds a target's table
+    bool busy = false;                  // another keymig serve holds a target's table
     std::vector<db::TargetLock> locks;  // one per configured table that exists
   };
   void lane_main(Lane& lane);
@@ -181,6 +184,9 @@ struct Service::Impl {
 
   // status.cpp (io thread; status() from any thread)
   [[nodiscard]] HttpResponse handle(const HttpRequest& request);
+  // control.cpp (io thread; control_json() from any thread)
+  [[nodiscard]] HttpResponse handle_control(const HttpRequest& request);
+  [[nodiscard]] json control_json() const;
   [[nodiscard]] std::string status() const;
   [[nodiscard]] bool current_is_null() const;
   [[nodiscard]] static json result_json(const RunOutcome& out);

@@ -10,6 +10,9 @@
 namespace keymig::service {
 
 HttpResponse Service::Impl::handle(const HttpRequest& request) {
+  if (request.path.rfind("/control/", 0) == 0) return handle_control(request);
+  // POST reaches the handler for /control alone; everything else is read-only.
+  if (request.method == "POST") return {405, "text/plain; charset=utf-8", "only GET and HEAD\n"};
   if (request.path == "/readyz") {
     // Ready means requests can be queued and will be seen: the LISTEN session is up and
     // keymig.requests exists. The config needs no check: a bad one is refused on reload
@@ -46,12 +49,10 @@ std::string Service::Impl::status() const {
                     *m.schedule.at_minute_of_day % 60);
       schedule["at_utc"] = at;
     }
-    doc["config"] = {{"generation", generation},
-                     {"loaded_at", iso8601_utc(loaded_at)},
-                     {"files", settings->config.files},
-                     {"target", m.targets.front().table},
-                     {"targets", target_names(m.targets)},
-                     {"key_fingerprints", settings->fingerprints}};
+    doc["config"] = {
+        {"generation", generation},           {"loaded_at", iso8601_utc(loaded_at)},
+        {"files", settings->config.files},    {"target", m.targets.front().table},
+        {"targets", target_names(m.targets)}, {"key_fingerprints", settings->fingerprints}};
     if (!last_reload_error.empty()) doc["config"]["last_reload_error"] = last_reload_error;
     doc["schedule"] = schedule;
   }
@@ -68,6 +69,7 @@ std::string Service::Impl::status() const {
     if (!lane->current.is_null()) doc["current_runs"].push_back(lane->current);
   doc["last"] = last;
   if (next_scheduled) doc["schedule"]["next_run_at"] = iso8601_utc(*next_scheduled);
+  doc["control"] = control_json();
   doc["requests"] = {
       {"done", requests_done}, {"failed", requests_failed}, {"requeued", requests_requeued}};
   return doc.dump();

@@ -4,7 +4,8 @@
 // through it, the one-shot commands /metrics and /healthz (metrics_handler). Built on
 // Boost.Beast's request parser; a slow or hostile client must not take out a liveness
 // probe, so:
-// - GET and HEAD only (405 with `Allow` otherwise); the request head is bounded (431, or 414
+// - GET and HEAD only (405 with `Allow` otherwise; POST too with HttpLimits::allow_post); the
+// request head is bounded (431, or 414
 //   when the request line alone is over, or its target is), the body too (413; GET and
 //   HEAD carry none); anything malformed is a 400. An error response closes the
 //   connection.
@@ -28,6 +29,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 
 #include "keymig/error.hpp"
 
@@ -44,19 +46,28 @@ class HttpError : public keymig::Error {
 };
 
 struct HttpRequest {
-  std::string method;  // "GET" or "HEAD"
+  std::string method;  // "GET" or "HEAD"; "POST" only with HttpLimits::allow_post
   std::string path;    // without the query string
   std::string query;   // after '?', undecoded; empty if none
+  std::string body;    // POST only; at most max_body_bytes
+  // The Authorization header as sent (a credential: never log it); empty if none.
+  std::string authorization;
+  std::string remote;  // "address:port" of the client, for logs of who changed what
 };
 
 struct HttpResponse {
+  HttpResponse() = default;
+  HttpResponse(int s, std::string type, std::string text)
+      : status(s), content_type(std::move(type)), body(std::move(text)) {}
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  std::string allow;             // the Allow header of a 405; empty: "GET, HEAD"
+  std::string www_authenticate;  // the WWW-Authenticate header of a 401; empty: none
 };
 
-/// Called on the io_context thread for every well-formed GET/HEAD: keep it quick (no
-/// database round trips; read state that other threads keep up to date).
+/// Called on the io_context thread for every well-formed GET/HEAD (and POST, if allowed): keep it
+/// quick (no database round trips; read state that other threads keep up to date).
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 struct HttpLimits {
@@ -69,6 +80,9 @@ struct HttpLimits {
   std::size_t max_connections = 128;
   // At the cap: the pause between two accepts (each of which evicts a connection).
   std::chrono::milliseconds accept_interval_at_cap{1};
+  // POST reaches the handler (with its body, up to max_body_bytes): serve's /control
+  // routes. Off, a POST is a 405 like any method but GET and HEAD.
+  bool allow_post = false;
 };
 
 /// What the server did to its clients since it started; readable from any thread.

@@ -15,6 +15,7 @@
 
 #include "keymig/config/config.hpp"
 #include "keymig/crypto/fernet.hpp"
+#include "keymig/engine/run_control.hpp"
 #include "keymig/error.hpp"
 #include "keymig/http/server.hpp"
 #include "keymig/service/jobs.hpp"
@@ -61,7 +62,8 @@ using Runner = std::function<RunOutcome(const Job& job, const Settings& settings
 
 /// The real runner: keymig::engine's migrate, verify (with the job's run_id: also that
 /// run's journal) and reset_mfa (plan, then the journaled reset).
-[[nodiscard]] Runner engine_runner();
+/// `control` (may be null) is every run's Options::control: serve's pause and retune.
+[[nodiscard]] Runner engine_runner(std::shared_ptr<engine::RunControl> control = nullptr);
 
 /// The journal upkeep of the settings' target (keyMigration.journalRetention, the journal
 /// gauges). Called on the worker thread; may throw (the service logs it and tries again
@@ -82,6 +84,9 @@ struct ServiceOptions {
   // Journal upkeep at start and then this often (between jobs); empty keeper: none.
   JournalKeeper journal_keeper;
   std::chrono::milliseconds journal_every{std::chrono::minutes(5)};
+  // Pause and retune (POST /control/*): share it with engine_runner(control) so that the
+  // runs obey it. Null: the service makes its own (its runs then ignore it).
+  std::shared_ptr<engine::RunControl> control;
 };
 
 /// The service. Construct, then run() on the thread that should own the event loop.
