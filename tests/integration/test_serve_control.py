@@ -124,7 +124,7 @@ class ControlTest(ControlCase):
         log = serve.stderr()
         self.assertNotIn(TOKEN, log)
         self.assertNotIn(TOKEN[:-1] + "x", log)
-        self.assertEqual(len(serve.events("control_refused")), 9)
+        self.assertEqual(len(serve.events("control_refused")), 10)  # 2 × 401, 3 × 403, 5 × 400
 
     def test_pause_holds_runs_a_retune_slows_them_and_resume_finishes(self):
         serve = self.serve({"control": {"tokenFile": self.token_file}, "batchSize": 100,
