@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps build test test-asan test-tsan fuzz fuzz-build demo bench format clean db-start db-stop
+.PHONY: all deps build test test-asan test-tsan fuzz fuzz-build demo bench bench-online format clean db-start db-stop
 
 all: build
 
@@ -59,6 +59,10 @@ demo: build
 
 bench: build
 	scripts/bench $(BUILD)
+
+# What sign-ins feel during a migrate (pgbench against the cluster and its standby).
+bench-online: build
+	scripts/bench-online $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
