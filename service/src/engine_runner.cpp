@@ -15,7 +15,8 @@ namespace keymig::service {
 namespace {
 
 engine::Options engine_options(const Job& job, const Settings& settings, std::atomic<bool>& stop,
-                               metrics::Metrics& metrics, engine::RunControl* control = nullptr) {
+                               metrics::Metrics& metrics, const ProgressSink& progress,
+                               engine::RunControl* control = nullptr) {
   engine::Options options = engine::options_from_config(settings.config);
   options.connect.dsn = settings.dsn;
   options.selection = job.selection;
@@ -23,6 +24,7 @@ engine::Options engine_options(const Job& job, const Settings& settings, std::at
   options.stop = &stop;
   options.metrics = &metrics;
   options.control = control;
+  options.progress = progress;
   // serve's log has no terminal: a progress line now and then shows a long run moving.
   options.progress_log_every = std::chrono::seconds(30);
   return options;
@@ -71,7 +73,7 @@ RunOutcome reset(const Job& job, const Settings& settings, metrics::Metrics& met
 // migrate run's rollback puts every rotated secret back under the old key (after an
 // incident, the compromised one): that stays an operator's `keymig rollback`.
 RunOutcome rollback(const Job& job, const Settings& settings, std::atomic<bool>& stop,
-                    metrics::Metrics& metrics) {
+                    metrics::Metrics& metrics, const ProgressSink& progress) {
   {
     db::Connection conn = admin_connection(settings);
     auto run = db::load_run(conn, job.run_id);
@@ -82,7 +84,7 @@ RunOutcome rollback(const Job& job, const Settings& settings, std::atomic<bool>&
                        "--run " +
                        job.run_id + "`)");
   }
-  auto report = engine::rollback(engine_options(job, settings, stop, metrics), job.run_id);
+  auto report = engine::rollback(engine_options(job, settings, stop, metrics, progress), job.run_id);
   // Stopped before its last page, the run is still to be rolled back: the request goes
   // back to the queue and the next claim finishes it.
   const bool done = report.state == "rolled_back";
@@ -104,11 +106,11 @@ RunOutcome status(const Job& job, const Settings& settings) {
 
 Runner engine_runner(std::shared_ptr<engine::RunControl> control) {
   return [control](const Job& job, const Settings& settings, std::atomic<bool>& stop,
-                   metrics::Metrics& metrics) -> RunOutcome {
+                   metrics::Metrics& metrics, const ProgressSink& progress) -> RunOutcome {
     switch (job.kind) {
       case JobKind::migrate: {
         const auto all = engine::migrate_targets(
-            *settings.keys, engine_options(job, settings, stop, metrics, control.get()));
+            *settings.keys, engine_options(job, settings, stop, metrics, progress, control.get()));
         const auto& report = all.total;
         // A stop on critical load is the run's own verdict, not serve's shutdown: requeued
         // like one, the request would be claimed again at once, against a database that
@@ -123,7 +125,7 @@ Runner engine_runner(std::shared_ptr<engine::RunControl> control) {
       }
       case JobKind::verify: {
         const auto all = engine::verify_targets(
-            *settings.keys, engine_options(job, settings, stop, metrics), job.run_id);
+            *settings.keys, engine_options(job, settings, stop, metrics, progress), job.run_id);
         // Verify reads only; a drain mid-way leaves nothing to resume, so it is not a
         // partial success.
         bool stopped = stop.load();
@@ -132,10 +134,10 @@ Runner engine_runner(std::shared_ptr<engine::RunControl> control) {
       case JobKind::reset_mfa:
         return reset(job, settings, metrics);
       case JobKind::rollback:
-        return rollback(job, settings, stop, metrics);
+        return rollback(job, settings, stop, metrics, progress);
       case JobKind::finalize: {
         const auto all = engine::finalize_targets(
-            *settings.keys, engine_options(job, settings, stop, metrics), job.run_id);
+            *settings.keys, engine_options(job, settings, stop, metrics, progress), job.run_id);
         // Stopped before it deleted the journal: the next claim finalizes it.
         return from_report(all.exit_code(), all.to_json(), stop.load() && !all.total.finalized,
                            all.exit_code() == kExitOk);
@@ -150,7 +152,7 @@ Runner engine_runner(std::shared_ptr<engine::RunControl> control) {
 JournalKeeper engine_journal_keeper() {
   return [](const Settings& settings, metrics::Metrics& metrics) {
     std::atomic<bool> never{false};
-    engine::Options options = engine_options(Job{}, settings, never, metrics);
+    engine::Options options = engine_options(Job{}, settings, never, metrics, {});
     // One attempt: the next round is minutes away, and a worker waiting out retries on
     // a database that went away holds up the jobs and SIGTERM.
     options.connect.max_retries = 0;

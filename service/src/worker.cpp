@@ -349,7 +349,17 @@ RunOutcome Service::Impl::execute(Lane& lane, const Job& job,
              {"requested_by", job.requested_by});
   RunOutcome out;
   try {
-    out = runner(job, *s, stop_flag, metrics);
+    // /status shows where the job is and why it waits, if it does ("paused (operator)").
+    const ProgressSink progress = [this, &lane](const engine::Progress& p) {
+      json doc = {{"rows_done", p.rows_done},
+                  {"rows_total", p.rows_total},
+                  {"rows_per_second", p.rows_per_second},
+                  {"status", p.status.empty() ? std::string("running") : p.status}};
+      if (p.eta_seconds >= 0) doc["eta_seconds"] = p.eta_seconds;
+      std::lock_guard<std::mutex> lock(status_mu);
+      if (!lane.current.is_null()) lane.current["progress"] = std::move(doc);
+    };
+    out = runner(job, *s, stop_flag, metrics, progress);
   } catch (const db::DbError& e) {
     out = RunOutcome{};
     out.exit_code = kExitRuntime;

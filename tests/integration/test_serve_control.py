@@ -42,6 +42,14 @@ def control_status(port):
     return json.loads(body)["control"]
 
 
+def current_status(port):
+    """The progress status of serve's main-lane run in /status, None without one."""
+    status, body, _ = http_get(port, "/status")
+    assert status == 200, body
+    runs = json.loads(body)["current_runs"]
+    return runs[0].get("progress", {}).get("status") if runs else None
+
+
 def rate(dsn, run_id, seconds):
     """Rows journaled per second over `seconds`."""
     before = journal_count(dsn, run_id)
@@ -146,9 +154,13 @@ class ControlTest(ControlCase):
         self.assertTrue(wait_until(lambda: any(
             e.get("status") == "paused (operator)" for e in serve.events("progress")), 10),
             "no progress line says paused (operator)")
+        self.assertTrue(wait_until(lambda: current_status(port) == "paused (operator)", 10),
+                        "/status does not say the run is paused: %s" % current_status(port))
 
         self.assertEqual(http_post(port, "/control/resume", token=TOKEN)[0], 200)
         self.assertTrue(wait_until(lambda: journal_count(self.dsn, run_id) >= 300, 30))
+        self.assertTrue(wait_until(lambda: current_status(port) == "running", 10),
+                        current_status(port))
         fast = rate(self.dsn, run_id, 2.0)
         status, text = http_post(port, "/control/throttle",
                                  {"max_rows_per_second": 200, "batch_size": 50}, token=TOKEN)

@@ -105,7 +105,7 @@ struct FakeRunner {
   std::function<void(std::size_t)> on_call;
   service::Runner runner() {
     return [this](const service::Job& job, const service::Settings&, std::atomic<bool>& stop,
-                  metrics::Metrics& metrics) {
+                  metrics::Metrics& metrics, const service::ProgressSink&) {
       std::size_t call = 0;
       {
         std::lock_guard<std::mutex> lock(mu);

@@ -15,6 +15,7 @@
 
 #include "keymig/config/config.hpp"
 #include "keymig/crypto/fernet.hpp"
+#include "keymig/engine/engine.hpp"
 #include "keymig/engine/run_control.hpp"
 #include "keymig/error.hpp"
 #include "keymig/http/server.hpp"
@@ -56,9 +57,12 @@ struct RunOutcome {
 
 /// Runs one job to the end or until `*stop` becomes true (then drains: the batch in flight
 /// commits, the checkpoint is written). Called on the worker thread. May throw; the
-/// service turns an exception into a failed outcome.
-using Runner = std::function<RunOutcome(const Job& job, const Settings& settings,
-                                        std::atomic<bool>& stop, metrics::Metrics& metrics)>;
+/// service turns an exception into a failed outcome. `progress` (may be empty) takes the
+/// engine's progress reports, from the job's threads: /status shows the latest.
+using ProgressSink = std::function<void(const engine::Progress&)>;
+using Runner =
+    std::function<RunOutcome(const Job& job, const Settings& settings, std::atomic<bool>& stop,
+                             metrics::Metrics& metrics, const ProgressSink& progress)>;
 
 /// The real runner: keymig::engine's migrate, verify (with the job's run_id: also that
 /// run's journal) and reset_mfa (plan, then the journaled reset).
