@@ -84,7 +84,8 @@ RunOutcome rollback(const Job& job, const Settings& settings, std::atomic<bool>&
                        "--run " +
                        job.run_id + "`)");
   }
-  auto report = engine::rollback(engine_options(job, settings, stop, metrics, progress), job.run_id);
+  auto report =
+      engine::rollback(engine_options(job, settings, stop, metrics, progress), job.run_id);
   // Stopped before its last page, the run is still to be rolled back: the request goes
   // back to the queue and the next claim finishes it.
   const bool done = report.state == "rolled_back";
