@@ -401,6 +401,27 @@ TEST_CASE("unknown keys under keyMigration are errors with file, line and key", 
   }
 }
 
+TEST_CASE("a key pasted where a key name belongs is an unknown key that is never quoted",
+          "[config]") {
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"secretStore:\n  " + kActive + ": 1\n", ":2 secretStore.[redacted key]: unknown key"},
+      {"keyMigration:\n  " + kActive + ": 1\n", ":2 keyMigration.[redacted key]: unknown key"},
+      {"keyMigration:\n  targets:\n    - table: users\n      " + kActive + ": 1\n",
+       ":4 keyMigration.targets[0].[redacted key]: unknown key"},
+      {"secretStore:\n  rollingKeyFiles:\n    - {path: rolling.key, " + kActive + ": 1}\n",
+       ":3 secretStore.rollingKeyFiles[0].[redacted key]: unknown key"},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    INFO(expected);
+    const auto file = dir.write("values.yaml", yaml);
+    const std::string err = load_error({file});
+    CHECK(err.find(file + expected) == 0);
+    CHECK(err.find(kActive) == std::string::npos);
+    CHECK(err.find(kActive.substr(0, 20)) == std::string::npos);
+  }
+}
+
 TEST_CASE("unknown keys under secretStore and userLogin.mfa are errors with file, line and key",
           "[config]") {
   TempDir dir;
