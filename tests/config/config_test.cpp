@@ -395,6 +395,11 @@ TEST_CASE("unknown keys under keyMigration are errors with file, line and key", 
     const auto overlay = dir.write("override.yaml", "\nkeyMigration:\n  metrics: {lisen: x}\n");
     CHECK(load_error({base, overlay}).find(overlay + ":3 keyMigration.metrics.lisen") == 0);
   }
+  SECTION("an unknown key with no value is named at its own line") {
+    // yaml-cpp marks an empty value where it stopped looking: two lines further down here.
+    const auto file = dir.write("values.yaml", "keyMigration:\n  batchsize:\n\nsecretStore: {}\n");
+    CHECK(load_error({file}).find(file + ":2 keyMigration.batchsize: unknown key") == 0);
+  }
   SECTION("other top-level keys of a Helm values file are ignored") {
     const auto file = dir.write("values.yaml", "replicaCount: 3\ningress: {enabled: false}\n");
     CHECK_NOTHROW(cfg::load({file}, kNoEnv));
