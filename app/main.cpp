@@ -122,10 +122,13 @@ std::string safe_parse_error(std::string what, int argc, char** argv) {
 
 // One line on stderr and, with --json, one object on stdout: tooling that reads stdout
 // learns of the failure too. The exit code is the same either way.
+// Every message is scrubbed once more here, whichever module wrote it: one that quotes what
+// the operator gave (a listen address, a duration) may quote a key pasted there.
 int report_failure(bool json, const std::string& command, const std::string& what, int code) {
-  std::cerr << "keymig: error: " << what << '\n';
+  const std::string safe = keymig::scrub_tokens(what);
+  std::cerr << "keymig: error: " << safe << '\n';
   if (json && !keymig::app::failure_json_written())
-    std::cout << keymig::app::failure_json(command, what, code) << std::endl;
+    std::cout << keymig::app::failure_json(command, safe, code) << std::endl;
   return code;
 }
 
@@ -211,10 +214,10 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const keymig::UsageError& e) {
-    std::cerr << "keymig: error: " << e.what() << '\n';
+    std::cerr << "keymig: error: " << keymig::scrub_tokens(e.what()) << '\n';
     return keymig::kExitUsage;
   } catch (const std::exception& e) {
-    std::cerr << "keymig: error: " << e.what() << '\n';
+    std::cerr << "keymig: error: " << keymig::scrub_tokens(e.what()) << '\n';
     return keymig::kExitRuntime;
   } catch (...) {
     std::cerr << "keymig: error: unknown failure\n";

@@ -3,6 +3,8 @@
 
 namespace keymig::config {
 
+ConfigError::ConfigError(const std::string& what) : UsageError(scrub_tokens(what)) {}
+
 std::string Origin::describe() const {
   // Both come from outside: a YAML map key is whatever the file holds (a key pasted one
   // line too deep is a map key), and a file name or a key may hold terminal escapes.

@@ -427,6 +427,25 @@ TEST_CASE("a key pasted where a key name belongs is an unknown key that is never
   }
 }
 
+TEST_CASE("a key pasted into a setting whose error quotes the value is not quoted back",
+          "[config]") {
+  TempDir dir;
+  for (const std::string setting : {"lockTimeout", "journalRetention", "throttle.maxReplicaLag"}) {
+    INFO(setting);
+    const auto dot = setting.find('.');
+    const std::string yaml = dot == std::string::npos
+                                 ? "keyMigration:\n  " + setting + ": \"" + kActive + "\"\n"
+                                 : "keyMigration:\n  " + setting.substr(0, dot) + ":\n    " +
+                                       setting.substr(dot + 1) + ": \"" + kActive + "\"\n";
+    const auto file = dir.write("values.yaml", yaml);
+    const std::string err = load_error({file});
+    CHECK(err.find(file + ":") == 0);
+    CHECK(err.find("keyMigration." + setting) != std::string::npos);
+    CHECK(err.find("[redacted key]") != std::string::npos);
+    CHECK(err.find(kActive.substr(0, 20)) == std::string::npos);
+  }
+}
+
 TEST_CASE("unknown keys under secretStore and userLogin.mfa are errors with file, line and key",
           "[config]") {
   TempDir dir;

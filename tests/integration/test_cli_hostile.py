@@ -155,7 +155,8 @@ CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refus
                 self.assertNotIn(PIECES[2], out + err)
 
     def test_a_key_token_or_dsn_in_the_wrong_place_on_the_command_line_is_not_echoed(self):
-        # The command-line parser's messages quote the argument they refuse.
+        # The command-line parser's messages quote the argument they refuse, and so do some
+        # checks after it.
         key, token = self.keys.rolling[0], self.fx.rows[0].token
         url = "postgresql://u:%s@127.0.0.1/db" % PIECES[0]
         cases = [
@@ -166,6 +167,8 @@ CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refus
             ("a DSN without --dsn", ["migrate", url]),
             ("a DSN after --option=", ["migrate", "--batch-size=" + url]),
             ("a key=value DSN without --dsn", ["scan", "host=h password=%s" % PIECES[1]]),
+            # Refused after parsing, by the module that reads it, which quotes the value.
+            ("a key as --metrics-listen", ["migrate", "--metrics-listen", key, "--dsn", self.dsn]),
         ]
         for shape, args in cases:
             with self.subTest(shape=shape):
