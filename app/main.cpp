@@ -4,6 +4,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cctype>
 #include <csignal>
 #include <exception>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "command.hpp"
 #include "keymig/error.hpp"
 #include "keymig/process.hpp"
+#include "keymig/redact.hpp"
 
 namespace {
 
@@ -90,12 +92,43 @@ bool json_requested(int argc, char** argv) {
   return false;
 }
 
+// An argument that holds a database password: `password=` anywhere (a libpq key=value
+// DSN, a URI's ?password=) or a URI's user:password@.
+bool holds_password(std::string_view arg) {
+  std::string lower(arg);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.find("password") != std::string::npos) return true;
+  const auto scheme = arg.find("://");
+  if (scheme == std::string_view::npos) return false;
+  const auto at = arg.find('@', scheme + 3);
+  return at != std::string_view::npos &&
+         arg.substr(scheme + 3, at - scheme - 3).find(':') != std::string_view::npos;
+}
+
+// CLI11 quotes the argument it refuses ("Value X not in range", "argument was not
+// expected: X"): a key pasted into the wrong option, or a DSN given without --dsn, would
+// reach stderr and a CronJob's log whole.
+std::string safe_parse_error(std::string what, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (!holds_password(arg)) continue;
+    what = keymig::remove_secret(std::move(what), arg);
+    // --option=VALUE: CLI11 quotes only the value.
+    if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string_view::npos)
+      what = keymig::remove_secret(std::move(what), arg.substr(eq + 1));
+  }
+  return keymig::escape_control(keymig::scrub_tokens(what));
+}
+
 // One line on stderr and, with --json, one object on stdout: tooling that reads stdout
 // learns of the failure too. The exit code is the same either way.
+// Every message is scrubbed once more here, whichever module wrote it: one that quotes what
+// the operator gave (a listen address, a duration) may quote a key pasted there.
 int report_failure(bool json, const std::string& command, const std::string& what, int code) {
-  std::cerr << "keymig: error: " << what << '\n';
+  const std::string safe = keymig::scrub_tokens(what);
+  std::cerr << "keymig: error: " << safe << '\n';
   if (json && !keymig::app::failure_json_written())
-    std::cout << keymig::app::failure_json(command, what, code) << std::endl;
+    std::cout << keymig::app::failure_json(command, safe, code) << std::endl;
   return code;
 }
 
@@ -144,9 +177,10 @@ int run(int argc, char** argv) {
   } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "keymig: " << e.what() << "; see '" << help_hint(app) << "'\n";
+    const std::string what = safe_parse_error(e.what(), argc, argv);
+    std::cerr << "keymig: " << what << "; see '" << help_hint(app) << "'\n";
     if (common.json || json_requested(argc, argv))
-      std::cout << keymig::app::failure_json(command_path(app), e.what(), keymig::kExitUsage)
+      std::cout << keymig::app::failure_json(command_path(app), what, keymig::kExitUsage)
                 << std::endl;
     return keymig::kExitUsage;
   }
@@ -180,10 +214,10 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const keymig::UsageError& e) {
-    std::cerr << "keymig: error: " << e.what() << '\n';
+    std::cerr << "keymig: error: " << keymig::scrub_tokens(e.what()) << '\n';
     return keymig::kExitUsage;
   } catch (const std::exception& e) {
-    std::cerr << "keymig: error: " << e.what() << '\n';
+    std::cerr << "keymig: error: " << keymig::scrub_tokens(e.what()) << '\n';
     return keymig::kExitRuntime;
   } catch (...) {
     std::cerr << "keymig: error: unknown failure\n";

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "keymig/locked.hpp"
 #include "keymig/secure.hpp"
@@ -52,15 +53,17 @@ void capture_secret_env() {
   c.done = true;
   for (const char* name : kSecretVariables) {
     const std::size_t len = std::strlen(name);
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-      if (std::strncmp(*e, name, len) != 0 || (*e)[len] != '=') continue;
-      char* entry = *e;
-      c.values.insert_or_assign(name, LockedSecret(std::string_view(entry + len + 1)));
-      ::unsetenv(name);  // takes the pointer out of environ; the bytes stay where they were
-      // The initial environment lives on the stack and is what /proc/PID/environ shows.
-      secure_wipe(entry + len + 1, std::strlen(entry + len + 1));
-      break;
-    }
+    // Every entry, not only the first: execve may pass a name twice, getenv sees only the
+    // first, and unsetenv takes all of them out of environ but wipes none.
+    std::vector<char*> entries;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e)
+      if (std::strncmp(*e, name, len) == 0 && (*e)[len] == '=') entries.push_back(*e);
+    if (entries.empty()) continue;
+    // The first, as getenv would have read it.
+    c.values.insert_or_assign(name, LockedSecret(std::string_view(entries.front() + len + 1)));
+    ::unsetenv(name);  // takes the pointers out of environ; the bytes stay where they were
+    // The initial environment lives on the stack and is what /proc/PID/environ shows.
+    for (char* entry : entries) secure_wipe(entry + len + 1, std::strlen(entry + len + 1));
   }
 }
 

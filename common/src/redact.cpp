@@ -60,16 +60,24 @@ bool looks_like_token(std::string_view w) {
 }  // namespace
 
 std::string scrub_tokens(std::string_view text) {
+  // '=' is base64's padding, so it only ends a word: one before more base64 is a
+  // separator, or `name=KEY` (a key pasted into --option=) would be one word too long to
+  // look like a key.
+  const auto in_word = [&](std::size_t at) {
+    if (!is_word_char(text[at])) return false;
+    return text[at] != '=' || at + 1 == text.size() || text[at + 1] == '=' ||
+           !is_word_char(text[at + 1]);
+  };
   std::string out;
   out.reserve(text.size());
   std::size_t i = 0;
   while (i < text.size()) {
-    if (!is_word_char(text[i])) {
+    if (!in_word(i)) {
       out.push_back(text[i++]);
       continue;
     }
     std::size_t end = i;
-    while (end < text.size() && is_word_char(text[end])) ++end;
+    while (end < text.size() && in_word(end)) ++end;
     const std::string_view word = text.substr(i, end - i);
     if (looks_like_token(word))
       out += kRedactedToken;

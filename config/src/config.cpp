@@ -197,11 +197,13 @@ void erase_subtree(Leaves& leaves, const std::string& path) {
 void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
                const std::string& file);
 
+// key_line: the line of the map key naming `path`. An empty value's mark is where the
+// parser stopped looking for one, often the next line that holds anything.
 void merge_value(Leaves& leaves, const YAML::Node& value, const std::string& path,
-                 const std::string& file) {
+                 const std::string& file, int key_line) {
   const bool in_migration = within(path, "keyMigration");
   if (in_schema(path) && !schema_map(path) && !schema_leaf(path))
-    fail(file, line_of(value), path,
+    fail(file, key_line, path,
          "unknown key (known here: " + known_under(path.substr(0, path.rfind('.'))) + ")");
   if (value.IsNull()) {
     erase_subtree(leaves, path);
@@ -276,7 +278,7 @@ void merge_map(Leaves& leaves, const YAML::Node& map, const std::string& path,
       fail(file, line_of(entry.first), child,
            "duplicate key (first at line " + std::to_string(first->second) +
                "); give each key once");
-    merge_value(leaves, entry.second, child, file);
+    merge_value(leaves, entry.second, child, file, line_of(entry.first));
   }
 }
 

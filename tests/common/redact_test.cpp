@@ -18,7 +18,7 @@ const std::string kKey = "8CaxWushT-2Vg9IQ9nfDu05RF8MVfadMuG6g6G88ZCc=";
 TEST_CASE("a token in a server message is redacted wherever it sits", "[common][redact]") {
   using keymig::scrub_tokens;
   CHECK(scrub_tokens("ERROR:  bad secret " + kToken) == "ERROR:  bad secret [redacted token]");
-  CHECK(scrub_tokens("x=" + kToken + ",y") == "[redacted token],y");
+  CHECK(scrub_tokens("x=" + kToken + ",y") == "x=[redacted token],y");
   CHECK(scrub_tokens("(" + kToken + ")") == "([redacted token])");
   // Cut short (a varchar too small) or in the standard alphabet: still a token.
   CHECK(scrub_tokens("value too long: " + kToken.substr(0, 20)) ==
@@ -34,6 +34,9 @@ TEST_CASE("a key in a message is redacted, padded or not, and as hex", "[common]
   using keymig::scrub_tokens;
   CHECK(scrub_tokens("key " + kKey + " bad") == "key [redacted key] bad");
   CHECK(scrub_tokens("key " + kKey.substr(0, 43)) == "key [redacted key]");
+  // An '=' before more base64 is no padding: `--option=KEY` still shows a key.
+  CHECK(scrub_tokens("argument --frob=" + kKey) == "argument --frob=[redacted key]");
+  CHECK(scrub_tokens("a=b=" + kKey + "=x") == "a=b=[redacted key]=x");
   CHECK(scrub_tokens(std::string(32, 'a') + std::string(32, '0')) == "[redacted key]");
 }
 

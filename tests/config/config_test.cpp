@@ -395,9 +395,54 @@ TEST_CASE("unknown keys under keyMigration are errors with file, line and key", 
     const auto overlay = dir.write("override.yaml", "\nkeyMigration:\n  metrics: {lisen: x}\n");
     CHECK(load_error({base, overlay}).find(overlay + ":3 keyMigration.metrics.lisen") == 0);
   }
+  SECTION("an unknown key with no value is named at its own line") {
+    // yaml-cpp marks an empty value where it stopped looking: two lines further down here.
+    const auto file = dir.write("values.yaml", "keyMigration:\n  batchsize:\n\nsecretStore: {}\n");
+    CHECK(load_error({file}).find(file + ":2 keyMigration.batchsize: unknown key") == 0);
+  }
   SECTION("other top-level keys of a Helm values file are ignored") {
     const auto file = dir.write("values.yaml", "replicaCount: 3\ningress: {enabled: false}\n");
     CHECK_NOTHROW(cfg::load({file}, kNoEnv));
+  }
+}
+
+TEST_CASE("a key pasted where a key name belongs is an unknown key that is never quoted",
+          "[config]") {
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"secretStore:\n  " + kActive + ": 1\n", ":2 secretStore.[redacted key]: unknown key"},
+      {"keyMigration:\n  " + kActive + ": 1\n", ":2 keyMigration.[redacted key]: unknown key"},
+      {"keyMigration:\n  targets:\n    - table: users\n      " + kActive + ": 1\n",
+       ":4 keyMigration.targets[0].[redacted key]: unknown key"},
+      {"secretStore:\n  rollingKeyFiles:\n    - {path: rolling.key, " + kActive + ": 1}\n",
+       ":3 secretStore.rollingKeyFiles[0].[redacted key]: unknown key"},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    INFO(expected);
+    const auto file = dir.write("values.yaml", yaml);
+    const std::string err = load_error({file});
+    CHECK(err.find(file + expected) == 0);
+    CHECK(err.find(kActive) == std::string::npos);
+    CHECK(err.find(kActive.substr(0, 20)) == std::string::npos);
+  }
+}
+
+TEST_CASE("a key pasted into a setting whose error quotes the value is not quoted back",
+          "[config]") {
+  TempDir dir;
+  for (const std::string setting : {"lockTimeout", "journalRetention", "throttle.maxReplicaLag"}) {
+    INFO(setting);
+    const auto dot = setting.find('.');
+    const std::string yaml = dot == std::string::npos
+                                 ? "keyMigration:\n  " + setting + ": \"" + kActive + "\"\n"
+                                 : "keyMigration:\n  " + setting.substr(0, dot) + ":\n    " +
+                                       setting.substr(dot + 1) + ": \"" + kActive + "\"\n";
+    const auto file = dir.write("values.yaml", yaml);
+    const std::string err = load_error({file});
+    CHECK(err.find(file + ":") == 0);
+    CHECK(err.find("keyMigration." + setting) != std::string::npos);
+    CHECK(err.find("[redacted key]") != std::string::npos);
+    CHECK(err.find(kActive.substr(0, 20)) == std::string::npos);
   }
 }
 

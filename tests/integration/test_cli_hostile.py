@@ -154,6 +154,32 @@ CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refus
                 self.assertIn("metrics_export_failed", err)
                 self.assertNotIn(PIECES[2], out + err)
 
+    def test_a_key_token_or_dsn_in_the_wrong_place_on_the_command_line_is_not_echoed(self):
+        # The command-line parser's messages quote the argument they refuse, and so do some
+        # checks after it.
+        key, token = self.keys.rolling[0], self.fx.rows[0].token
+        url = "postgresql://u:%s@127.0.0.1/db" % PIECES[0]
+        cases = [
+            ("a key as a flag's value", ["migrate", "--batch-size", key]),
+            ("a key after --option=", ["migrate", "--frob=" + key]),
+            ("a key as a stray argument", ["scan", key]),
+            ("a token as a flag's value", ["scan", "--threads", token]),
+            ("a DSN without --dsn", ["migrate", url]),
+            ("a DSN after --option=", ["migrate", "--batch-size=" + url]),
+            ("a key=value DSN without --dsn", ["scan", "host=h password=%s" % PIECES[1]]),
+            # Refused after parsing, by the module that reads it, which quotes the value.
+            ("a key as --metrics-listen", ["migrate", "--metrics-listen", key, "--dsn", self.dsn]),
+        ]
+        for shape, args in cases:
+            with self.subTest(shape=shape):
+                # run_raw fails the test if a fixture key or token reaches stdout or stderr.
+                code, out, err, _ = self.run_raw(*args, "--json", "--config", self.config)
+                self.assertEqual(code, EXIT_USAGE, err[-500:])
+                for piece in PIECES:
+                    self.assertNotIn(piece, out + err, shape)
+                self.assertIn("[redacted", err, shape)
+                self.assert_failure_json(out, EXIT_USAGE, shape)
+
     # --- item 12: bad input ----------------------------------------------------------------
 
     def test_numeric_flags_far_out_of_range_are_usage_errors(self):

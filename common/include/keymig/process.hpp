@@ -26,7 +26,8 @@ Hardening harden();
 
 /// Moves kSecretVariables out of the environment: copies each value into memory this
 /// module wipes at exit, unsets it, and overwrites the bytes the kernel shows in
-/// /proc/PID/environ. Call once, before any thread starts.
+/// /proc/PID/environ (every copy of a name given twice; the first is the value, as getenv
+/// reads it). Call once, before any thread starts.
 void capture_secret_env();
 
 /// A captured variable's value (nullopt: it was not set), else the live environment's.

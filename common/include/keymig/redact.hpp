@@ -20,7 +20,8 @@ inline constexpr std::string_view kRedacted = "[redacted]";
 /// `text` with every word shaped like a Fernet token (base64 from "gAAAA", or any long
 /// run of base64) replaced by kRedactedToken and every word shaped like a Fernet key (43
 /// or 44 base64url characters) by kRedactedKey. Words are maximal runs of base64 and
-/// base64url characters. Thread-safe.
+/// base64url characters; an '=' followed by more of them is not padding and separates two
+/// words (`x=KEY`). Thread-safe.
 [[nodiscard]] std::string scrub_tokens(std::string_view text);
 
 /// `text` with every occurrence of `secret` replaced by kRedacted; secrets shorter than 3

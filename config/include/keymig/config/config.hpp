@@ -14,10 +14,13 @@
 
 namespace keymig::config {
 
-/// A YAML, type or validation error. what() reads "FILE:LINE: KEY: problem"; never a key.
+/// A YAML, type or validation error. what() reads "FILE:LINE: KEY: problem"; never a key:
+/// a message that quotes a value ("'X' is not a duration") has every key- or token-shaped
+/// word of it redacted (keymig::scrub_tokens), since a key pasted into the wrong setting is
+/// just what such a message would repeat.
 class ConfigError : public keymig::UsageError {
  public:
-  using keymig::UsageError::UsageError;
+  explicit ConfigError(const std::string& what);
 };
 
 /// Where a setting came from, for errors and `check-config`.
