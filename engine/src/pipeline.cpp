@@ -7,6 +7,8 @@
 
 #include <optional>
 
+#include "tsan_handoff.hpp"
+
 namespace keymig::engine::detail {
 
 void run_pipeline(int threads, const std::function<std::unique_ptr<Batch>()>& source,
@@ -22,25 +24,37 @@ void run_pipeline(int threads, const std::function<std::unique_ptr<Batch>()>& so
   if (n > tbb::info::default_concurrency())
     allow.emplace(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(n));
   tbb::task_arena arena(n);
-  arena.execute([&] {
-    tbb::parallel_pipeline(tokens,
-                           tbb::make_filter<void, std::unique_ptr<Batch>>(
-                               tbb::filter_mode::serial_in_order,
-                               [&](tbb::flow_control& fc) -> std::unique_ptr<Batch> {
-                                 auto b = source();
-                                 if (!b) fc.stop();
-                                 return b;
-                               }) &
-                               tbb::make_filter<std::unique_ptr<Batch>, std::unique_ptr<Batch>>(
-                                   tbb::filter_mode::parallel,
-                                   [&](std::unique_ptr<Batch> b) {
-                                     work(*b);
-                                     return b;
-                                   }) &
-                               tbb::make_filter<std::unique_ptr<Batch>, void>(
-                                   tbb::filter_mode::serial_in_order,
-                                   [&](std::unique_ptr<Batch> b) { sink(std::move(b)); }));
-  });
+  // TSan does not see how TBB orders the stages (tsan_handoff.hpp): each serial stage
+  // follows its own previous invocation, and a batch is released by the stage that hands
+  // it on and acquired by the next.
+  const TsanRun run;
+  const char source_order = 0, sink_order = 0;
+  const auto read = tbb::make_filter<void, std::unique_ptr<Batch>>(
+      tbb::filter_mode::serial_in_order, [&](tbb::flow_control& fc) -> std::unique_ptr<Batch> {
+        const TsanRun::Invocation in(run, &source_order);
+        auto b = source();
+        if (b)
+          tsan_release(b.get());
+        else
+          fc.stop();
+        return b;
+      });
+  const auto rotate = tbb::make_filter<std::unique_ptr<Batch>, std::unique_ptr<Batch>>(
+      tbb::filter_mode::parallel, [&](std::unique_ptr<Batch> b) {
+        const TsanRun::Invocation in(run);
+        tsan_acquire(b.get());
+        work(*b);
+        tsan_release(b.get());
+        return b;
+      });
+  const auto write = tbb::make_filter<std::unique_ptr<Batch>, void>(
+      tbb::filter_mode::serial_in_order, [&](std::unique_ptr<Batch> b) {
+        const TsanRun::Invocation in(run, &sink_order);
+        tsan_acquire(b.get());
+        sink(std::move(b));
+      });
+  const tbb::filter<void, void> chain = read & rotate & write;
+  run.call([&] { arena.execute([&] { tbb::parallel_pipeline(tokens, chain); }); });
 }
 
 }  // namespace keymig::engine::detail

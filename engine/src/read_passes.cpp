@@ -28,6 +28,7 @@
 #include "pipeline.hpp"
 #include "progress.hpp"
 #include "transform.hpp"
+#include "tsan_handoff.hpp"
 
 namespace keymig::engine {
 
@@ -251,10 +252,15 @@ VerifyReport verify_pass(const crypto::KeyRing& keys, const Options& options,
           retry_hook(options.metrics, "verify"));
       if (entries.empty()) break;
       std::vector<char> ok(entries.size(), 0);
-      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, entries.size()), [&](const auto& r) {
-        for (std::size_t i = r.begin(); i != r.end(); ++i)
-          if (!entries[i].new_null) ok[i] = journal_entry_ok(keys, entries[i]) ? 1 : 0;
-        crypto::forget_key_schedules();  // on the thread that ran this part
+      // TSan does not see TBB hand the parts to workers and wait for them (tsan_handoff.hpp).
+      const TsanRun run;
+      run.call([&] {
+        tbb::parallel_for(tbb::blocked_range<std::size_t>(0, entries.size()), [&](const auto& r) {
+          const TsanRun::Invocation in(run);
+          for (std::size_t i = r.begin(); i != r.end(); ++i)
+            if (!entries[i].new_null) ok[i] = journal_entry_ok(keys, entries[i]) ? 1 : 0;
+          crypto::forget_key_schedules();  // on the thread that ran this part
+        });
       });
       for (std::size_t i = 0; i < entries.size(); ++i) {
         if (entries[i].new_null) {
