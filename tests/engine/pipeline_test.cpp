@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -17,6 +18,18 @@ namespace {
 constexpr int kThreads = 4;
 constexpr std::int64_t kBatches = 300;
 
+// The pipeline's source: batches numbered 0 to kBatches - 1 in tally.rows, then the end.
+std::function<std::unique_ptr<Batch>()> numbered_batches(std::int64_t& made,
+                                                         std::size_t payload = 0) {
+  return [&made, payload]() -> std::unique_ptr<Batch> {
+    if (made == kBatches) return nullptr;
+    auto b = std::make_unique<Batch>();
+    b->tally.rows = made++;
+    b->needs_rolling.assign(payload, std::string(64, 'x'));  // freed wherever TBB drops it
+    return b;
+  };
+}
+
 }  // namespace
 
 TEST_CASE("the pipeline hands each batch on in source order with what every stage wrote",
@@ -29,13 +42,7 @@ TEST_CASE("the pipeline hands each batch on in source order with what every stag
   std::vector<std::string> names;
   const std::string prefix = "batch-";
   run_pipeline(
-      kThreads,
-      [&]() -> std::unique_ptr<Batch> {
-        if (made == kBatches) return nullptr;
-        auto b = std::make_unique<Batch>();
-        b->tally.rows = made++;
-        return b;
-      },
+      kThreads, numbered_batches(made),
       [&](Batch& b) {
         b.tally.decrypt_ops = b.tally.rows * 2;
         b.needs_rolling.push_back(prefix + std::to_string(b.tally.rows));
@@ -60,14 +67,7 @@ TEST_CASE("an exception in the parallel stage reaches the caller with its messag
   std::int64_t written = 0;
   const auto run = [&] {
     run_pipeline(
-        kThreads,
-        [&]() -> std::unique_ptr<Batch> {
-          if (made == kBatches) return nullptr;
-          auto b = std::make_unique<Batch>();
-          b->tally.rows = made++;
-          b->needs_rolling.assign(8, std::string(64, 'x'));  // freed wherever TBB drops it
-          return b;
-        },
+        kThreads, numbered_batches(made, 8),
         [&](Batch& b) {
           if (b.tally.rows == kBatches / 2)
             throw std::runtime_error("batch " + std::to_string(b.tally.rows));
