@@ -21,6 +21,12 @@
 #if defined(KEYMIG_TSAN)
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
+extern "C" void AnnotateIgnoreSyncBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreSyncEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
 #endif
 
 namespace keymig::engine::detail {
@@ -38,6 +44,29 @@ inline void tsan_acquire([[maybe_unused]] const void* addr) noexcept {
   __tsan_acquire(const_cast<void*>(addr));
 #endif
 }
+
+/// A scope whose synchronisation and memory accesses TSan does not see: for bookkeeping
+/// that makes no edge TBB makes (a lock around it would order the bodies that take it
+/// and hide races between them). Only for state no body reads outside such a scope.
+class TsanIgnoreScope {
+ public:
+  TsanIgnoreScope() noexcept {
+#if defined(KEYMIG_TSAN)
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+#endif
+  }
+  ~TsanIgnoreScope() {
+#if defined(KEYMIG_TSAN)
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+#endif
+  }
+  TsanIgnoreScope(const TsanIgnoreScope&) = delete;
+  TsanIgnoreScope& operator=(const TsanIgnoreScope&) = delete;
+};
 
 /// One parallel_pipeline or parallel_for: the edges between its caller and the bodies TBB
 /// runs for it. Build everything the bodies read first (the filters included), then make
