@@ -13,7 +13,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <limits>
 #include <map>
 #include <set>
@@ -468,12 +467,43 @@ KeyFileEntry key_file_entry(const YAML::Node& node, const std::string& file, con
 // Relative paths are relative to the config file naming them, so a values file and its
 // keys can move together. An optional file that does not exist is skipped with a warning
 // (a missing rolling key shows in check-config and in migrate's lockout pre-flight).
+// A file a values file names: relative to the values file's directory.
+std::string beside(const std::string& config_file, const std::string& path) {
+  std::string file = path;
+  if (file.front() != '/') file = directory_of(config_file) + "/" + file;
+  return std::filesystem::path(file).lexically_normal().string();
+}
+
+// A key or token file's text, trimmed, at most 4096 bytes. Read into a buffer that never
+// grows (a reallocation would leave a copy of the secret behind, unwiped); `too_large` is
+// the error beyond that, `what` names the file in the others ("key file").
+SecretString read_secret_file(const std::string& file, const Origin& origin,
+                              const std::string& what, const std::string& too_large) {
+  constexpr std::size_t kMaxBytes = 4096;
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(origin, "cannot read " + what + " " + file + ": " + std::strerror(errno));
+  std::string content;
+  content.reserve(kMaxBytes);
+  char buf[256];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    if (content.size() + static_cast<std::size_t>(in.gcount()) > kMaxBytes) {
+      secure_wipe(buf, sizeof buf);
+      secure_wipe(content.data(), content.size());
+      fail(origin, too_large);
+    }
+    content.append(buf, static_cast<std::size_t>(in.gcount()));
+  }
+  secure_wipe(buf, sizeof buf);
+  SecretString text(trim(content));
+  secure_wipe(content.data(), content.size());
+  if (text.empty()) fail(origin, what + " " + file + " is empty");
+  return text;
+}
+
 std::optional<KeySetting> read_key_file(const KeyFileEntry& entry, const std::string& config_file,
                                         const Origin& origin, std::vector<std::string>& warnings) {
   if (entry.path.empty()) fail(origin, "expected the path of a key file");
-  std::string file = entry.path;
-  if (file.front() != '/') file = directory_of(config_file) + "/" + file;
-  file = std::filesystem::path(file).lexically_normal().string();
+  const std::string file = beside(config_file, entry.path);
 
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) {
@@ -490,23 +520,8 @@ std::optional<KeySetting> read_key_file(const KeyFileEntry& entry, const std::st
   }
   if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
     fail(origin, "key file " + file + " is not a regular file");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(origin, "cannot read key file " + file + ": " + std::strerror(errno));
-  std::string content;
-  content.reserve(256);
-  char buf[256];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    if (content.size() + static_cast<std::size_t>(in.gcount()) > 4096) {
-      secure_wipe(buf, sizeof buf);
-      secure_wipe(content.data(), content.size());
-      fail(origin, "key file " + file + " is too large to hold a Fernet key");
-    }
-    content.append(buf, static_cast<std::size_t>(in.gcount()));
-  }
-  secure_wipe(buf, sizeof buf);
-  SecretString text(trim(content));
-  secure_wipe(content.data(), content.size());
-  if (text.empty()) fail(origin, "key file " + file + " is empty");
+  SecretString text = read_secret_file(file, origin, "key file",
+                                       "key file " + file + " is too large to hold a Fernet key");
   if (const std::string who = too_open(st); !who.empty())
     warnings.push_back(
         origin.describe() + ": key file " + file + " is readable by " + who + " (mode " +
@@ -522,9 +537,7 @@ std::optional<KeySetting> read_key_file(const KeyFileEntry& entry, const std::st
 // owner/group rule as key files (0600, or another owner's 0440 shared with our group).
 void read_token_file(const std::string& path, const std::string& config_file, const Origin& origin,
                      Migration& m) {
-  std::string file = path;
-  if (file.front() != '/') file = directory_of(config_file) + "/" + file;
-  file = std::filesystem::path(file).lexically_normal().string();
+  const std::string file = beside(config_file, path);
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0)
     fail(origin, "cannot read token file " + file + ": " + std::strerror(errno));
@@ -532,13 +545,8 @@ void read_token_file(const std::string& path, const std::string& config_file, co
   if (const std::string who = too_open(st); !who.empty())
     fail(origin, "token file " + file + " is readable by " + who + " (mode " + mode_text(st) +
                      "); chmod 600 it (or another owner and keymig's group, mode 0440)");
-  if (st.st_size > 4096) fail(origin, "token file " + file + " is larger than 4096 bytes");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(origin, "cannot read token file " + file + ": " + std::strerror(errno));
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto token = std::make_shared<const SecretString>(trim(content));
-  secure_wipe(content.data(), content.size());
-  if (token->empty()) fail(origin, "token file " + file + " is empty");
+  auto token = std::make_shared<const SecretString>(read_secret_file(
+      file, origin, "token file", "token file " + file + " is larger than 4096 bytes"));
   // A short token is guessable over HTTP however constant-time the compare.
   if (token->size() < 16) fail(origin, "token file " + file + " holds fewer than 16 characters");
   m.control.token_file = file;
