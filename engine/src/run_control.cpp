@@ -18,8 +18,10 @@ std::chrono::milliseconds AdaptiveBackoff::observe(std::chrono::microseconds lat
   // Judged against the window before this batch joins it: one spike must not raise the
   // bar it is measured against.
   std::chrono::milliseconds wait{0};
+  judged_ = std::chrono::microseconds(0);
   if (count_ >= kWarmup) {
     const auto med = median();
+    judged_ = med;
     if (latency.count() > kFactor * static_cast<double>(med.count())) {
       const auto excess = std::chrono::duration_cast<std::chrono::milliseconds>(latency - med);
       wait = std::min(excess, kMaxWait);

@@ -75,9 +75,9 @@ bool Throttle::adaptive_on() const noexcept {
 void Throttle::committed(std::chrono::microseconds latency) {
   if (!adaptive_on()) return;
   std::lock_guard<std::mutex> lock(mutex_);
-  const auto median = adaptive_.median();
   const auto wait = adaptive_.observe(latency);
   if (wait.count() <= 0) return;
+  const auto median = adaptive_.judged_median();
   // Lanes share the server: one lane's slow commit holds them all back, and overlapping
   // waits extend rather than add up.
   adaptive_until_ = std::max(adaptive_until_, Clock::now() + wait);

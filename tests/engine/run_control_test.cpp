@@ -37,10 +37,12 @@ TEST_CASE("the adaptive backoff waits on a latency spike and not on steady batch
     AdaptiveBackoff cold;
     cold.observe(microseconds(1'000));
     CHECK(cold.observe(microseconds(900'000)) == milliseconds(0));
+    CHECK(cold.judged_median() == microseconds(0));
   }
   SECTION("a 5x spike waits the excess over the median, and recovery goes at once") {
     feed(a, 30, microseconds(20'000));
     CHECK(a.observe(microseconds(100'000)) == milliseconds(80));
+    CHECK(a.judged_median() == microseconds(20'000));  // what the status line quotes
     CHECK(a.observe(microseconds(100'000)) == milliseconds(80));
     CHECK(a.observe(microseconds(20'000)) == milliseconds(0));
     CHECK(feed(a, 20, microseconds(20'000)) == milliseconds(0));

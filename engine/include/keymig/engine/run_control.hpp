@@ -98,9 +98,12 @@ class AdaptiveBackoff {
   std::chrono::milliseconds observe(std::chrono::microseconds latency);
   /// The median of the window (0 before any batch).
   [[nodiscard]] std::chrono::microseconds median() const;
+  /// The median the last observe() judged its batch against (0 during the warm-up).
+  [[nodiscard]] std::chrono::microseconds judged_median() const noexcept { return judged_; }
 
  private:
   std::chrono::microseconds window_[kWindow]{};
+  std::chrono::microseconds judged_{0};
   std::size_t count_ = 0;  // batches seen (the window holds min(count_, kWindow))
 };
 
