@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "command.hpp"
+#include "keymig/base64.hpp"
 #include "keymig/error.hpp"
 #include "keymig/process.hpp"
 #include "keymig/redact.hpp"
@@ -105,6 +106,24 @@ bool holds_password(std::string_view arg) {
          arg.substr(scheme + 3, at - scheme - 3).find(':') != std::string_view::npos;
 }
 
+// A whole argument that is a Fernet key: the canonical 44 characters of 32 bytes. Refused
+// before the parser sees it, since a key may begin with '-': CLI11 read "-h..." as a
+// cluster of short flags, printed the help and exited 0. A token (inspect's argument)
+// always begins "gAAAA" and is left to the parser.
+bool key_shaped(std::string_view arg) {
+  std::uint8_t bytes[33];
+  std::size_t length = 0;
+  return arg.size() == keymig::encoded_length(32) &&
+         keymig::decode_canonical_base64url(arg, bytes, length) && length == 32;
+}
+
+// The subcommand the operator named, before the parser has run: for --json's "command".
+std::string named_command(const std::vector<CommandSpec>& specs, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (has_command(specs, argv[i])) return argv[i];
+  return {};
+}
+
 // CLI11 quotes the argument it refuses ("Value X not in range", "argument was not
 // expected: X"): a key pasted into the wrong option, or a DSN given without --dsn, would
 // reach stderr and a CronJob's log whole.
@@ -170,6 +189,24 @@ int run(int argc, char** argv) {
     actions.emplace_back(sub, spec.setup(*sub, common));
     if (const std::string own = sub->get_footer(); own != examples && !examples.empty())
       sub->footer(own + "\n\n" + examples);
+  }
+
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (!key_shaped(arg)) continue;
+    const std::string what =
+        "argument " + std::to_string(i) + " (" + std::string(keymig::kRedactedKey) +
+        ") is a Fernet key: keymig never takes keys on the command line, where ps and "
+        "/proc show them to every user of the machine; give them in values.yaml's "
+        "secretStore or KEYMIG_ACTIVE_KEY / KEYMIG_ROLLING_KEYS (a real key typed here is "
+        "in the shell's history: treat it as exposed)";
+    std::cerr << "keymig: " << what << '\n';
+    if (json_requested(argc, argv))
+      std::cout << keymig::app::failure_json(named_command(specs, argc, argv), what,
+                                             keymig::kExitUsage)
+                << std::endl;
+    return keymig::kExitUsage;
   }
 
   try {

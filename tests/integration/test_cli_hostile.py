@@ -163,6 +163,11 @@ CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refus
             ("a key as a flag's value", ["migrate", "--batch-size", key]),
             ("a key after --option=", ["migrate", "--frob=" + key]),
             ("a key as a stray argument", ["scan", key]),
+            # A key may begin with '-': the parser read "-h..." as short flags, printed the
+            # help and exited 0 (about one random key in 4096).
+            ("a key that begins with -h", ["scan", "-h" + key[2:]]),
+            ("a key that begins with --", ["migrate", "--" + key[2:]]),
+            ("a key taken as an option's value", ["scan", "--usernames", key]),
             ("a token as a flag's value", ["scan", "--threads", token]),
             ("a DSN without --dsn", ["migrate", url]),
             ("a DSN after --option=", ["migrate", "--batch-size=" + url]),
