@@ -37,4 +37,15 @@ ServerLoad read_server_load(Connection& conn, bool standbys, bool sessions) {
   });
 }
 
+std::chrono::microseconds commit_canary(Connection& conn) {
+  return guarded(conn, "committing the throttle's canary", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    const auto began = std::chrono::steady_clock::now();
+    // An implicit transaction with an xid: its commit record is flushed before the reply.
+    tx.exec("SELECT txid_current()");
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                 began);
+  });
+}
+
 }  // namespace keymig::db

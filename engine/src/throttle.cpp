@@ -21,6 +21,16 @@ std::string seconds_text(double s) {
   return std::string(buf) + "s";
 }
 
+// "3.2ms": a commit's latency.
+std::string millis_text(std::chrono::microseconds d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3gms", static_cast<double>(d.count()) / 1000.0);
+  return buf;
+}
+
+// Between the baseline's canaries: apart enough that one slow fsync is one sample.
+constexpr std::chrono::milliseconds kBaselineSpacing{20};
+
 bool file_exists(const std::string& path) {
   std::error_code ec;
   return std::filesystem::exists(path, ec);
@@ -28,10 +38,70 @@ bool file_exists(const std::string& path) {
 
 }  // namespace
 
-Throttle::Throttle(const Options& options) : options_(options) {}
+Throttle::Throttle(const Options& options) : options_(options) {
+  // An operator who watches the server chose what to watch; a dry run writes nothing.
+  if (options_.throttle.adaptive && !options_.dry_run && !watches_server()) start_canary();
+}
 
 Throttle::~Throttle() {
   finish();
+}
+
+void Throttle::start_canary() {
+  // Before the first page is read: the baseline is the server without keymig's load.
+  std::optional<db::Connection> conn;
+  try {
+    // One attempt: a server short of connections is no reason to delay the run.
+    conn.emplace(options_.connect);
+    for (int i = 0; !canary_.ready(); ++i) {
+      if (i > 0) std::this_thread::sleep_for(kBaselineSpacing);
+      (void)canary_.observe(db::commit_canary(*conn));
+    }
+  } catch (const std::exception& e) {
+    KEYMIG_LOG(warn, "engine", "throttle_canary_failed", {"error", e.what()},
+               {"note",
+                "the adaptive throttle judges by keymig's batches alone: it may not see the "
+                "load keymig itself puts on the server"});
+    return;
+  }
+  KEYMIG_LOG(info, "engine", "throttle_canary",
+             {"baseline_ms", canary_.baseline().count() / 1000.0},
+             {"target_ms", canary_.target().count() / 1000.0});
+  canary_on_ = true;
+  canary_thread_ = std::thread([this, c = std::move(*conn)]() mutable { run_canary(c); });
+}
+
+void Throttle::run_canary(db::Connection& conn) {
+  std::unique_lock<std::mutex> sleep(canary_sleep_mutex_);
+  while (!canary_wake_.wait_for(sleep, CommitCanary::kInterval, [this] { return canary_stop_; })) {
+    sleep.unlock();
+    try {
+      const auto latency = db::commit_canary(conn);
+      std::lock_guard<std::mutex> lock(mutex_);
+      const auto gap = canary_.observe(latency);
+      if (gap.count() > 0)
+        canary_status_ = "backing off: commits " + millis_text(canary_.recent()) + " > " +
+                         millis_text(canary_.target()) + " (idle " +
+                         millis_text(canary_.baseline()) + ")";
+    } catch (const std::exception& e) {
+      // The batches' own sessions report a lost database; without its canary the
+      // throttle still has the batches' rule.
+      KEYMIG_LOG(warn, "engine", "throttle_canary_failed", {"error", e.what()});
+      std::lock_guard<std::mutex> lock(mutex_);
+      canary_on_ = false;
+      return;
+    }
+    sleep.lock();
+  }
+}
+
+void Throttle::stop_canary() {
+  {
+    std::lock_guard<std::mutex> lock(canary_sleep_mutex_);
+    canary_stop_ = true;
+  }
+  canary_wake_.notify_all();
+  if (canary_thread_.joinable()) canary_thread_.join();
 }
 
 void Throttle::pace(std::int64_t rows, const std::function<bool()>& stopping) {
@@ -76,15 +146,21 @@ void Throttle::committed(std::chrono::microseconds latency) {
   if (!adaptive_on()) return;
   std::lock_guard<std::mutex> lock(mutex_);
   const auto wait = adaptive_.observe(latency);
-  if (wait.count() <= 0) return;
-  const auto median = adaptive_.judged_median();
+  const auto gap = canary_on_ ? canary_.gap() : std::chrono::milliseconds(0);
+  if (wait.count() <= 0 && gap.count() <= 0) return;
   // Lanes share the server: one lane's slow commit holds them all back, and overlapping
   // waits extend rather than add up.
-  adaptive_until_ = std::max(adaptive_until_, Clock::now() + wait);
-  adaptive_status_ = "backing off: batch " +
-                     seconds_text(std::chrono::duration<double>(latency).count()) + " > " +
-                     std::to_string(static_cast<int>(AdaptiveBackoff::kFactor)) + "x median " +
-                     seconds_text(std::chrono::duration<double>(median).count());
+  const auto now = Clock::now();
+  if (wait >= gap) {
+    adaptive_until_ = std::max(adaptive_until_, now + wait);
+    adaptive_status_ =
+        "backing off: batch " + seconds_text(std::chrono::duration<double>(latency).count()) +
+        " > " + std::to_string(static_cast<int>(AdaptiveBackoff::kFactor)) + "x median " +
+        seconds_text(std::chrono::duration<double>(adaptive_.judged_median()).count());
+  } else {
+    adaptive_until_ = std::max(adaptive_until_, now + gap);
+    adaptive_status_ = canary_status_;
+  }
 }
 
 void Throttle::admit(const std::function<bool()>& stopping) {
@@ -229,6 +305,8 @@ void Throttle::on_status(std::function<void(const std::string&)> f) {
 }
 
 void Throttle::finish() {
+  // Not under mutex_: the canary takes it to record what it measured.
+  stop_canary();
   std::lock_guard<std::mutex> lock(mutex_);
   if (!current_.reason.empty()) enter({});
   on_status_ = nullptr;

@@ -7,12 +7,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "keymig/db/connection.hpp"
 #include "keymig/db/load.hpp"
@@ -43,7 +45,8 @@ class Throttle {
 
   /// After a migrate batch committed in `latency`: with the adaptive default on (no rate
   /// and no server limit set, keyMigration.throttle.adaptive), a batch far slower than
-  /// the running median makes every lane's next admit() wait (reason "adaptive").
+  /// the running median makes every lane's next admit() wait (reason "adaptive"), and so
+  /// does the canary's gap while its commits are slower than the server's before the run.
   void committed(std::chrono::microseconds latency);
 
   /// The rate pace() keeps now: the run control's override, else the config's.
@@ -58,7 +61,8 @@ class Throttle {
   /// time it changes.
   void on_status(std::function<void(const std::string&)> f);
 
-  /// Ends a throttled interval still open (its seconds counted, its gauge 0).
+  /// Ends a throttled interval still open (its seconds counted, its gauge 0) and stops
+  /// the canary.
   void finish();
 
   static constexpr std::chrono::milliseconds kProbeInterval{250};
@@ -74,7 +78,10 @@ class Throttle {
   Verdict evaluate();                              // under mutex_
   [[nodiscard]] Verdict adaptive_verdict() const;  // under mutex_
   void probe();                                    // under mutex_
-  void enter(const Verdict& v);                    // under mutex_
+  void start_canary();                    // in the constructor: the baseline, then the thread
+  void run_canary(db::Connection& conn);  // the canary's thread
+  void stop_canary();
+  void enter(const Verdict& v);  // under mutex_
   [[nodiscard]] double effective_lag(const db::StandbyLag& s,
                                      std::chrono::steady_clock::time_point now);
 
@@ -96,6 +103,15 @@ class Throttle {
   AdaptiveBackoff adaptive_;                                // under mutex_
   std::chrono::steady_clock::time_point adaptive_until_{};  // under mutex_: back off till
   std::string adaptive_status_;                             // under mutex_
+  // The commit canary (CommitCanary): its own session and thread, on
+  // for a migrate that writes with the adaptive default on and no server limit.
+  CommitCanary canary_;        // under mutex_
+  bool canary_on_ = false;     // under mutex_: false once it fails
+  std::string canary_status_;  // under mutex_
+  std::mutex canary_sleep_mutex_;
+  std::condition_variable canary_wake_;
+  bool canary_stop_ = false;  // under canary_sleep_mutex_
+  std::thread canary_thread_;
   std::atomic<bool> critical_{false};
   std::string critical_reason_;
 };

@@ -5,6 +5,7 @@
 #include <vector>
 
 using keymig::engine::AdaptiveBackoff;
+using keymig::engine::CommitCanary;
 using keymig::engine::RunControl;
 using std::chrono::microseconds;
 using std::chrono::milliseconds;
@@ -57,6 +58,62 @@ TEST_CASE("the adaptive backoff waits on a latency spike and not on steady batch
     CHECK(waited > milliseconds(0));
     CHECK(a.median() == microseconds(50'000));
     CHECK(a.observe(microseconds(50'000)) == milliseconds(0));
+  }
+}
+
+TEST_CASE("the commit canary widens the gap while commits are slower than before the run",
+          "[engine][adaptive]") {
+  CommitCanary c;
+  const auto idle = microseconds(2'000);
+  // The baseline: the median, so one slow fsync among the first canaries does not count.
+  for (const auto l : {idle, idle, microseconds(40'000), idle, microseconds(2'100)}) {
+    CHECK_FALSE(c.ready());
+    CHECK(c.observe(l) == milliseconds(0));
+  }
+  REQUIRE(c.ready());
+  CHECK(c.baseline() == idle);
+  CHECK(c.target() == microseconds(4'000));  // 2x, which is over baseline + kSlack
+
+  SECTION("commits near the baseline never open a gap") {
+    for (int i = 0; i < 100; ++i)
+      CHECK(c.observe(microseconds(i % 3 ? 2'500 : 3'900)) == milliseconds(0));
+  }
+  SECTION("one slow commit among fast ones opens no gap") {
+    for (int i = 0; i < 50; ++i)
+      CHECK(c.observe(microseconds(i % 5 == 0 ? 50'000 : 2'000)) == milliseconds(0));
+  }
+  SECTION("lasting slow commits double the gap from kStep up to kMaxGap") {
+    for (std::size_t i = 1; i < CommitCanary::kWindow; ++i)  // the window fills first
+      CHECK(c.observe(microseconds(9'000)) == milliseconds(0));
+    CHECK(c.observe(microseconds(9'000)) == milliseconds(5));
+    CHECK(c.observe(microseconds(9'000)) == milliseconds(10));
+    CHECK(c.observe(microseconds(9'000)) == milliseconds(20));
+    CHECK(c.recent() == microseconds(9'000));
+    for (int i = 0; i < 20; ++i) (void)c.observe(microseconds(9'000));
+    CHECK(c.gap() == CommitCanary::kMaxGap);
+  }
+  SECTION("the gap stops growing once the newest commit is fast, and shrinks back to none") {
+    for (int i = 0; i < 9; ++i) (void)c.observe(microseconds(9'000));
+    const auto widest = c.gap();
+    REQUIRE(widest == milliseconds(80));
+    // The median is still slow, the newest is not: hold.
+    CHECK(c.observe(microseconds(2'000)) == widest);
+    // Between the relax line (1.5x) and the target: hold.
+    for (int i = 0; i < 5; ++i) (void)c.observe(microseconds(3'500));
+    CHECK(c.gap() == widest);
+    // Back near the baseline: a quarter less each canary, then none.
+    for (int i = 0; i < 3; ++i) (void)c.observe(microseconds(2'000));
+    CHECK(c.gap() < widest);
+    for (int i = 0; i < 20; ++i) (void)c.observe(microseconds(2'000));
+    CHECK(c.gap() == milliseconds(0));
+  }
+  SECTION("a fast server still needs kSlack more before a gap opens") {
+    CommitCanary fast;
+    for (int i = 0; i < 5; ++i) (void)fast.observe(microseconds(300));
+    CHECK(fast.target() == microseconds(1'300));
+    for (int i = 0; i < 20; ++i) CHECK(fast.observe(microseconds(1'200)) == milliseconds(0));
+    for (int i = 0; i < 6; ++i) (void)fast.observe(microseconds(2'000));
+    CHECK(fast.gap() > milliseconds(0));
   }
 }
 

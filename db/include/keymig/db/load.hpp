@@ -5,6 +5,7 @@
 // Both read statistics views whose other-role rows only pg_read_all_stats (pg_monitor)
 // may see in full; `visible` says whether this role does.
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -31,5 +32,11 @@ struct ServerLoad {
 /// (when `sessions`; sessions named application_name=keymig are keymig's). One short
 /// statement each. Throws DbError.
 [[nodiscard]] ServerLoad read_server_load(Connection& conn, bool standbys, bool sessions);
+
+/// Commits one write transaction that writes nothing but its commit record (an xid is
+/// taken), in one round trip, and returns how long it took: what a sign-in that writes
+/// waits for right now, CPU, WAL flush and synchronous standbys included. For the
+/// adaptive throttle's canary. Throws DbError.
+[[nodiscard]] std::chrono::microseconds commit_canary(Connection& conn);
 
 }  // namespace keymig::db

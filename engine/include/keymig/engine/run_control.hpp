@@ -107,4 +107,46 @@ class AdaptiveBackoff {
   std::size_t count_ = 0;  // batches seen (the window holds min(count_, kWindow))
 };
 
+/// The adaptive default's second rule (docs/DESIGN.md section 2): the load keymig itself
+/// adds, which its own batches cannot see (they set their median). A canary commits an
+/// empty write transaction every kInterval, as a sign-in that writes does: it waits for
+/// the server's CPU and for its WAL flush, behind keymig's. The first kBaselineSamples,
+/// taken before any batch, are the server as the application has it without keymig;
+/// afterwards, while the median of the last kWindow canaries (a full window), and the
+/// newest, are above the target (kFactor x the baseline, and at least kSlack over it), the
+/// gap every lane leaves between batches doubles (from kStep, at most kMaxGap); once they are back
+/// under the baseline's kRelax multiple, it shrinks by a quarter (below kStep: none). Pure and
+/// deterministic: the test feeds it synthetic latencies. Not thread-safe: Throttle calls
+/// it under its own mutex.
+class CommitCanary {
+ public:
+  static constexpr std::chrono::milliseconds kInterval{100};
+  static constexpr std::size_t kBaselineSamples = 5;
+  static constexpr std::size_t kWindow = 5;
+  static constexpr double kFactor = 2.0;
+  static constexpr double kRelax = 1.5;
+  static constexpr std::chrono::microseconds kSlack{1000};
+  static constexpr std::chrono::milliseconds kStep{5};
+  static constexpr std::chrono::milliseconds kMaxGap{1000};
+
+  /// Records one canary's commit latency; returns the gap between batches from now on.
+  std::chrono::milliseconds observe(std::chrono::microseconds latency);
+  /// Whether the baseline is measured (Throttle measures it before the first page).
+  [[nodiscard]] bool ready() const noexcept { return count_ >= kBaselineSamples; }
+  /// The median of the baseline samples (0 before ready()).
+  [[nodiscard]] std::chrono::microseconds baseline() const noexcept { return baseline_; }
+  /// The median of the last kWindow canaries after the baseline (0 before the first).
+  [[nodiscard]] std::chrono::microseconds recent() const noexcept { return recent_; }
+  /// The latency above which the gap grows.
+  [[nodiscard]] std::chrono::microseconds target() const noexcept;
+  [[nodiscard]] std::chrono::milliseconds gap() const noexcept { return gap_; }
+
+ private:
+  std::chrono::microseconds samples_[kBaselineSamples > kWindow ? kBaselineSamples : kWindow]{};
+  std::size_t count_ = 0;  // canaries seen, the baseline's included
+  std::chrono::microseconds baseline_{0};
+  std::chrono::microseconds recent_{0};
+  std::chrono::milliseconds gap_{0};
+};
+
 }  // namespace keymig::engine
