@@ -5,13 +5,21 @@
 
 namespace keymig::engine {
 
-std::chrono::microseconds AdaptiveBackoff::median() const {
-  const std::size_t n = std::min(count_, kWindow);
-  if (n == 0) return std::chrono::microseconds(0);
-  std::vector<std::chrono::microseconds> sorted(window_, window_ + n);
+namespace {
+
+std::chrono::microseconds median_of(const std::chrono::microseconds* first, std::size_t n) {
+  std::vector<std::chrono::microseconds> sorted(first, first + n);
   std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(n / 2),
                    sorted.end());
   return sorted[n / 2];
+}
+
+}  // namespace
+
+std::chrono::microseconds AdaptiveBackoff::median() const {
+  const std::size_t n = std::min(count_, kWindow);
+  if (n == 0) return std::chrono::microseconds(0);
+  return median_of(window_, n);
 }
 
 std::chrono::milliseconds AdaptiveBackoff::observe(std::chrono::microseconds latency) {
@@ -31,17 +39,6 @@ std::chrono::milliseconds AdaptiveBackoff::observe(std::chrono::microseconds lat
   ++count_;
   return wait;
 }
-
-namespace {
-
-std::chrono::microseconds median_of(const std::chrono::microseconds* first, std::size_t n) {
-  std::vector<std::chrono::microseconds> sorted(first, first + n);
-  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(n / 2),
-                   sorted.end());
-  return sorted[n / 2];
-}
-
-}  // namespace
 
 std::chrono::microseconds CommitCanary::target() const noexcept {
   const auto scaled = std::chrono::microseconds(

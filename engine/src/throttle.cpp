@@ -78,11 +78,7 @@ void Throttle::run_canary(db::Connection& conn) {
     try {
       const auto latency = db::commit_canary(conn);
       std::lock_guard<std::mutex> lock(mutex_);
-      const auto gap = canary_.observe(latency);
-      if (gap.count() > 0)
-        canary_status_ = "backing off: commits " + millis_text(canary_.recent()) + " > " +
-                         millis_text(canary_.target()) + " (idle " +
-                         millis_text(canary_.baseline()) + ")";
+      (void)canary_.observe(latency);
     } catch (const std::exception& e) {
       // The batches' own sessions report a lost database; without its canary the
       // throttle still has the batches' rule.
@@ -159,7 +155,9 @@ void Throttle::committed(std::chrono::microseconds latency) {
         seconds_text(std::chrono::duration<double>(adaptive_.judged_median()).count());
   } else {
     adaptive_until_ = std::max(adaptive_until_, now + gap);
-    adaptive_status_ = canary_status_;
+    adaptive_status_ = "backing off: commits " + millis_text(canary_.recent()) + " > " +
+                       millis_text(canary_.target()) + " (idle " + millis_text(canary_.baseline()) +
+                       ")";
   }
 }
 

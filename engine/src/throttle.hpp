@@ -105,9 +105,8 @@ class Throttle {
   std::string adaptive_status_;                             // under mutex_
   // The commit canary (CommitCanary): its own session and thread, on
   // for a migrate that writes with the adaptive default on and no server limit.
-  CommitCanary canary_;        // under mutex_
-  bool canary_on_ = false;     // under mutex_: false once it fails
-  std::string canary_status_;  // under mutex_
+  CommitCanary canary_;     // under mutex_
+  bool canary_on_ = false;  // under mutex_: false once it fails
   std::mutex canary_sleep_mutex_;
   std::condition_variable canary_wake_;
   bool canary_stop_ = false;  // under canary_sleep_mutex_
