@@ -162,6 +162,12 @@ class OneShotMetrics {
       : push_gateway_(flags.push_gateway.empty() ? config.migration.metrics.push_gateway
                                                  : flags.push_gateway),
         textfile_(flags.textfile.empty() ? config.migration.metrics.textfile : flags.textfile) {
+    // The config's URL was checked when it loaded; a flag's is checked here, before the
+    // run, since at the end a bad URL could only be a warning after the work was done.
+    if (!flags.push_gateway.empty()) {
+      if (auto problem = metrics::push_gateway_problem(flags.push_gateway); !problem.empty())
+        throw UsageError("--push-gateway: " + problem);
+    }
     if (flags.listen.empty() && push_gateway_.empty() && textfile_.empty()) return;
     metrics_ = std::make_unique<metrics::Metrics>();
     if (!flags.listen.empty()) {

@@ -150,9 +150,32 @@ CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refus
                 code, out, err, _ = self.run_raw(
                     "scan", "--json", "--config", self.config, "--dsn", self.dsn,
                     "--push-gateway", "http://%s@127.0.0.1:9" % userinfo)
-                self.assertIn(code, (EXIT_OK, 3, 4), err[-500:])
-                self.assertIn("metrics_export_failed", err)
+                # A URL that does not parse is refused before the run; one that does fails
+                # at the push.
+                self.assertIn(code, (EXIT_OK, EXIT_USAGE, 3, 4), err[-500:])
+                self.assertIn("--push-gateway" if code == EXIT_USAGE else "metrics_export_failed",
+                              err)
                 self.assertNotIn(PIECES[2], out + err)
+
+    def test_a_malformed_pushgateway_flag_is_refused_before_the_run_and_not_quoted(self):
+        # At the end of a run a bad URL could only be a warning after every row was written.
+        for url in ("ftp://ops:%s@127.0.0.1:9091" % PIECES[2], "http://ops:%s@127.0.0.1:nine"
+                    % PIECES[2], "ops:%s@gw" % PIECES[2]):
+            with self.subTest(url=url.replace(PIECES[2], "...")):
+                dsn = new_db("kmt_cli_hostile_push")
+                self.fx.load(dsn)
+                code, out, err, _ = self.run_raw(
+                    "migrate", "--json", "--config", self.config, "--dsn", dsn,
+                    "--push-gateway", url)
+                self.assertEqual(code, EXIT_USAGE, err[-500:])
+                self.assertIn("--push-gateway", err)
+                self.assertNotIn(PIECES[2], out + err)
+                self.assertEqual(scalar(dsn, "SELECT count(*) FROM pg_namespace "
+                                             "WHERE nspname = 'keymig'"), "0", "a run started")
+                for row in self.fx.rows:
+                    self.assertEqual(scalar(dsn, "SELECT coalesce(mfa_secret, '') FROM users "
+                                                 "WHERE id = %d" % row.id), row.token or "")
+                drop_db("kmt_cli_hostile_push")
 
     def test_a_key_token_or_dsn_in_the_wrong_place_on_the_command_line_is_not_echoed(self):
         # The command-line parser's messages quote the argument they refuse, and so do some
