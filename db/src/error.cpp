@@ -43,6 +43,9 @@ constexpr Refusal kRefusals[] = {
     {"invalid connection option", nullptr, "22023", "invalid connection option in the DSN"},
     {"invalid URI", nullptr, "22023", "invalid connection URI"},
     {"invalid sslmode value", nullptr, "22023", "invalid sslmode in the DSN"},
+    {"invalid integer value", "for connection option", "22023",
+     "a connection option in the DSN that must be a number is not one"},
+    {"invalid port number", nullptr, "22023", "invalid port number in the DSN"},
     {"definition of service", "not found", "22023",
      "the service (service= or PGSERVICE) is not defined in pg_service.conf"},
 };

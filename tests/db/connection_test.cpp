@@ -154,6 +154,9 @@ TEST_CASE("a server that refuses the session is reported at once, not retried", 
   const Case cases[] = {
       {dsn.substr(0, slash + 1) + "keymig_no_such_database", "3D000",
        "the database does not exist"},
+      // libpq refuses these only when it connects: PQconninfoParse takes any value.
+      {"host=127.0.0.1 port=notaport dbname=keymig", "22023", "must be a number"},
+      {"postgresql://keymig@127.0.0.1:99999/keymig", "22023", "invalid port number"},
   };
   for (const auto& c : cases) {
     keymig::db::ConnectOptions o = test_options();
