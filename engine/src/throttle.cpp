@@ -78,7 +78,12 @@ void Throttle::run_canary(db::Connection& conn) {
     try {
       const auto latency = db::commit_canary(conn);
       std::lock_guard<std::mutex> lock(mutex_);
-      (void)canary_.observe(latency);
+      const auto before = canary_.gap();
+      const auto gap = canary_.observe(latency);
+      if (gap != before)
+        KEYMIG_LOG(debug, "engine", "throttle_canary_gap", {"commit_ms", latency.count() / 1000.0},
+                   {"median_ms", canary_.recent().count() / 1000.0},
+                   {"gap_ms", static_cast<long long>(gap.count())});
     } catch (const std::exception& e) {
       // The batches' own sessions report a lost database; without its canary the
       // throttle still has the batches' rule.
