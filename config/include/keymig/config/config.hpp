@@ -89,7 +89,8 @@ struct ThrottleSettings {
   int max_active_sessions = 0;                   // other active backends; 0: not watched
   int critical_active_sessions = 0;              // stop the run (resumable) at this many; 0: never
   // With no rate and no server limit: back off when a batch's commit takes far longer
-  // than its running median (engine::AdaptiveBackoff).
+  // than its running median (engine::AdaptiveBackoff), or the canary's commits far
+  // longer than before the run (engine::CommitCanary).
   bool adaptive = true;
 };
 
