@@ -52,7 +52,8 @@ test-tsan: deps
 	  scripts/run-tests build-tsan -R '$(TSAN_TESTS)' $(CTEST_ARGS) || status=$$?; \
 	scripts/sanitizer-reports build-tsan/reports || status=1; exit $$status
 
-# libFuzzer harnesses (tests/fuzz), built with clang: FUZZ_SECONDS per harness.
+# libFuzzer harnesses (tests/fuzz), built with clang: FUZZ_SECONDS per harness, or
+# FUZZ_RUNS inputs if that comes first (make fuzz FUZZ_SECONDS=3600 FUZZ_RUNS=10000000).
 FUZZ_SECONDS ?= 600
 fuzz-build: deps
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -60,7 +61,7 @@ fuzz-build: deps
 	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 
 fuzz: fuzz-build
-	scripts/fuzz build-fuzz $(FUZZ_SECONDS)
+	scripts/fuzz build-fuzz $(FUZZ_SECONDS) $(if $(FUZZ_RUNS),--runs $(FUZZ_RUNS))
 
 demo: build
 	scripts/demo $(BUILD)
