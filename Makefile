@@ -35,7 +35,11 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	TSAN_OPTIONS=$(TSAN_OPTIONS_ALL)
-TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
+# history_size=7 (the most): TSan then still has the stack of the earlier access after a
+# long pass, and the suppressions in tests/tsan.supp, which name TBB's functions on that
+# stack, can match it. With less, an access TBB's own code made shows as "failed to
+# restore the stack", and a report about TBB's task memory could not be told apart.
+TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp
 # A keymig that a Python test starts writes its reports to log_path (its stderr belongs to
 # the test), so the target fails on any report file even when the test passed.
 TSAN_TESTS = ^(engine|metrics|service|http):|^integration: test_(migrate_|serve|http_|multi_targets|oneshot_metrics|progress_logs)
