@@ -33,8 +33,8 @@ test: build fuzz-build
 # tests with the integration tests that run the pipeline, the metrics and the service.
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	TSAN_OPTIONS=$(TSAN_OPTIONS_ALL)
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# TSAN_OPTIONS is given by test-tsan alone, with its log_path.
 # history_size=7 (the most): TSan then still has the stack of the earlier access after a
 # long pass, and the suppressions in tests/tsan.supp, which name TBB's functions on that
 # stack, can match it. With less, an access TBB's own code made shows as "failed to
