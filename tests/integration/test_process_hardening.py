@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from keymig_testlib import BINARY, Fernet, clean_env, new_key, wait_until
+from keymig_testlib import BINARY, UNDER_ASAN, Fernet, clean_env, new_key, wait_until
 
 
 def read(path):
@@ -53,6 +53,10 @@ class ProcessHardeningTest(unittest.TestCase):
         env = clean_env({"KEYMIG_ACTIVE_KEY": self.active,
                          "KEYMIG_ROLLING_KEYS": ",".join(self.rolling)})
         env.update(extra_env or {})
+        if UNDER_ASAN:
+            # ASan would turn the signal into its own report and abort, and it sets the
+            # core limit to 0 itself; these tests are about what keymig does.
+            env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":handle_segv=0:disable_coredump=0"
         cmd = [self.binary, "inspect", "-"]
         if raw_env is not None:
             cmd = ["python3", "-c", EXEC_RAW_ENV, "\n".join(raw_env)] + cmd
