@@ -42,20 +42,20 @@ ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:l
 # stack, can match it. With less, an access TBB's own code made shows as "failed to
 # restore the stack", and a report about TBB's task memory could not be told apart.
 TSAN_ENV = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp:log_path=$(CURDIR)/build-tsan/reports/tsan
+# $(call sanitized,BUILD,ENV,CTEST ARGS): the tests with ENV, then fail on any report.
+sanitized = rm -rf $(1)/reports && mkdir -p $(1)/reports || exit 1; \
+	status=0; $(2) scripts/run-tests $(1) $(3) || status=$$?; \
+	scripts/sanitizer-reports $(1)/reports || status=1; exit $$status
 TSAN_TESTS = ^(engine|metrics|service|http):|^integration: test_(migrate_|serve|http_|multi_targets|oneshot_metrics|progress_logs)
 test-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYMIG_SANITIZE=address,undefined
 	cmake --build build-asan -j $(JOBS)
-	rm -rf build-asan/reports && mkdir -p build-asan/reports
-	status=0; $(ASAN_ENV) scripts/run-tests build-asan $(CTEST_ARGS) || status=$$?; \
-	scripts/sanitizer-reports build-asan/reports || status=1; exit $$status
+	$(call sanitized,build-asan,$(ASAN_ENV),$(CTEST_ARGS))
 
 test-tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYMIG_SANITIZE=thread
 	cmake --build build-tsan -j $(JOBS)
-	rm -rf build-tsan/reports && mkdir -p build-tsan/reports
-	status=0; $(TSAN_ENV) scripts/run-tests build-tsan -R '$(TSAN_TESTS)' $(CTEST_ARGS) || status=$$?; \
-	scripts/sanitizer-reports build-tsan/reports || status=1; exit $$status
+	$(call sanitized,build-tsan,$(TSAN_ENV),-R '$(TSAN_TESTS)' $(CTEST_ARGS))
 
 # libFuzzer harnesses (tests/fuzz), built with clang: FUZZ_SECONDS per harness, or
 # FUZZ_RUNS inputs if that comes first (make fuzz FUZZ_SECONDS=3600 FUZZ_RUNS=10000000).

@@ -39,8 +39,7 @@ PG_SCRIPT = os.environ.get("KEYMIG_PG_SCRIPT") or os.path.join(SOURCE_DIR, "scri
 # "thread"). AddressSanitizer reserves terabytes of shadow memory, which no RLIMIT_AS allows
 # and no gcore can be read back from, and it turns mlock into a no-op: the few tests that
 # look at keymig's memory from outside cannot run on that build, and say so.
-SANITIZE = os.environ.get("KEYMIG_SANITIZE", "")
-UNDER_ASAN = "address" in SANITIZE
+UNDER_ASAN = "address" in os.environ.get("KEYMIG_SANITIZE", "")
 
 # Exit codes, docs/DESIGN.md section 3.
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_UNDECRYPTABLE, EXIT_NEEDS_ROLLING = 0, 1, 2, 3, 4
